@@ -1,0 +1,3 @@
+module hpcrun
+
+go 1.26
