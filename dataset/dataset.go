@@ -237,8 +237,10 @@ func (d *Dataset) ReadAll(blockRows int) ([]float32, error) {
 		if err != nil {
 			return nil, err
 		}
+		var buf []float32
 		err = m.Blocks(blockRows, d.Check(), func(b Block) error {
-			out = append(out, b.Data...)
+			buf = b.Float32(buf)
+			out = append(out, buf...)
 			return nil
 		})
 		m.Close()

@@ -15,9 +15,9 @@ var f16Table = func() *[1 << 16]float32 {
 	return &t
 }()
 
-// F16ToF32 widens src into dst (len(dst) >= len(src)).
-// Equivalent to: for i := range src { dst[i] = float32(half(src[i])) }.
-func F16ToF32(dst []float32, src []uint16) {
+// f16ToF32Go is the table-lookup F16ToF32, the reference for the
+// assembly version.
+func f16ToF32Go(dst []float32, src []uint16) {
 	t := f16Table
 	dst = dst[:len(src)]
 	i := 0
@@ -30,6 +30,32 @@ func F16ToF32(dst []float32, src []uint16) {
 	for ; i < len(src); i++ {
 		dst[i] = t[src[i]]
 	}
+}
+
+// sumSqF16Go is the plain-Go sumSqF16, with eight partial sums so the adds
+// pipeline.
+func sumSqF16Go(x []uint16) float32 {
+	t := f16Table
+	var s0, s1, s2, s3, s4, s5, s6, s7 float32
+	i := 0
+	for ; i+8 <= len(x); i += 8 {
+		h := x[i : i+8 : i+8]
+		v0, v1, v2, v3 := t[h[0]], t[h[1]], t[h[2]], t[h[3]]
+		v4, v5, v6, v7 := t[h[4]], t[h[5]], t[h[6]], t[h[7]]
+		s0 += v0 * v0
+		s1 += v1 * v1
+		s2 += v2 * v2
+		s3 += v3 * v3
+		s4 += v4 * v4
+		s5 += v5 * v5
+		s6 += v6 * v6
+		s7 += v7 * v7
+	}
+	for ; i < len(x); i++ {
+		v := t[x[i]]
+		s0 += v * v
+	}
+	return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
 }
 
 // HalfToFloat converts one float16 bit pattern.

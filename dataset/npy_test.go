@@ -76,7 +76,7 @@ x.astype(np.float16).astype(np.float32).tofile(d + "/f16.raw")
 			if b.Row0 != len(got)/13 {
 				t.Fatalf("block starts at %d, want %d", b.Row0, len(got)/13)
 			}
-			got = append(got, b.Data...)
+			got = append(got, b.Float32(nil)...)
 			return nil
 		})
 		m.Close()
@@ -291,7 +291,7 @@ func TestNaNInfAndNorm(t *testing.T) {
 	}
 	run := func(m *Matrix, c Check) ([]float32, error) {
 		var out []float32
-		err := m.Blocks(1, c, func(b Block) error { out = append(out, b.Data...); return nil })
+		err := m.Blocks(1, c, func(b Block) error { out = append(out, b.Float32(nil)...); return nil })
 		return out, err
 	}
 	if _, err := run(mk("ok.npy", rows), Check{}); err != nil {

@@ -1,0 +1,5 @@
+package dataset
+
+import "golang.org/x/sys/unix"
+
+const madvPopulateRead = unix.MADV_POPULATE_READ
