@@ -1,0 +1,163 @@
+package stages
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"hpcrun/configs"
+	"hpcrun/dataset"
+)
+
+// Env is what every stage gets: its config, this rank's place in the job,
+// and a logger. Stages write only under Cfg.Job.Workdir.
+type Env struct {
+	Cfg  *configs.Config
+	Log  *slog.Logger
+	Rank int
+	Size int
+}
+
+// Result is what a stage reports into report.json.
+type Result struct {
+	Items   int64          `json:"items"`
+	Extra   map[string]any `json:"extra,omitempty"`
+	Skipped bool           `json:"skipped,omitempty"` // outputs were up to date
+}
+
+// StageFunc runs one stage on every rank.
+type StageFunc func(ctx context.Context, env *Env) (*Result, error)
+
+// registry holds the stages built so far, by name; configs.Stages gives
+// their order.
+var registry = map[string]StageFunc{}
+
+// StageReport is one stage's entry in report.json.
+type StageReport struct {
+	Status     string         `json:"status"` // done | skipped | not-built
+	Seconds    float64        `json:"seconds"`
+	Items      int64          `json:"items"`
+	Throughput float64        `json:"throughput"` // items per second
+	Ranks      int            `json:"ranks"`
+	Extra      map[string]any `json:"extra,omitempty"`
+}
+
+// Report is report.json.
+type Report struct {
+	Job      string                   `json:"job"`
+	Datasets map[string]DatasetReport `json:"datasets"`
+	Stages   map[string]StageReport   `json:"stages"`
+}
+
+// DatasetReport summarises an input dataset.
+type DatasetReport struct {
+	Path   string `json:"path"`
+	Layout string `json:"layout"`
+	Rows   int64  `json:"rows"`
+	Dim    int    `json:"dim"`
+	DType  string `json:"dtype"`
+	Shards int    `json:"shards"`
+}
+
+// OpenDataset opens a dataset named in the config: a [datasets.NAME] entry,
+// or the output of [embed.NAME].
+func OpenDataset(cfg *configs.Config, name string) (*dataset.Dataset, error) {
+	if d := cfg.Datasets[name]; d != nil {
+		return dataset.Open(name, d.Path, dataset.Options{Layout: d.Layout, IDColumn: d.IDColumn, Normalize: d.Normalize})
+	}
+	if cfg.Embed[name] != nil {
+		return dataset.Open(name, filepath.Join(cfg.Job.Workdir, "embed", name), dataset.Options{Layout: dataset.Embeddings})
+	}
+	return nil, fmt.Errorf("unknown dataset %q", name)
+}
+
+// Run runs the config's stages in pipeline order (only those in only, when
+// given) and writes report.json.
+func Run(ctx context.Context, env *Env, only []string) error {
+	cfg := env.Cfg
+	if env.Size == 0 {
+		env.Size = 1
+	}
+	if err := os.MkdirAll(cfg.Job.Workdir, 0o755); err != nil {
+		return fmt.Errorf("workdir %s: %w", cfg.Job.Workdir, err)
+	}
+	rep := &Report{Job: cfg.Job.Name, Datasets: map[string]DatasetReport{}, Stages: map[string]StageReport{}}
+	// Open every declared dataset first: bad input fails before any work.
+	names := make([]string, 0, len(cfg.Datasets))
+	for n := range cfg.Datasets {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		d, err := OpenDataset(cfg, n)
+		if err != nil {
+			return err
+		}
+		rep.Datasets[n] = DatasetReport{Path: d.Root, Layout: d.Opts.Layout, Rows: d.Rows, Dim: d.Dim, DType: d.DType.Name(), Shards: len(d.Shards)}
+		env.Log.Info("dataset", "name", n, "rows", d.Rows, "dim", d.Dim, "dtype", d.DType.Name(), "shards", len(d.Shards))
+	}
+	want := map[string]bool{}
+	for _, s := range only {
+		want[s] = true
+	}
+	for _, name := range configs.Stages {
+		if !cfg.Has(name) || (len(only) > 0 && !want[name]) {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		fn := registry[name]
+		if fn == nil {
+			env.Log.Warn("stage not built yet, skipped", "stage", name)
+			rep.Stages[name] = StageReport{Status: "not-built", Ranks: env.Size}
+			continue
+		}
+		env.Log.Info("stage start", "stage", name)
+		t0 := time.Now()
+		res, err := fn(ctx, env)
+		if err != nil {
+			return fmt.Errorf("stage %s: %w", name, err)
+		}
+		sec := time.Since(t0).Seconds()
+		sr := StageReport{Status: "done", Seconds: sec, Items: res.Items, Ranks: env.Size, Extra: res.Extra}
+		if res.Skipped {
+			sr.Status = "skipped"
+		}
+		if sec > 0 {
+			sr.Throughput = float64(res.Items) / sec
+		}
+		rep.Stages[name] = sr
+		env.Log.Info("stage done", "stage", name, "status", sr.Status, "seconds", fmt.Sprintf("%.2f", sec), "items", res.Items)
+	}
+	if env.Rank != 0 {
+		return nil
+	}
+	return writeReport(cfg.Job.Workdir, rep)
+}
+
+// writeReport merges rep into workdir/report.json, so a run of some stages
+// keeps the entries of the others.
+func writeReport(workdir string, rep *Report) error {
+	path := filepath.Join(workdir, "report.json")
+	if old, err := os.ReadFile(path); err == nil {
+		var prev Report
+		if json.Unmarshal(old, &prev) == nil {
+			for k, v := range prev.Stages {
+				if _, ok := rep.Stages[k]; !ok {
+					rep.Stages[k] = v
+				}
+			}
+		}
+	}
+	b, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return err
+	}
+	return dataset.WriteFileAtomic(path, append(b, '\n'))
+}
