@@ -39,9 +39,10 @@ type ScriptOptions struct {
 	// "" leaves the job in the directory sbatch runs in.
 	WorkDir string
 	// Output and Error are --output and --error; they may hold Slurm's
-	// patterns (%j job id, %x job name, %% a percent sign). Defaults:
-	// <WorkDir>/slurm-%j.out and <WorkDir>/slurm-%j.err (a % in WorkDir
-	// is escaped), or slurm-%j.out / .err without a WorkDir.
+	// patterns (%j job id, %x job name, %% a percent sign), and a relative
+	// path is relative to WorkDir. Defaults: <WorkDir>/slurm-%j.out and
+	// <WorkDir>/slurm-%j.err (a % in WorkDir is escaped), or plain
+	// slurm-%j.out / .err when WorkDir is relative or empty.
 	Output, Error string
 
 	// Extra holds more #SBATCH lines, written as given after the others:
@@ -279,8 +280,10 @@ func NewScriptData(opts ScriptOptions) (*ScriptData, error) {
 }
 
 // outputUnder joins dir and a Slurm file-name pattern, escaping % in dir.
+// Slurm reads a relative output path against the job's working directory
+// (--chdir), so a relative dir is left out.
 func outputUnder(dir, pattern string) string {
-	if dir == "" {
+	if !strings.HasPrefix(dir, "/") {
 		return pattern
 	}
 	return strings.TrimRight(strings.ReplaceAll(dir, "%", "%%"), "/") + "/" + pattern

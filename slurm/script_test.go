@@ -205,9 +205,11 @@ func TestRenderDefaults(t *testing.T) {
 		o.Output != "/runs/50%%/slurm-%j.out" || o.Error != "/runs/50%%/slurm-%j.err" {
 		t.Errorf("defaults: %+v", o)
 	}
-	d, err = NewScriptData(ScriptOptions{Binary: "hpcrun", Config: "c.toml"})
-	if err != nil || d.Opts.Output != "slurm-%j.out" || d.Opts.Error != "slurm-%j.err" {
-		t.Errorf("defaults without WorkDir: %+v, %v", d, err)
+	for _, wd := range []string{"", "runs/x"} {
+		d, err = NewScriptData(ScriptOptions{Binary: "hpcrun", Config: "c.toml", WorkDir: wd})
+		if err != nil || d.Opts.Output != "slurm-%j.out" || d.Opts.Error != "slurm-%j.err" {
+			t.Errorf("defaults with WorkDir %q: %+v, %v", wd, d, err)
+		}
 	}
 	if d.Command != "hpcrun run c.toml" {
 		t.Errorf("Command %q", d.Command)
