@@ -1,0 +1,59 @@
+# hpcrun - two commands set up a fresh machine:
+#   make run    install what is missing, build, run the quickstart experiment
+#   make test   install what is missing, pass all tests
+export PATH := /usr/local/go/bin:$(PATH)
+GO        ?= go
+BIN       := bin/hpcrun
+VERSION   := $(shell git describe --always --dirty 2>/dev/null || echo dev)
+QUICK     := data/quickstart
+SHARED    ?= ../shared
+TEST_TIMEOUT ?= 1200s
+
+.PHONY: all deps build run test test-go test-noasm lint bench slurm-up parquet-testdata clean
+
+all: build
+
+deps:
+	@bash scripts/deps.sh
+
+build:
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/hpcrun
+
+$(QUICK)/truth/truth.json: | build
+	$(BIN) synth --out $(QUICK) --preset quickstart --seed 333
+
+run: deps build $(QUICK)/truth/truth.json
+	$(BIN) run configs/quickstart.toml
+
+# The real one-node Slurm the slurm tests submit to (skipped when absent).
+slurm-up:
+	@if [ -x $(SHARED)/slurm/start-local-slurm.sh ]; then \
+	  timeout 300 bash $(SHARED)/slurm/start-local-slurm.sh >/tmp/hpcrun-slurm.log 2>&1 \
+	    && echo "[test] local Slurm is up" \
+	    || { tail -n 20 /tmp/hpcrun-slurm.log; echo "[test] local Slurm failed to start; Slurm tests will skip"; }; \
+	else echo "[test] $(SHARED)/slurm/start-local-slurm.sh not found; Slurm tests will skip"; fi
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+test-go:
+	HPCRUN_REQUIRE_REFS=1 $(GO) test -timeout $(TEST_TIMEOUT) ./...
+
+# the pure-Go twins of every assembly kernel
+test-noasm:
+	HPCRUN_REQUIRE_REFS=1 $(GO) test -tags noasm -timeout $(TEST_TIMEOUT) ./dataset/... ./kernels/...
+
+test: deps slurm-up lint build test-go test-noasm
+
+bench: deps build
+	$(BIN) bench --ops read --json bench-read.json
+
+# Regenerates dataset/testdata/duckdb_*.parquet with DuckDB (npm).
+parquet-testdata:
+	tmp=$$(mktemp -d) && cp scripts/make-parquet-testdata.mjs $$tmp/ && \
+	  (cd $$tmp && npm init -y >/dev/null && npm install --silent @duckdb/node-api@1.5.6-r.1 && \
+	   node make-parquet-testdata.mjs $(CURDIR)/dataset/testdata) && rm -rf $$tmp
+
+clean:
+	rm -rf bin runs

@@ -1,0 +1,130 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"hpcrun/synth"
+)
+
+func run(t *testing.T, args ...string) (int, string) {
+	t.Helper()
+	var stderr bytes.Buffer
+	old := stderrW
+	r, w, _ := os.Pipe()
+	stderrW = w
+	code := mainExit(args, &stderr)
+	w.Close()
+	stderrW = old
+	logs := new(bytes.Buffer)
+	logs.ReadFrom(r)
+	return code, stderr.String() + logs.String()
+}
+
+func writeConfig(t *testing.T, dir, body string) string {
+	t.Helper()
+	p := filepath.Join(dir, "exp.toml")
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func tinyConfig(world, workdir string) string {
+	return `
+[job]
+name = "tiny"
+workdir = "` + workdir + `"
+[datasets.laion]
+path = "` + world + `/laion"
+layout = "clip-retrieval"
+[datasets.imagenet-train]
+path = "` + world + `/imagenet-train"
+[datasets.imagenet-val]
+path = "` + world + `/imagenet-val"
+`
+}
+
+func TestExitCodes(t *testing.T) {
+	dir := t.TempDir()
+	if code, _ := run(t, "version"); code != 0 {
+		t.Fatalf("version: exit %d", code)
+	}
+	if code, out := run(t, "frobnicate"); code != 2 || !strings.Contains(out, `unknown command "frobnicate"`) {
+		t.Fatalf("unknown command: exit %d, %q", code, out)
+	}
+	cfg := writeConfig(t, dir, "[job]\nname = \"x\"\nworkdir = \"w\"\n[kmeans]\ndataset = \"a\"\nkk = 1\n")
+	code, out := run(t, "config", cfg)
+	if code != 2 || !strings.HasPrefix(out, "hpcrun: config "+cfg+":6: key \"kmeans.kk\": unknown key") {
+		t.Fatalf("unknown key: exit %d, %q", code, out)
+	}
+	if code, out := run(t, "run", cfg, "--only", "nope"); code != 2 || !strings.Contains(out, "unknown key") {
+		// the config is checked before --only
+		t.Fatalf("run with bad config: exit %d, %q", code, out)
+	}
+	if code, out := run(t, "synth"); code != 2 || !strings.Contains(out, "--out DIR is required") {
+		t.Fatalf("synth without --out: exit %d %q", code, out)
+	}
+	if code, out := run(t, "config", "quickstart.toml", "--bogus"); code != 2 || !strings.Contains(out, "flag provided but not defined: -bogus") {
+		t.Fatalf("bad flag: exit %d %q", code, out)
+	}
+}
+
+func TestRunOnTinyWorld(t *testing.T) {
+	dir := t.TempDir()
+	world := filepath.Join(dir, "world")
+	if _, err := synth.Write(world, synth.Presets["tiny"], 1); err != nil {
+		t.Fatal(err)
+	}
+	work := filepath.Join(dir, "work")
+	cfg := writeConfig(t, dir, tinyConfig(world, work))
+	code, out := run(t, "run", cfg)
+	if code != 0 {
+		t.Fatalf("run: exit %d\n%s", code, out)
+	}
+	if !strings.Contains(out, "[rank 0] ") {
+		t.Fatalf("logs are not prefixed with the rank:\n%s", out)
+	}
+	b, err := os.ReadFile(filepath.Join(work, "report.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep struct {
+		Datasets map[string]struct{ Rows int64 }
+	}
+	if err := json.Unmarshal(b, &rep); err != nil || rep.Datasets["laion"].Rows == 0 {
+		t.Fatalf("report.json: %v %s", err, b)
+	}
+
+	// a truncated shard fails the run, names the file, and writes nothing
+	shard := filepath.Join(world, "laion", "img_emb", "img_emb_1.npy")
+	data, _ := os.ReadFile(shard)
+	os.WriteFile(shard, data[:len(data)-100], 0o644)
+	work2 := filepath.Join(dir, "work2")
+	cfg2 := writeConfig(t, dir, tinyConfig(world, work2))
+	code, out = run(t, "run", cfg2)
+	if code != 1 || !strings.Contains(strings.SplitN(out, "\n", 2)[0], shard+": truncated") {
+		t.Fatalf("truncated shard: exit %d\n%s", code, out)
+	}
+	if _, err := os.Stat(filepath.Join(work2, "report.json")); err == nil {
+		t.Fatal("a failed run left report.json behind")
+	}
+}
+
+func TestConfigPrintsDefaults(t *testing.T) {
+	old := os.Stdout
+	r, w, _ := os.Pipe()
+	os.Stdout = w
+	code, _ := run(t, "config", "../../configs/quickstart.toml", "--set", "kmeans.k=9")
+	w.Close()
+	os.Stdout = old
+	var out bytes.Buffer
+	out.ReadFrom(r)
+	if code != 0 || !strings.Contains(out.String(), "k = 9") || !strings.Contains(out.String(), "block_rows = 16384") {
+		t.Fatalf("exit %d\n%s", code, out.String())
+	}
+}
