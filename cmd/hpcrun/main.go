@@ -197,7 +197,6 @@ func cmdPlan(ctx context.Context, args []string) error {
 	return notBuilt("hpcrun plan", "the slurm issue")
 }
 
-
 func sortedNames[V any](m map[string]V) []string {
 	out := make([]string, 0, len(m))
 	for k := range m {
