@@ -1,0 +1,113 @@
+package kernels
+
+// Backend is the similarity engine contract. CPU (this package) and later a
+// CUDA backend implement it; kernels/kerneltest holds the conformance suites
+// every implementation must pass. All ops read row-major float32 or float16
+// matrices of equal Dim (any Dim >= 0, any Rows >= 0), accumulate in float32,
+// never materialise the full similarity matrix, break ties by the smaller
+// index, and return an error wrapping ErrNonFinite when an input (including
+// thresholds) holds NaN or ±Inf.
+type Backend interface {
+	Name() string
+
+	// TopK returns, for every query row, the opt.K best similarities q·b
+	// over the base rows (largest, or smallest with opt.Smallest), best
+	// first, with base indices offset by opt.BaseOffset. Rows with fewer
+	// than K base rows are padded with index -1 and value -Inf (+Inf when
+	// Smallest). Results of base chunks merge exactly with MergeTopK.
+	TopK(q, b Matrix, opt TopKOptions) (TopKResult, error)
+
+	// MaxArg returns, for every base row, max over queries of q·b and the
+	// query reaching it (Val -Inf, Idx -1 when there are no queries).
+	MaxArg(q, b Matrix) (ArgMax, error)
+
+	// ShiftedMax returns, for every base row, max over queries of
+	// (q·b - thr[q]) and the query reaching it: the exact prune rule.
+	// len(thr) must equal q.Rows.
+	ShiftedMax(q, b Matrix, thr []float32) (ArgMax, error)
+
+	// NearestCentroid assigns every point x to its nearest centroid:
+	// Metric L2 maximises x·c - ‖c‖²/2 (squared distance = ‖x‖² - 2·Val),
+	// Cosine maximises x·c/‖c‖. When acc is non-nil it also adds each point
+	// to acc.Sums[assign] (fixed point, see FixedShift) and acc.Counts.
+	NearestCentroid(x, c Matrix, metric Metric, acc *Accum) (ArgMax, error)
+
+	// PrefixMax returns, for every row i of the ordered set x, max over
+	// j < i of x_i·x_j and the j reaching it (Val -Inf, Idx -1 for i = 0).
+	PrefixMax(x Matrix) (ArgMax, error)
+}
+
+// TopKOptions selects K, the direction and the global index offset.
+type TopKOptions struct {
+	K          int   // >= 1
+	Smallest   bool  // k smallest instead of k largest
+	BaseOffset int64 // added to base indices (global id of base row 0)
+}
+
+// TopKResult holds NQ rows of K (value, base index) pairs, best first.
+type TopKResult struct {
+	NQ, K    int
+	Smallest bool
+	Val      []float32 // NQ*K
+	Idx      []int64   // NQ*K; -1 marks padding
+}
+
+// Row returns the values and indices of query row i.
+func (r TopKResult) Row(i int) ([]float32, []int64) {
+	return r.Val[i*r.K : (i+1)*r.K], r.Idx[i*r.K : (i+1)*r.K]
+}
+
+// ArgMax is a per-row maximum and the index reaching it.
+type ArgMax struct {
+	Val []float32
+	Idx []int32
+}
+
+// Metric selects the NearestCentroid score.
+type Metric int
+
+const (
+	L2     Metric = iota // argmax x·c - ‖c‖²/2, i.e. nearest in Euclidean distance
+	Cosine               // argmax x·c/‖c‖
+)
+
+// Accum holds k-means partial sums: Sums[c*Dim+k] is the fixed-point sum
+// (see FixedShift) of coordinate k over the points assigned to centroid c,
+// Counts[c] their number. Partials from any split add exactly with Add.
+type Accum struct {
+	K, Dim int
+	Sums   []int64
+	Counts []int64
+}
+
+// NewAccum returns zeroed sums for k centroids of dimension dim.
+func NewAccum(k, dim int) *Accum {
+	return &Accum{K: k, Dim: dim, Sums: make([]int64, k*dim), Counts: make([]int64, k)}
+}
+
+// Add adds the partial sums o into a (exact, order-independent).
+func (a *Accum) Add(o *Accum) {
+	for i, v := range o.Sums {
+		a.Sums[i] += v
+	}
+	for i, v := range o.Counts {
+		a.Counts[i] += v
+	}
+}
+
+// Means writes the mean of every non-empty cluster into dst (K*Dim floats,
+// rounded once from the exact sum) and returns how many clusters were empty;
+// rows of empty clusters are left untouched.
+func (a *Accum) Means(dst []float32) (empty int) {
+	for c := 0; c < a.K; c++ {
+		n := a.Counts[c]
+		if n == 0 {
+			empty++
+			continue
+		}
+		for k := 0; k < a.Dim; k++ {
+			dst[c*a.Dim+k] = float32(FromFixed(a.Sums[c*a.Dim+k]) / float64(n))
+		}
+	}
+	return empty
+}

@@ -1,0 +1,3 @@
+//go:build noasm || !amd64
+
+package kernels

@@ -1,0 +1,184 @@
+package kernels
+
+import (
+	"runtime"
+	"sync"
+	"sync/atomic"
+)
+
+// epilogue consumes one C tile: c[(i-i0)*ldc + (j-j0)] = A_i · B_j (B
+// negated when the plan says so) for i in [i0,i1), j in [j0,j1). Calls for
+// one A row arrive in increasing j0 order and never concurrently.
+type epilogue interface {
+	tile(w *worker, c []float32, ldc, i0, i1, j0, j1 int)
+	// superDone is called (from one goroutine) after A rows [s0,s1) have
+	// seen all of B; it may run parallel work with par.
+	superDone(par *parallel, s0, s1 int) error
+}
+
+// plan describes one blocked pass C = A·Bᵀ reduced by an epilogue.
+type plan struct {
+	a, b      Matrix
+	negB      bool // pack -B (turns max into min)
+	prefix    bool // only j < i is needed (PrefixMax)
+	superRows int  // A rows per super-block (0 = from aPackBytes)
+}
+
+// worker is per-goroutine scratch.
+type worker struct {
+	c       []float32 // C tile mcBlock x ncBlock
+	scratch []float32 // one converted row
+	cand    []int32   // epilogue candidate indices (ncBlock)
+}
+
+type parallel struct {
+	threads int
+	workers []*worker
+	d       int
+}
+
+func newParallel(threads, d int) *parallel {
+	if threads <= 0 {
+		threads = runtime.GOMAXPROCS(0)
+	}
+	p := &parallel{threads: threads, d: d}
+	for t := 0; t < threads; t++ {
+		p.workers = append(p.workers, &worker{scratch: make([]float32, d+16)})
+	}
+	return p
+}
+
+// run calls f(w, task) for task in [0, n) on up to p.threads goroutines and
+// returns the first error.
+func (p *parallel) run(n int, f func(w *worker, task int) error) error {
+	if n <= 0 {
+		return nil
+	}
+	t := min(p.threads, n)
+	if t == 1 {
+		for i := 0; i < n; i++ {
+			if err := f(p.workers[0], i); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make([]error, t)
+	for g := 0; g < t; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				if err := f(p.workers[g], i); err != nil {
+					errs[g] = err
+					next.Store(int64(n))
+					return
+				}
+			}
+		}(g)
+	}
+	wg.Wait()
+	for _, e := range errs {
+		if e != nil {
+			return e
+		}
+	}
+	return nil
+}
+
+// drive is the one blocked driver every op uses:
+//
+//	for each A super-block S (packed once):
+//	    for each B block of ncBlock rows (packed once per S, shared):
+//	        parallel over A blocks of mcBlock rows in S:
+//	            C tile = A block · B blockᵀ via mr x nr micro-kernels
+//	            epilogue(C tile)
+//	    epilogue.superDone(S)
+func drive(p *parallel, pl plan, ep epilogue) error {
+	a, b := pl.a, pl.b
+	m, n, d := a.Rows, b.Rows, a.Dim
+	if m == 0 {
+		// no tiles: still reject non-finite B
+		_, err := toF32Checked(b)
+		return err
+	}
+	super := pl.superRows
+	if super <= 0 {
+		super = aPackBytes / max(1, 4*d)
+	}
+	super = max(mcBlock, super/mcBlock*mcBlock)
+	super = min(super, (m+mcBlock-1)/mcBlock*mcBlock)
+	apack := make([]float32, super*d)
+	nb := min(n, ncBlock)
+	nb = (nb + nr - 1) / nr * nr
+	bpack := make([]float32, nb*d)
+	for _, w := range p.workers {
+		if len(w.c) < mcBlock*ncBlock {
+			w.c = make([]float32, mcBlock*ncBlock)
+			w.cand = make([]int32, ncBlock)
+		}
+	}
+	ldc := ncBlock
+	for s0 := 0; s0 < m; s0 += super {
+		s1 := min(m, s0+super)
+		nA := (s1 - s0 + mcBlock - 1) / mcBlock
+		err := p.run(nA, func(w *worker, blk int) error {
+			i0 := s0 + blk*mcBlock
+			i1 := min(s1, i0+mcBlock)
+			return packRows(apack[blk*mcBlock*d:], a, i0, i1, mr, false, w.scratch)
+		})
+		if err != nil {
+			return err
+		}
+		jEnd := n
+		if pl.prefix {
+			jEnd = min(n, s1-1)
+		}
+		for j0 := 0; j0 < jEnd; j0 += ncBlock {
+			j1 := min(jEnd, j0+ncBlock)
+			nPanels := (j1 - j0 + nr - 1) / nr
+			const panelsPerTask = 4
+			err := p.run((nPanels+panelsPerTask-1)/panelsPerTask, func(w *worker, t int) error {
+				r0 := j0 + t*panelsPerTask*nr
+				r1 := min(j1, r0+panelsPerTask*nr)
+				return packRows(bpack[t*panelsPerTask*nr*d:], b, r0, r1, nr, pl.negB, w.scratch)
+			})
+			if err != nil {
+				return err
+			}
+			err = p.run(nA, func(w *worker, blk int) error {
+				i0 := s0 + blk*mcBlock
+				i1 := min(s1, i0+mcBlock)
+				if pl.prefix && i1-1 <= j0 {
+					return nil
+				}
+				ap := apack[blk*mcBlock*d:]
+				mp := (i1 - i0 + mr - 1) / mr
+				for q := 0; q < nPanels; q++ {
+					bp := bpack[q*nr*d : (q+1)*nr*d]
+					for r := 0; r < mp; r++ {
+						if pl.prefix && j0+q*nr >= i0+r*mr+mr-1 {
+							continue // all j >= all i of this panel
+						}
+						microKernel(d, ap[r*mr*d:(r+1)*mr*d], bp, w.c[r*mr*ldc+q*nr:], ldc, false)
+					}
+				}
+				ep.tile(w, w.c, ldc, i0, i1, j0, j1)
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
+		if err := ep.superDone(p, s0, s1); err != nil {
+			return err
+		}
+	}
+	return nil
+}

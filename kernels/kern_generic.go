@@ -1,0 +1,11 @@
+//go:build noasm || !amd64
+
+package kernels
+
+const haveAsmKernel = false
+
+func microKernel(kc int, a, b, c []float32, ldc int, accum bool) {
+	kernGeneric(kc, a, b, c, ldc, accum)
+}
+
+func peakLoop(n int) (flops float64, ok bool) { return 0, false }

@@ -1,0 +1,95 @@
+package kernels
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+)
+
+func randSlice(r *rand.Rand, n int) []float32 {
+	s := make([]float32, n)
+	for i := range s {
+		s[i] = float32(r.NormFloat64())
+	}
+	return s
+}
+
+func TestMicroKernel(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for _, kc := range []int{0, 1, 2, 3, 4, 5, 7, 8, 17, 64, 513} {
+		for _, accum := range []bool{false, true} {
+			a := randSlice(r, kc*mr)
+			b := randSlice(r, kc*nr)
+			const ldc = nr + 5
+			const guard = 16
+			c0 := randSlice(r, mr*ldc)
+			// NaN guard regions around C.
+			buf := make([]float32, len(c0)+2*guard)
+			for i := range buf {
+				buf[i] = nan32()
+			}
+			c := buf[guard : guard+len(c0)]
+			copy(c, c0)
+			for i := 0; i < mr; i++ {
+				for j := nr; j < ldc; j++ {
+					c[i*ldc+j] = nan32()
+				}
+			}
+			microKernel(kc, a, b, c, ldc, accum)
+			for i := 0; i < mr; i++ {
+				for j := 0; j < nr; j++ {
+					var s float64
+					if accum {
+						s = float64(c0[i*ldc+j])
+					}
+					var mag float64 = 1
+					for p := 0; p < kc; p++ {
+						s += float64(a[p*mr+i]) * float64(b[p*nr+j])
+						mag += abs64(float64(a[p*mr+i]) * float64(b[p*nr+j]))
+					}
+					if d := abs64(float64(c[i*ldc+j]) - s); d > 1e-6*mag {
+						t.Fatalf("kc=%d accum=%v c[%d][%d]=%v want %v", kc, accum, i, j, c[i*ldc+j], s)
+					}
+				}
+				for j := nr; j < ldc && i < mr-1; j++ {
+					if c[i*ldc+j] == c[i*ldc+j] {
+						t.Fatalf("kc=%d wrote outside tile at %d,%d", kc, i, j)
+					}
+				}
+			}
+			for i := 0; i < guard; i++ {
+				if buf[i] == buf[i] || buf[len(buf)-1-i] == buf[len(buf)-1-i] {
+					t.Fatalf("guard region overwritten")
+				}
+			}
+		}
+	}
+}
+
+func BenchmarkMicroKernel(b *testing.B) {
+	for _, kc := range []int{128, 256, 512} {
+		b.Run(fmt.Sprintf("kc=%d", kc), func(b *testing.B) {
+			r := rand.New(rand.NewPCG(1, 2))
+			a := randSlice(r, kc*mr)
+			bb := randSlice(r, kc*nr)
+			c := make([]float32, mr*nr)
+			for i := 0; i < b.N; i++ {
+				microKernel(kc, a, bb, c, nr, false)
+			}
+			b.ReportMetric(float64(b.N)*2*mr*nr*float64(kc)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
+	}
+}
+
+func BenchmarkPeak(b *testing.B) {
+	const n = 1 << 16
+	var fl float64
+	for i := 0; i < b.N; i++ {
+		f, ok := peakLoop(n)
+		if !ok {
+			b.Skip("no asm")
+		}
+		fl += f
+	}
+	b.ReportMetric(fl/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+}

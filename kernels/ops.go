@@ -1,0 +1,211 @@
+package kernels
+
+import (
+	"fmt"
+	"math"
+	"runtime"
+)
+
+// CPU is the CPU backend: AVX-512 assembly micro-kernels where available,
+// plain Go otherwise. Threads <= 0 means GOMAXPROCS.
+type CPU struct {
+	Threads int
+}
+
+// NewCPU returns a CPU backend using the given number of threads
+// (<= 0: GOMAXPROCS).
+func NewCPU(threads int) *CPU { return &CPU{Threads: threads} }
+
+// Name reports the backend and the active instruction-set path.
+func (e *CPU) Name() string { return "cpu(" + CPUFeatures() + ")" }
+
+func (e *CPU) threads() int {
+	if e == nil || e.Threads <= 0 {
+		return runtime.GOMAXPROCS(0)
+	}
+	return e.Threads
+}
+
+var _ Backend = (*CPU)(nil)
+
+func newArgMax(n int) ArgMax {
+	r := ArgMax{Val: make([]float32, n), Idx: make([]int32, n)}
+	ninf := float32(math.Inf(-1))
+	for i := range r.Val {
+		r.Val[i] = ninf
+		r.Idx[i] = -1
+	}
+	return r
+}
+
+// argmaxEp keeps per A row the best (value, B index) over B, with an
+// optional per-B-row bias and the prefix restriction j < i.
+type argmaxEp struct {
+	res    ArgMax
+	bias   []float32
+	prefix bool
+	after  func(par *parallel, s0, s1 int) error
+}
+
+func (e *argmaxEp) tile(w *worker, c []float32, ldc, i0, i1, j0, j1 int) {
+	for i := i0; i < i1; i++ {
+		n := j1 - j0
+		if e.prefix {
+			n = min(n, i-j0)
+			if n <= 0 {
+				continue
+			}
+		}
+		row := c[(i-i0)*ldc : (i-i0)*ldc+n]
+		var bias []float32
+		if e.bias != nil {
+			bias = e.bias[j0 : j0+n]
+		}
+		v, j := rowArgmax(row, bias)
+		j += j0
+		if old := e.res.Val[i]; v > old || e.res.Idx[i] < 0 || (v == old && int32(j) < e.res.Idx[i]) {
+			e.res.Val[i] = v
+			e.res.Idx[i] = int32(j)
+		}
+	}
+}
+
+func (e *argmaxEp) superDone(par *parallel, s0, s1 int) error {
+	if e.after != nil {
+		return e.after(par, s0, s1)
+	}
+	return nil
+}
+
+// MaxArg implements Backend.
+func (e *CPU) MaxArg(q, b Matrix) (ArgMax, error) {
+	if err := checkDims(q, b, "queries", "base"); err != nil {
+		return ArgMax{}, err
+	}
+	ep := &argmaxEp{res: newArgMax(b.Rows)}
+	if err := drive(newParallel(e.threads(), q.Dim), plan{a: b, b: q}, ep); err != nil {
+		return ArgMax{}, err
+	}
+	return ep.res, nil
+}
+
+// ShiftedMax implements Backend.
+func (e *CPU) ShiftedMax(q, b Matrix, thr []float32) (ArgMax, error) {
+	if err := checkDims(q, b, "queries", "base"); err != nil {
+		return ArgMax{}, err
+	}
+	if len(thr) != q.Rows {
+		return ArgMax{}, fmt.Errorf("kernels: ShiftedMax: %d thresholds for %d queries", len(thr), q.Rows)
+	}
+	if err := checkFiniteF32("thresholds", thr); err != nil {
+		return ArgMax{}, err
+	}
+	bias := make([]float32, len(thr))
+	for i, t := range thr {
+		bias[i] = -t
+	}
+	ep := &argmaxEp{res: newArgMax(b.Rows), bias: bias}
+	if err := drive(newParallel(e.threads(), q.Dim), plan{a: b, b: q}, ep); err != nil {
+		return ArgMax{}, err
+	}
+	return ep.res, nil
+}
+
+// PrefixMax implements Backend.
+func (e *CPU) PrefixMax(x Matrix) (ArgMax, error) {
+	if err := x.check("x"); err != nil {
+		return ArgMax{}, err
+	}
+	ep := &argmaxEp{res: newArgMax(x.Rows), prefix: true}
+	if err := drive(newParallel(e.threads(), x.Dim), plan{a: x, b: x, prefix: true}, ep); err != nil {
+		return ArgMax{}, err
+	}
+	return ep.res, nil
+}
+
+// toF32Checked returns x as one float32 slice, checking finiteness.
+func toF32Checked(x Matrix) ([]float32, error) {
+	out := make([]float32, x.Rows*x.Dim)
+	if x.F16 != nil {
+		F16ToF32(out, x.F16[:len(out)])
+	} else {
+		copy(out, x.F32)
+	}
+	if err := checkFiniteF32("input", out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// NearestCentroid implements Backend.
+func (e *CPU) NearestCentroid(x, c Matrix, metric Metric, acc *Accum) (ArgMax, error) {
+	if err := checkDims(x, c, "points", "centroids"); err != nil {
+		return ArgMax{}, err
+	}
+	if acc != nil && (acc.K != c.Rows || acc.Dim != c.Dim || len(acc.Sums) < c.Rows*c.Dim || len(acc.Counts) < c.Rows) {
+		return ArgMax{}, fmt.Errorf("kernels: NearestCentroid: accumulator is %dx%d, centroids %dx%d", acc.K, acc.Dim, c.Rows, c.Dim)
+	}
+	par := newParallel(e.threads(), x.Dim)
+	cf, err := toF32Checked(c)
+	if err != nil {
+		return ArgMax{}, fmt.Errorf("centroids: %w", err)
+	}
+	d := c.Dim
+	var bias []float32
+	switch metric {
+	case L2:
+		bias = make([]float32, c.Rows)
+		for i := range bias {
+			var s float64
+			for _, v := range cf[i*d : i*d+d] {
+				s += float64(v) * float64(v)
+			}
+			bias[i] = float32(-0.5 * s)
+		}
+	case Cosine:
+		for i := 0; i < c.Rows; i++ {
+			row := cf[i*d : i*d+d]
+			var s float64
+			for _, v := range row {
+				s += float64(v) * float64(v)
+			}
+			if s > 0 {
+				inv := 1 / math.Sqrt(s)
+				for k := range row {
+					row[k] = float32(float64(row[k]) * inv)
+				}
+			}
+		}
+	default:
+		return ArgMax{}, fmt.Errorf("kernels: unknown metric %d", metric)
+	}
+	ep := &argmaxEp{res: newArgMax(x.Rows), bias: bias}
+	if acc != nil {
+		ep.after = func(par *parallel, s0, s1 int) error {
+			return accumulate(par, x, ep.res.Idx, s0, s1, acc)
+		}
+	}
+	if err := drive(par, plan{a: x, b: F32Matrix(cf, c.Rows, d)}, ep); err != nil {
+		return ArgMax{}, err
+	}
+	return ep.res, nil
+}
+
+// accumulate adds points [s0,s1) into acc by their assignment. Threads own
+// disjoint centroid sets (c % threads), so there are no races and no
+// per-thread copies of the sums.
+func accumulate(par *parallel, x Matrix, assign []int32, s0, s1 int, acc *Accum) error {
+	T := par.threads
+	d := x.Dim
+	return par.run(T, func(w *worker, t int) error {
+		for i := s0; i < s1; i++ {
+			c := int(assign[i])
+			if c < 0 || c%T != t {
+				continue
+			}
+			acc.Counts[c]++
+			addFixed(acc.Sums[c*d:c*d+d], x.row(i, w.scratch))
+		}
+		return nil
+	})
+}

@@ -1,0 +1,7 @@
+//go:build !noasm
+
+package kernels
+
+func rowArgmax(row, bias []float32) (float32, int)         { return rowArgmaxGo(row, bias) }
+func filterGT(row []float32, thr float32, out []int32) int { return filterGTGo(row, thr, out) }
+func addFixed(sum []int64, x []float32)                    { addFixedGo(sum, x) }
