@@ -7,21 +7,33 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"time"
 
+	"hpcrun/collective"
 	"hpcrun/configs"
 	"hpcrun/dataset"
+	"hpcrun/kernels"
 )
 
-// Env is what every stage gets: its config, this rank's place in the job,
-// and a logger. Stages write only under Cfg.Job.Workdir.
+// Env is what every stage gets: its config, the job's Comm (a one-rank
+// in-process Comm when alone, never nil inside a stage), the similarity
+// backend and a logger. Stages write only under Cfg.Job.Workdir, and take
+// a Comm, never a NATS connection, so a 4-rank test runs in one process.
 type Env struct {
-	Cfg  *configs.Config
-	Log  *slog.Logger
-	Rank int
-	Size int
+	Cfg     *configs.Config
+	Log     *slog.Logger
+	Comm    *collective.Comm
+	Backend kernels.Backend
+	Threads int // compute threads of this rank
 }
+
+// Rank is this rank's number.
+func (e *Env) Rank() int { return e.Comm.Rank() }
+
+// Size is the number of ranks.
+func (e *Env) Size() int { return e.Comm.Size() }
 
 // Result is what a stage reports into report.json.
 type Result struct {
@@ -80,8 +92,11 @@ func OpenDataset(cfg *configs.Config, name string) (*dataset.Dataset, error) {
 // given) and writes report.json.
 func Run(ctx context.Context, env *Env, only []string) error {
 	cfg := env.Cfg
-	if env.Size == 0 {
-		env.Size = 1
+	if env.Comm == nil {
+		env.Comm = collective.NewNetwork(1, collective.NetworkOptions{}).Comms()[0]
+	}
+	if env.Backend == nil {
+		env.Backend = kernels.NewCPU(env.Threads)
 	}
 	if err := os.MkdirAll(cfg.Job.Workdir, 0o755); err != nil {
 		return fmt.Errorf("workdir %s: %w", cfg.Job.Workdir, err)
@@ -115,7 +130,7 @@ func Run(ctx context.Context, env *Env, only []string) error {
 		fn := registry[name]
 		if fn == nil {
 			env.Log.Warn("stage not built yet, skipped", "stage", name)
-			rep.Stages[name] = StageReport{Status: "not-built", Ranks: env.Size}
+			rep.Stages[name] = StageReport{Status: "not-built", Ranks: env.Size()}
 			continue
 		}
 		env.Log.Info("stage start", "stage", name)
@@ -125,7 +140,7 @@ func Run(ctx context.Context, env *Env, only []string) error {
 			return fmt.Errorf("stage %s: %w", name, err)
 		}
 		sec := time.Since(t0).Seconds()
-		sr := StageReport{Status: "done", Seconds: sec, Items: res.Items, Ranks: env.Size, Extra: res.Extra}
+		sr := StageReport{Status: "done", Seconds: sec, Items: res.Items, Ranks: env.Size(), Extra: res.Extra}
 		if res.Skipped {
 			sr.Status = "skipped"
 		}
@@ -135,7 +150,7 @@ func Run(ctx context.Context, env *Env, only []string) error {
 		rep.Stages[name] = sr
 		env.Log.Info("stage done", "stage", name, "status", sr.Status, "seconds", fmt.Sprintf("%.2f", sec), "items", res.Items)
 	}
-	if env.Rank != 0 {
+	if env.Rank() != 0 {
 		return nil
 	}
 	return writeReport(cfg.Job.Workdir, rep)
@@ -160,4 +175,37 @@ func writeReport(workdir string, rep *Report) error {
 		return err
 	}
 	return dataset.WriteFileAtomic(path, append(b, '\n'))
+}
+
+// RunInProcess runs the job as ranks goroutines joined by an in-process
+// network, each with its own Env (same config); for tests and one-machine
+// runs. It returns the first rank's error, naming the rank.
+func RunInProcess(ctx context.Context, cfg *configs.Config, ranks int, only []string, log *slog.Logger) error {
+	net := collective.NewNetwork(ranks, collective.NetworkOptions{Timeout: cfg.Runtime.Timeout.Duration})
+	comms := net.Comms()
+	threads := cfg.Runtime.Threads
+	if threads == 0 {
+		threads = max(1, runtime.NumCPU()/ranks)
+	}
+	errs := make([]error, ranks)
+	done := make(chan int, ranks)
+	for r := 0; r < ranks; r++ {
+		go func(r int) {
+			env := &Env{Cfg: cfg, Log: log.With("rank", r), Comm: comms[r], Threads: threads}
+			errs[r] = Run(ctx, env, only)
+			if errs[r] != nil {
+				comms[r].Abort(errs[r])
+			}
+			done <- r
+		}(r)
+	}
+	for i := 0; i < ranks; i++ {
+		<-done
+	}
+	for r, err := range errs {
+		if err != nil {
+			return fmt.Errorf("rank %d: %w", r, err)
+		}
+	}
+	return nil
 }
