@@ -183,7 +183,10 @@ func Connect(ctx context.Context, o Options) (*Comm, error) {
 		case o.Rank == 0:
 			so := ServerOptions{Host: "127.0.0.1", Port: port, Secret: o.Secret, MaxPayload: o.MaxPayload, Logger: log}
 			if o.Host0 != "" {
-				so.Host, so.AdvertiseHost = "0.0.0.0", o.Host0
+				so.AdvertiseHost = o.Host0
+				if !isLoopback(o.Host0) {
+					so.Host = "0.0.0.0" // ranks on other nodes connect
+				}
 			}
 			var err error
 			if srv, err = StartServer(so); err != nil {
@@ -271,6 +274,14 @@ func dialRetry(ctx context.Context, cfg natsConfig, resolve func() (string, erro
 		}
 		wait = min(wait*2, 500*time.Millisecond)
 	}
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func isAuthError(err error) bool {

@@ -20,6 +20,7 @@ type mailbox struct {
 	mu       sync.Mutex
 	slots    map[slotKey]*slot
 	lastSeen []time.Time
+	dead     []bool          // peers declared dead by the liveness check
 	left     []error         // non-nil once a peer left: the error for Recvs from it
 	leftCh   []chan struct{} // closed when left[peer] is set
 	broken   error           // set once the whole job is known to be broken
@@ -50,6 +51,7 @@ func newMailbox(self, size int, timeout time.Duration) *mailbox {
 		timeout:  timeout,
 		slots:    make(map[slotKey]*slot),
 		lastSeen: make([]time.Time, size),
+		dead:     make([]bool, size),
 		left:     make([]error, size),
 		leftCh:   make([]chan struct{}, size),
 		brokenCh: make(chan struct{}),
@@ -183,11 +185,12 @@ func (m *mailbox) leave(peer int, err error) {
 	}
 }
 
-// hasLeft reports whether peer has left (or the job broke).
-func (m *mailbox) hasLeft(peer int) bool {
+// gone reports whether peer has left or has been declared dead: either
+// way it will send nothing more.
+func (m *mailbox) gone(peer int) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.left[peer] != nil || m.broken != nil
+	return m.left[peer] != nil || m.dead[peer]
 }
 
 // fail breaks the whole mailbox: every pending and future recv returns err.
@@ -218,12 +221,14 @@ func (m *mailbox) checkLiveness(now time.Time) {
 	m.mu.Lock()
 	var dead *RankError
 	for peer, seen := range m.lastSeen {
-		if peer == m.self || m.left[peer] != nil {
+		if peer == m.self || m.left[peer] != nil || m.dead[peer] {
 			continue
 		}
 		if silent := now.Sub(seen); silent > limit {
-			dead = silentError(peer, m.timeout, silent)
-			break
+			m.dead[peer] = true
+			if dead == nil {
+				dead = silentError(peer, m.timeout, silent)
+			}
 		}
 	}
 	m.mu.Unlock()

@@ -426,13 +426,14 @@ func (t *natsTransport) Close(cause error) error {
 	return nil
 }
 
-// waitPeersLeft polls until every peer has left or the job is broken, for
-// at most Timeout.
+// waitPeersLeft polls until every peer has left (or been declared dead),
+// for at most Timeout. Peers that are still running when a job breaks
+// learn it from this rank's abort message and leave in turn.
 func (t *natsTransport) waitPeersLeft() {
 	limit := max(t.cfg.Timeout, time.Second)
 	_ = pollUntil(context.Background(), limit, func() bool {
 		for r := range t.cfg.Size {
-			if r != t.cfg.Rank && !t.mbox.hasLeft(r) {
+			if r != t.cfg.Rank && !t.mbox.gone(r) {
 				return false
 			}
 		}
