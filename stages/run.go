@@ -101,6 +101,11 @@ func Run(ctx context.Context, env *Env, only []string) error {
 	if err := os.MkdirAll(cfg.Job.Workdir, 0o755); err != nil {
 		return fmt.Errorf("workdir %s: %w", cfg.Job.Workdir, err)
 	}
+	// rank 0 narrates; the others log only what is theirs
+	note := env.Log.Info
+	if env.Rank() != 0 {
+		note = env.Log.Debug
+	}
 	rep := &Report{Job: cfg.Job.Name, Datasets: map[string]DatasetReport{}, Stages: map[string]StageReport{}}
 	// Open every declared dataset first: bad input fails before any work.
 	names := make([]string, 0, len(cfg.Datasets))
@@ -114,7 +119,7 @@ func Run(ctx context.Context, env *Env, only []string) error {
 			return err
 		}
 		rep.Datasets[n] = DatasetReport{Path: d.Root, Layout: d.Opts.Layout, Rows: d.Rows, Dim: d.Dim, DType: d.DType.Name(), Shards: len(d.Shards)}
-		env.Log.Info("dataset", "name", n, "rows", d.Rows, "dim", d.Dim, "dtype", d.DType.Name(), "shards", len(d.Shards))
+		note("dataset", "name", n, "rows", d.Rows, "dim", d.Dim, "dtype", d.DType.Name(), "shards", len(d.Shards))
 	}
 	want := map[string]bool{}
 	for _, s := range only {
@@ -129,11 +134,13 @@ func Run(ctx context.Context, env *Env, only []string) error {
 		}
 		fn := registry[name]
 		if fn == nil {
-			env.Log.Warn("stage not built yet, skipped", "stage", name)
+			if env.Rank() == 0 {
+				env.Log.Warn("stage not built yet, skipped", "stage", name)
+			}
 			rep.Stages[name] = StageReport{Status: "not-built", Ranks: env.Size()}
 			continue
 		}
-		env.Log.Info("stage start", "stage", name)
+		note("stage start", "stage", name)
 		t0 := time.Now()
 		res, err := fn(ctx, env)
 		if err != nil {
@@ -148,7 +155,7 @@ func Run(ctx context.Context, env *Env, only []string) error {
 			sr.Throughput = float64(res.Items) / sec
 		}
 		rep.Stages[name] = sr
-		env.Log.Info("stage done", "stage", name, "status", sr.Status, "seconds", fmt.Sprintf("%.2f", sec), "items", res.Items)
+		note("stage done", "stage", name, "status", sr.Status, "seconds", fmt.Sprintf("%.2f", sec), "items", res.Items)
 	}
 	if env.Rank() != 0 {
 		return nil

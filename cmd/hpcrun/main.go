@@ -165,11 +165,15 @@ func cmdConfig(ctx context.Context, args []string) error {
 
 // newLogger logs one line per event, prefixed with the rank.
 func newLogger(rank int, w io.Writer) *slog.Logger {
+	return newLoggerPrefix(fmt.Sprintf("[rank %d] ", rank), w)
+}
+
+func newLoggerPrefix(prefix string, w io.Writer) *slog.Logger {
 	level := slog.LevelInfo
 	if os.Getenv("HPCRUN_DEBUG") != "" {
 		level = slog.LevelDebug
 	}
-	return slog.New(slog.NewTextHandler(&prefixWriter{prefix: fmt.Sprintf("[rank %d] ", rank), w: w}, &slog.HandlerOptions{Level: level}))
+	return slog.New(slog.NewTextHandler(&prefixWriter{prefix: prefix, w: w}, &slog.HandlerOptions{Level: level}))
 }
 
 type prefixWriter struct {

@@ -3,9 +3,12 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"hpcrun/synth"
@@ -126,5 +129,64 @@ func TestConfigPrintsDefaults(t *testing.T) {
 	out.ReadFrom(r)
 	if code != 0 || !strings.Contains(out.String(), "k = 9") || !strings.Contains(out.String(), "block_rows = 16384") {
 		t.Fatalf("exit %d\n%s", code, out.String())
+	}
+}
+
+// buildBinary compiles hpcrun once per test binary run.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	binOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "hpcrun-test-bin-")
+		if err != nil {
+			binErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "hpcrun")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			binErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return binPath
+}
+
+var (
+	binOnce sync.Once
+	binPath string
+	binErr  error
+)
+
+// TestRunLaunchesRankProcesses runs `hpcrun run --ranks 3`: three processes
+// of the binary meet on rank 0's embedded NATS server.
+func TestRunLaunchesRankProcesses(t *testing.T) {
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	world := filepath.Join(dir, "world")
+	if _, err := synth.Write(world, synth.Presets["tiny"], 1); err != nil {
+		t.Fatal(err)
+	}
+	work := filepath.Join(dir, "work")
+	cfg := writeConfig(t, dir, tinyConfig(world, work))
+	cmd := exec.Command(bin, "run", cfg, "--ranks", "3")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("run --ranks 3: %v\n%s", err, out)
+	}
+	for _, want := range []string{"[rank 0] ", "embedded NATS server started"} {
+		if !strings.Contains(string(out), want) {
+			t.Fatalf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(work, "report.json")); err != nil {
+		t.Fatal(err)
+	}
+	// the secret never shows up in the output
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.Contains(strings.ToLower(line), "secret=") {
+			t.Fatalf("secret logged: %s", line)
+		}
 	}
 }

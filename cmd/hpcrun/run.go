@@ -2,16 +2,29 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
+	"fmt"
+	"log/slog"
 	"os"
+	"runtime"
 	"strings"
 
+	"hpcrun/collective"
 	"hpcrun/configs"
+	"hpcrun/kernels"
+	"hpcrun/slurm"
 	"hpcrun/stages"
 )
 
 var stderrW = os.Stderr
 
+// cmdRun runs an experiment. Who runs it decides how:
+//   - under srun (SLURM_PROCID and SLURM_STEP_ID set): this process is one
+//     rank of the job step; rank 0's host comes from the step's node list;
+//   - as a child of a local launch (HPCRUN_RANK set): one rank;
+//   - otherwise: --ranks N (default runtime.ranks) local rank processes of
+//     this binary are launched, with a fresh job secret, and waited for.
 func cmdRun(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	var sets multiFlag
@@ -42,8 +55,107 @@ func cmdRun(ctx context.Context, args []string) error {
 	if *ranks < 0 {
 		return usagef("run: --ranks must be positive")
 	}
-	log := newLogger(0, stderrW)
-	return stages.Run(ctx, &stages.Env{Cfg: cfg, Log: log}, pick)
+
+	opts, threads, err := rankOptions(cfg)
+	if err != nil {
+		return err
+	}
+	if opts == nil { // the launcher
+		n := *ranks
+		if n == 0 {
+			n = cfg.Runtime.Ranks
+		}
+		return launchLocal(ctx, cfg, n, args)
+	}
+	log := newLogger(opts.Rank, stderrW)
+	if !slurm.InSlurm() {
+		log = newLoggerPrefix("", stderrW) // the launcher prefixes our lines with the rank
+	}
+	opts.Logger = log
+	backend, err := pickBackend(cfg, threads, log, opts.Rank == 0)
+	if err != nil {
+		return err
+	}
+	comm, err := collective.Connect(ctx, *opts)
+	if err != nil {
+		return fmt.Errorf("rank %d: joining the job: %w", opts.Rank, err)
+	}
+	env := &stages.Env{Cfg: cfg, Log: log, Comm: comm, Backend: backend, Threads: threads}
+	runErr := stages.Run(ctx, env, pick)
+	if runErr != nil {
+		comm.Abort(runErr)
+		return runErr
+	}
+	return comm.Close()
+}
+
+// rankOptions says how this process joins the job: nil when it is the
+// local launcher (not under srun, not a launched child).
+func rankOptions(cfg *configs.Config) (*collective.Options, int, error) {
+	threads := cfg.Runtime.Threads
+	if slurm.InSlurm() {
+		se, err := slurm.LoadEnv(os.Getenv)
+		if err != nil {
+			return nil, 0, usagef("run: %v", err)
+		}
+		if !se.InStep {
+			return nil, 0, usagef("run: inside an sbatch script but not in a job step: start it with srun (hpcrun sbatch writes such a script)")
+		}
+		o, err := collective.OptionsFromEnv(os.Getenv)
+		if err != nil {
+			return nil, 0, usagef("run: %v", err)
+		}
+		o.Host0 = se.FirstHost()
+		o.URL = firstNonEmpty(o.URL, cfg.Runtime.NatsURL)
+		o.Timeout = cfg.Runtime.Timeout.Duration
+		o.RendezvousDir = cfg.Job.Workdir
+		if threads == 0 {
+			threads = se.Threads()
+		}
+		return &o, max(threads, 1), nil
+	}
+	if os.Getenv(collective.EnvRank) == "" {
+		return nil, 0, nil
+	}
+	o, err := collective.OptionsFromEnv(os.Getenv)
+	if err != nil {
+		return nil, 0, usagef("run: %v", err)
+	}
+	o.URL = firstNonEmpty(o.URL, cfg.Runtime.NatsURL)
+	if o.Timeout == 0 {
+		o.Timeout = cfg.Runtime.Timeout.Duration
+	}
+	if o.RendezvousDir == "" {
+		o.RendezvousDir = cfg.Job.Workdir
+	}
+	if threads == 0 {
+		threads = max(1, runtime.NumCPU()/max(o.Size, 1))
+	}
+	return &o, threads, nil
+}
+
+// pickBackend chooses the similarity engine: cpu, or cuda when asked for
+// and available; auto falls back to cpu with one log line.
+func pickBackend(cfg *configs.Config, threads int, log *slog.Logger, narrate bool) (kernels.Backend, error) {
+	switch cfg.Runtime.Backend {
+	case "cuda":
+		return nil, errors.New(`runtime.backend = "cuda": the CUDA backend is not built into this hpcrun yet (use "cpu" or "auto")`)
+	case "auto":
+		if !narrate {
+			break
+		}
+		log.Info("backend auto: using cpu", "threads", threads, "features", kernels.CPUFeatures())
+	}
+	return kernels.NewCPU(threads), nil
+}
+
+func firstNonEmpty(a ...string) string {
+	for _, s := range a {
+		if s != "" {
+			return s
+		}
+	}
+	return ""
 }
 
 func isStage(s string) bool {
