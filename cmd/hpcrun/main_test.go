@@ -85,7 +85,7 @@ func TestRunOnTinyWorld(t *testing.T) {
 	}
 	work := filepath.Join(dir, "work")
 	cfg := writeConfig(t, dir, tinyConfig(world, work))
-	code, out := run(t, "run", cfg)
+	code, out := run(t, "run", cfg, "--ranks", "1")
 	if code != 0 {
 		t.Fatalf("run: exit %d\n%s", code, out)
 	}
@@ -109,7 +109,7 @@ func TestRunOnTinyWorld(t *testing.T) {
 	os.WriteFile(shard, data[:len(data)-100], 0o644)
 	work2 := filepath.Join(dir, "work2")
 	cfg2 := writeConfig(t, dir, tinyConfig(world, work2))
-	code, out = run(t, "run", cfg2)
+	code, out = run(t, "run", cfg2, "--ranks", "1")
 	if code != 1 || !strings.Contains(strings.SplitN(out, "\n", 2)[0], shard+": truncated") {
 		t.Fatalf("truncated shard: exit %d\n%s", code, out)
 	}

@@ -65,7 +65,14 @@ func cmdRun(ctx context.Context, args []string) error {
 		if n == 0 {
 			n = cfg.Runtime.Ranks
 		}
-		return launchLocal(ctx, cfg, n, args)
+		if n > 1 || cfg.Runtime.NatsURL != "" {
+			return launchLocal(ctx, cfg, n, args)
+		}
+		// one rank: run here, no server, no child process
+		opts = &collective.Options{Rank: 0, Size: 1, Timeout: cfg.Runtime.Timeout.Duration}
+		if threads == 0 {
+			threads = runtime.NumCPU()
+		}
 	}
 	log := newLogger(opts.Rank, stderrW)
 	if !slurm.InSlurm() {
