@@ -75,7 +75,7 @@ func cmdRun(ctx context.Context, args []string) error {
 		}
 	}
 	log := newLogger(opts.Rank, stderrW)
-	if !slurm.InSlurm() {
+	if !slurm.InSlurm() && os.Getenv(collective.EnvRank) != "" {
 		log = newLoggerPrefix("", stderrW) // the launcher prefixes our lines with the rank
 	}
 	opts.Logger = log
