@@ -11,16 +11,16 @@ import (
 
 // BenchResult is one timed run of Bench.
 type BenchResult struct {
-	Op, Dtype    string
-	NQ, NB, Dim  int
-	K            int
-	Threads      int
-	Seconds      float64 // wall time of one call (best of the timed repetitions)
-	GFLOPS       float64 // useful flops (2·d per similarity) / Seconds / 1e9
-	PeakGFLOPS   float64 // this machine's FMA peak with the same threads
-	PctPeak      float64 // 100·GFLOPS/PeakGFLOPS
-	Backend      string
-	Reps         int
+	Op, Dtype   string
+	NQ, NB, Dim int
+	K           int
+	Threads     int
+	Seconds     float64 // wall time of one call (best of the timed repetitions)
+	GFLOPS      float64 // useful flops (2·d per similarity) / Seconds / 1e9
+	PeakGFLOPS  float64 // this machine's FMA peak with the same threads
+	PctPeak     float64 // 100·GFLOPS/PeakGFLOPS
+	Backend     string
+	Reps        int
 }
 
 // Bench times one op on seeded random unit vectors and reports GFLOP/s:
