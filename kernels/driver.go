@@ -43,7 +43,7 @@ func newParallel(threads, d int) *parallel {
 	}
 	p := &parallel{threads: threads, d: d}
 	for t := 0; t < threads; t++ {
-		p.workers = append(p.workers, &worker{scratch: make([]float32, d+16)})
+		p.workers = append(p.workers, &worker{scratch: make([]float32, nr*d+16)})
 	}
 	return p
 }
@@ -115,9 +115,30 @@ func drive(p *parallel, pl plan, ep epilogue) error {
 	super = max(mcBlock, super/mcBlock*mcBlock)
 	super = min(super, (m+mcBlock-1)/mcBlock*mcBlock)
 	apack := make([]float32, super*d)
+	// B is packed once for all super-blocks when it is small (k-means
+	// centroids), else one ncBlock block at a time per super-block.
+	nPad := (n + nr - 1) / nr * nr
+	bOnce := m > super && nPad*d*4 <= bPackBytes
 	nb := min(n, ncBlock)
 	nb = (nb + nr - 1) / nr * nr
+	if bOnce {
+		nb = nPad
+	}
 	bpack := make([]float32, nb*d)
+	packB := func(j0, j1 int, dst []float32) error {
+		nPanels := (j1 - j0 + nr - 1) / nr
+		const panelsPerTask = 4
+		return p.run((nPanels+panelsPerTask-1)/panelsPerTask, func(w *worker, t int) error {
+			r0 := j0 + t*panelsPerTask*nr
+			r1 := min(j1, r0+panelsPerTask*nr)
+			return packRows(dst[t*panelsPerTask*nr*d:], b, r0, r1, nr, pl.negB, w.scratch)
+		})
+	}
+	if bOnce {
+		if err := packB(0, n, bpack); err != nil {
+			return err
+		}
+	}
 	for _, w := range p.workers {
 		if len(w.c) < mcBlock*ncBlock {
 			w.c = make([]float32, mcBlock*ncBlock)
@@ -143,16 +164,13 @@ func drive(p *parallel, pl plan, ep epilogue) error {
 		for j0 := 0; j0 < jEnd; j0 += ncBlock {
 			j1 := min(jEnd, j0+ncBlock)
 			nPanels := (j1 - j0 + nr - 1) / nr
-			const panelsPerTask = 4
-			err := p.run((nPanels+panelsPerTask-1)/panelsPerTask, func(w *worker, t int) error {
-				r0 := j0 + t*panelsPerTask*nr
-				r1 := min(j1, r0+panelsPerTask*nr)
-				return packRows(bpack[t*panelsPerTask*nr*d:], b, r0, r1, nr, pl.negB, w.scratch)
-			})
-			if err != nil {
+			bblk := bpack
+			if bOnce {
+				bblk = bpack[j0*d:]
+			} else if err := packB(j0, j1, bpack); err != nil {
 				return err
 			}
-			err = p.run(nA, func(w *worker, blk int) error {
+			err := p.run(nA, func(w *worker, blk int) error {
 				i0 := s0 + blk*mcBlock
 				i1 := min(s1, i0+mcBlock)
 				if pl.prefix && i1-1 <= j0 {
@@ -161,7 +179,7 @@ func drive(p *parallel, pl plan, ep epilogue) error {
 				ap := apack[blk*mcBlock*d:]
 				mp := (i1 - i0 + mr - 1) / mr
 				for q := 0; q < nPanels; q++ {
-					bp := bpack[q*nr*d : (q+1)*nr*d]
+					bp := bblk[q*nr*d : (q+1)*nr*d]
 					for r := 0; r < mp; r++ {
 						if pl.prefix && j0+q*nr >= i0+r*mr+mr-1 {
 							continue // all j >= all i of this panel

@@ -185,7 +185,7 @@ func (e *CPU) NearestCentroid(x, c Matrix, metric Metric, acc *Accum) (ArgMax, e
 			return accumulate(par, x, ep.res.Idx, s0, s1, acc)
 		}
 	}
-	if err := drive(par, plan{a: x, b: F32Matrix(cf, c.Rows, d)}, ep); err != nil {
+	if err := drive(par, plan{a: x, b: F32Matrix(cf, c.Rows, d), superRows: centroidSuperRows}, ep); err != nil {
 		return ArgMax{}, err
 	}
 	return ep.res, nil

@@ -2,7 +2,10 @@
 
 package kernels
 
-import "unsafe"
+import (
+	"fmt"
+	"unsafe"
+)
 
 // argmax32AVX512 keeps per lane (32 lanes, j%32) the first maximum of
 // row[j]+bias[j] (bias may be nil) for j < n, n a positive multiple of 32:
@@ -81,4 +84,43 @@ func addFixed(sum []int64, x []float32) {
 	sum = sum[:len(x)]
 	addFixedAVX512(unsafe.SliceData(sum), unsafe.SliceData(x), n)
 	addFixedGo(sum[n:], x[n:])
+}
+
+// packPanelAVX512 packs one w-wide micro-panel (w = 14 or 32), see
+// packRowsGo; gm0/gm1 select the present rows 0-15 / 16-31. It returns
+// non-zero if a packed value is NaN or ±Inf.
+//
+//go:noescape
+func packPanelAVX512(dst, src *float32, lda, d int, gm0, gm1 int, w int, neg int) (bad int)
+
+func packRows(dst []float32, m Matrix, r0, r1, w int, neg bool, scratch []float32) error {
+	d := m.Dim
+	if !cpuFeat.avx512 || d == 0 || d*w >= 1<<31 {
+		return packRowsGo(dst, m, r0, r1, w, neg, scratch)
+	}
+	np := (r1 - r0 + w - 1) / w
+	dst = dst[:np*w*d]
+	ng := 0
+	if neg {
+		ng = 1
+	}
+	bad := 0
+	for p := 0; p < np; p++ {
+		rs := r0 + p*w
+		rows := min(w, r1-rs)
+		var src []float32
+		if m.F16 != nil {
+			src = scratch[:rows*d]
+			F16ToF32(src, m.F16[rs*d:(rs+rows)*d])
+		} else {
+			src = m.F32[rs*d : (rs+rows)*d]
+		}
+		gm0 := 1<<min(rows, 16) - 1
+		gm1 := 1<<max(rows-16, 0) - 1
+		bad |= packPanelAVX512(unsafe.SliceData(dst[p*w*d:]), unsafe.SliceData(src), d, d, gm0, gm1, w, ng)
+	}
+	if bad != 0 {
+		return fmt.Errorf("%w (rows %d..%d)", ErrNonFinite, r0, r1-1)
+	}
+	return nil
 }

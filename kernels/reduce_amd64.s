@@ -140,3 +140,73 @@ aloop:
 	JNZ  aloop
 	VZEROUPPER
 	RET
+
+// func packPanelAVX512(dst, src *float32, lda, d int, gm0, gm1 int, w int, neg int) (bad int)
+// Packs one micro-panel: dst[k*w+i] = ±src[i*lda+k] for k < d and i < w,
+// where lanes outside the gather masks gm0 (rows 0-15) / gm1 (rows 16-31)
+// are zero. w is 14 or 32. Returns a non-zero value if a gathered value is
+// NaN or ±Inf.
+TEXT ·packPanelAVX512(SB), NOSPLIT, $0-72
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ lda+16(FP), R8
+	MOVQ d+24(FP), CX
+	MOVQ gm0+32(FP), R11
+	MOVQ gm1+40(FP), R12
+	MOVQ w+48(FP), R10
+	MOVQ neg+56(FP), DX
+	VPBROADCASTD R8, Z3
+	VMOVDQU32 iota32<>(SB), Z1
+	VPMULLD Z3, Z1, Z1               // row offsets 0..15
+	MOVL $16, AX
+	VPBROADCASTD AX, Z4
+	VPMULLD Z3, Z4, Z4
+	VPADDD Z4, Z1, Z2                // row offsets 16..31
+	VPXORD Z5, Z5, Z5
+	TESTQ DX, DX
+	JZ   pnoneg
+	MOVL $0x80000000, AX
+	VPBROADCASTD AX, Z5
+pnoneg:
+	KXORW K4, K4, K4
+	MOVL $0x3fff, AX
+	KMOVW AX, K2
+	CMPQ R10, $14
+	JNE  p32
+p14:
+	KMOVW R11, K1
+	VPXORD Z0, Z0, Z0
+	VGATHERDPS (SI)(Z1*4), K1, Z0
+	VFPCLASSPSZ $0x99, Z0, K3
+	KORW K3, K4, K4
+	VPXORD Z5, Z0, Z0
+	VMOVUPS Z0, K2, (DI)
+	ADDQ $4, SI
+	ADDQ $56, DI
+	DECQ CX
+	JNZ  p14
+	JMP  pdone
+p32:
+	KMOVW R11, K1
+	VPXORD Z0, Z0, Z0
+	VGATHERDPS (SI)(Z1*4), K1, Z0
+	KMOVW R12, K1
+	VPXORD Z6, Z6, Z6
+	VGATHERDPS (SI)(Z2*4), K1, Z6
+	VFPCLASSPSZ $0x99, Z0, K3
+	KORW K3, K4, K4
+	VFPCLASSPSZ $0x99, Z6, K3
+	KORW K3, K4, K4
+	VPXORD Z5, Z0, Z0
+	VPXORD Z5, Z6, Z6
+	VMOVUPS Z0, (DI)
+	VMOVUPS Z6, 64(DI)
+	ADDQ $4, SI
+	ADDQ $128, DI
+	DECQ CX
+	JNZ  p32
+pdone:
+	KMOVW K4, AX
+	MOVQ AX, bad+64(FP)
+	VZEROUPPER
+	RET

@@ -1,0 +1,14 @@
+//go:build unix
+
+package kernels
+
+import "syscall"
+
+// processCPUSeconds returns user+system CPU time of this process.
+func processCPUSeconds() float64 {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
+}
