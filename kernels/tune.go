@@ -22,10 +22,6 @@ var (
 	// centroids) it is packed once and reused by every A super-block.
 	bPackBytes = 64 << 20
 
-	// centroidSuperRows bounds the NearestCentroid A super-block so the
-	// points are still cached when their sums are accumulated.
-	centroidSuperRows = 4096
-
 	// topkStateBytes bounds the TopK candidate reservoirs of one A
 	// super-block (k large => fewer queries in flight).
 	topkStateBytes = 256 << 20
