@@ -100,7 +100,7 @@ func Bench(op, dtype string, nq, nb, dim, k, threads int) (BenchResult, error) {
 	best := math.Inf(1)
 	var spent time.Duration
 	for r.Reps == 0 || spent < 300*time.Millisecond {
-		t0, c0 := time.Now(), processCPUSeconds()
+		t0, c0 := time.Now(), ProcessCPUSeconds()
 		if err := run(); err != nil {
 			return r, err
 		}
@@ -108,7 +108,7 @@ func Bench(op, dtype string, nq, nb, dim, k, threads int) (BenchResult, error) {
 		spent += dt
 		if dt.Seconds() < best {
 			best = dt.Seconds()
-			r.CPUSeconds = processCPUSeconds() - c0
+			r.CPUSeconds = ProcessCPUSeconds() - c0
 		}
 		r.Reps++
 	}

@@ -2,4 +2,5 @@
 
 package kernels
 
-func processCPUSeconds() float64 { return 0 }
+// ProcessCPUSeconds returns 0: no rusage on this OS.
+func ProcessCPUSeconds() float64 { return 0 }

@@ -4,8 +4,9 @@ package kernels
 
 import "syscall"
 
-// processCPUSeconds returns user+system CPU time of this process.
-func processCPUSeconds() float64 {
+// ProcessCPUSeconds returns user+system CPU time of this process (0 where
+// unsupported).
+func ProcessCPUSeconds() float64 {
 	var ru syscall.Rusage
 	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
 		return 0

@@ -116,13 +116,14 @@ func fileBench(op, qf, bf, cf string, k, threads, reps int, out string) (kernels
 	r.PeakGFLOPS = kernels.PeakGFLOPS(threads)
 	best := 0.0
 	for i := 0; i < max(reps, 1); i++ {
-		t0 := time.Now()
+		t0, c0 := time.Now(), kernels.ProcessCPUSeconds()
 		if err := run(); err != nil {
 			return r, err
 		}
 		dt := time.Since(t0).Seconds()
 		if i == 0 || dt < best {
 			best = dt
+			r.CPUSeconds = kernels.ProcessCPUSeconds() - c0
 		}
 	}
 	r.Reps = max(reps, 1)
