@@ -21,8 +21,12 @@ func TestCPUConformance(t *testing.T) {
 // TestCPUSmallBlocks runs the suites with tiny tunables so every block,
 // super-block and reservoir boundary is crossed.
 func TestCPUSmallBlocks(t *testing.T) {
-	defer kernels.SetSmallBlocks()()
-	kerneltest.All(t, kernels.NewCPU(2))
+	for _, streaming := range []bool{false, true} {
+		t.Run(fmt.Sprintf("streaming=%v", streaming), func(t *testing.T) {
+			defer kernels.SetSmallBlocks(streaming)()
+			kerneltest.All(t, kernels.NewCPU(2))
+		})
+	}
 }
 
 // TestCPULargeK checks k up to 20,000 (the paper's candidate count).

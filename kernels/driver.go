@@ -9,11 +9,11 @@ import (
 // epilogue consumes one C tile: c[(i-i0)*ldc + (j-j0)] = A_i · B_j (B
 // negated when the plan says so) for i in [i0,i1), j in [j0,j1). Calls for
 // one A row arrive in increasing j0 order and never concurrently.
+// rowsDone(w, i0, i1) follows once rows [i0,i1) have seen all of B (it may
+// run concurrently with tiles or rowsDone of other rows).
 type epilogue interface {
 	tile(w *worker, c []float32, ldc, i0, i1, j0, j1 int)
-	// superDone is called (from one goroutine) after A rows [s0,s1) have
-	// seen all of B; it may run parallel work with par.
-	superDone(par *parallel, s0, s1 int) error
+	rowsDone(w *worker, i0, i1 int) error
 }
 
 // plan describes one blocked pass C = A·Bᵀ reduced by an epilogue.
@@ -26,6 +26,7 @@ type plan struct {
 
 // worker is per-goroutine scratch.
 type worker struct {
+	apack   []float32 // one packed A block (streaming mode)
 	c       []float32 // C tile mcBlock x ncBlock
 	scratch []float32 // one converted row
 	cand    []int32   // epilogue candidate indices (ncBlock)
@@ -43,7 +44,7 @@ func newParallel(threads, d int) *parallel {
 	}
 	p := &parallel{threads: threads, d: d}
 	for t := 0; t < threads; t++ {
-		p.workers = append(p.workers, &worker{scratch: make([]float32, d+16)})
+		p.workers = append(p.workers, &worker{scratch: make([]float32, nr*d+16)})
 	}
 	return p
 }
@@ -94,12 +95,16 @@ func (p *parallel) run(n int, f func(w *worker, task int) error) error {
 
 // drive is the one blocked driver every op uses:
 //
-//	for each A super-block S (packed once):
-//	    for each B block of ncBlock rows (packed once per S, shared):
-//	        parallel over A blocks of mcBlock rows in S:
+//	if all of B packs into bPackBytes (streaming mode):
+//	    pack B once; parallel over A blocks of mcBlock rows:
+//	        pack the A block; for each B block of ncBlock rows:
 //	            C tile = A block · B blockᵀ via mr x nr micro-kernels
-//	            epilogue(C tile)
-//	    epilogue.superDone(S)
+//	            epilogue.tile(C tile)
+//	        epilogue.rowsDone(A block)
+//	else, for each A super-block S (packed once):
+//	    for each B block of ncBlock rows (packed once per S, shared):
+//	        parallel over A blocks of S: C tile, epilogue.tile
+//	    parallel over A blocks of S: epilogue.rowsDone
 func drive(p *parallel, pl plan, ep epilogue) error {
 	a, b := pl.a, pl.b
 	m, n, d := a.Rows, b.Rows, a.Dim
@@ -114,10 +119,25 @@ func drive(p *parallel, pl plan, ep epilogue) error {
 	}
 	super = max(mcBlock, super/mcBlock*mcBlock)
 	super = min(super, (m+mcBlock-1)/mcBlock*mcBlock)
-	apack := make([]float32, super*d)
+	// B is packed once for all super-blocks when it is small (k-means
+	// centroids), else one ncBlock block at a time per super-block.
+	nPad := (n + nr - 1) / nr * nr
+	bOnce := nPad*d*4 <= bPackBytes
 	nb := min(n, ncBlock)
 	nb = (nb + nr - 1) / nr * nr
+	if bOnce {
+		nb = nPad
+	}
 	bpack := make([]float32, nb*d)
+	packB := func(j0, j1 int, dst []float32) error {
+		nPanels := (j1 - j0 + nr - 1) / nr
+		const panelsPerTask = 4
+		return p.run((nPanels+panelsPerTask-1)/panelsPerTask, func(w *worker, t int) error {
+			r0 := j0 + t*panelsPerTask*nr
+			r1 := min(j1, r0+panelsPerTask*nr)
+			return packRows(dst[t*panelsPerTask*nr*d:], b, r0, r1, nr, pl.negB, w.scratch)
+		})
+	}
 	for _, w := range p.workers {
 		if len(w.c) < mcBlock*ncBlock {
 			w.c = make([]float32, mcBlock*ncBlock)
@@ -125,6 +145,49 @@ func drive(p *parallel, pl plan, ep epilogue) error {
 		}
 	}
 	ldc := ncBlock
+	// macro runs the micro-kernels of one A block against one B block and
+	// hands the tile to the epilogue.
+	macro := func(w *worker, ap, bblk []float32, i0, i1, j0, j1 int) {
+		nPanels := (j1 - j0 + nr - 1) / nr
+		mp := (i1 - i0 + mr - 1) / mr
+		for q := 0; q < nPanels; q++ {
+			bp := bblk[q*nr*d : (q+1)*nr*d]
+			for r := 0; r < mp; r++ {
+				if pl.prefix && j0+q*nr >= i0+r*mr+mr-1 {
+					continue // all j >= all i of this panel
+				}
+				microKernel(d, ap[r*mr*d:(r+1)*mr*d], bp, w.c[r*mr*ldc+q*nr:], ldc, false)
+			}
+		}
+		ep.tile(w, w.c, ldc, i0, i1, j0, j1)
+	}
+	if bOnce {
+		// Streaming: B is packed once; every A block is packed, run
+		// against all of B and finished by one worker, no barriers.
+		if err := packB(0, n, bpack); err != nil {
+			return err
+		}
+		return p.run((m+mcBlock-1)/mcBlock, func(w *worker, blk int) error {
+			i0 := blk * mcBlock
+			i1 := min(m, i0+mcBlock)
+			if len(w.apack) < mcBlock*d {
+				w.apack = make([]float32, mcBlock*d)
+			}
+			if err := packRows(w.apack, a, i0, i1, mr, false, w.scratch); err != nil {
+				return err
+			}
+			jEnd := n
+			if pl.prefix {
+				jEnd = min(n, i1-1)
+			}
+			for j0 := 0; j0 < jEnd; j0 += ncBlock {
+				j1 := min(jEnd, j0+ncBlock)
+				macro(w, w.apack, bpack[j0*d:], i0, i1, j0, j1)
+			}
+			return ep.rowsDone(w, i0, i1)
+		})
+	}
+	apack := make([]float32, super*d)
 	for s0 := 0; s0 < m; s0 += super {
 		s1 := min(m, s0+super)
 		nA := (s1 - s0 + mcBlock - 1) / mcBlock
@@ -142,41 +205,27 @@ func drive(p *parallel, pl plan, ep epilogue) error {
 		}
 		for j0 := 0; j0 < jEnd; j0 += ncBlock {
 			j1 := min(jEnd, j0+ncBlock)
-			nPanels := (j1 - j0 + nr - 1) / nr
-			const panelsPerTask = 4
-			err := p.run((nPanels+panelsPerTask-1)/panelsPerTask, func(w *worker, t int) error {
-				r0 := j0 + t*panelsPerTask*nr
-				r1 := min(j1, r0+panelsPerTask*nr)
-				return packRows(bpack[t*panelsPerTask*nr*d:], b, r0, r1, nr, pl.negB, w.scratch)
-			})
-			if err != nil {
+			if err := packB(j0, j1, bpack); err != nil {
 				return err
 			}
-			err = p.run(nA, func(w *worker, blk int) error {
+			err := p.run(nA, func(w *worker, blk int) error {
 				i0 := s0 + blk*mcBlock
 				i1 := min(s1, i0+mcBlock)
 				if pl.prefix && i1-1 <= j0 {
 					return nil
 				}
-				ap := apack[blk*mcBlock*d:]
-				mp := (i1 - i0 + mr - 1) / mr
-				for q := 0; q < nPanels; q++ {
-					bp := bpack[q*nr*d : (q+1)*nr*d]
-					for r := 0; r < mp; r++ {
-						if pl.prefix && j0+q*nr >= i0+r*mr+mr-1 {
-							continue // all j >= all i of this panel
-						}
-						microKernel(d, ap[r*mr*d:(r+1)*mr*d], bp, w.c[r*mr*ldc+q*nr:], ldc, false)
-					}
-				}
-				ep.tile(w, w.c, ldc, i0, i1, j0, j1)
+				macro(w, apack[blk*mcBlock*d:], bpack, i0, i1, j0, j1)
 				return nil
 			})
 			if err != nil {
 				return err
 			}
 		}
-		if err := ep.superDone(p, s0, s1); err != nil {
+		err = p.run(nA, func(w *worker, blk int) error {
+			i0 := s0 + blk*mcBlock
+			return ep.rowsDone(w, i0, min(s1, i0+mcBlock))
+		})
+		if err != nil {
 			return err
 		}
 	}

@@ -1,10 +1,17 @@
 package kernels
 
-// SetSmallBlocks shrinks the driver's tunables so that small test inputs
+// SetSmallBlocks (streaming: all of B packed once, else per block) shrinks the driver's tunables so that small test inputs
 // cross every block boundary (several B blocks, A super-blocks, reservoir
 // shrinks); it returns a function restoring the defaults.
-func SetSmallBlocks() (restore func()) {
-	mc, nc, ap, ts, sl := mcBlock, ncBlock, aPackBytes, topkStateBytes, topkSlack
+func SetSmallBlocks(streaming bool) (restore func()) {
+	mc, nc, ap, bp, ts, sl := mcBlock, ncBlock, aPackBytes, bPackBytes, topkStateBytes, topkSlack
 	mcBlock, ncBlock, aPackBytes, topkStateBytes, topkSlack = 2*mr, 2*nr, 1, 1, 1
-	return func() { mcBlock, ncBlock, aPackBytes, topkStateBytes, topkSlack = mc, nc, ap, ts, sl }
+	if streaming {
+		bPackBytes = 64 << 20
+	} else {
+		bPackBytes = 0
+	}
+	return func() {
+		mcBlock, ncBlock, aPackBytes, bPackBytes, topkStateBytes, topkSlack = mc, nc, ap, bp, ts, sl
+	}
 }

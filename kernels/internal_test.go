@@ -67,3 +67,63 @@ func TestReductions(t *testing.T) {
 		}
 	}
 }
+
+func TestPackRows(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 9))
+	for _, d := range []int{1, 3, 16, 33} {
+		for _, w := range []int{mr, nr} {
+			for _, n := range []int{1, 5, 14, 15, 31, 32, 33, 70} {
+				for _, f16 := range []bool{false, true} {
+					for _, neg := range []bool{false, true} {
+						x := make([]float32, n*d)
+						for i := range x {
+							x[i] = float32(r.NormFloat64())
+						}
+						m := F32Matrix(x, n, d)
+						if f16 {
+							h := make([]uint16, len(x))
+							F32ToF16(h, x)
+							m = F16Matrix(h, n, d)
+						}
+						np := (n - 1 + w) / w
+						const guard = 8
+						buf := make([]float32, np*w*d+2*guard)
+						want := make([]float32, np*w*d)
+						for i := range buf {
+							buf[i] = nan32()
+						}
+						scratch := make([]float32, nr*d+16)
+						if err := packRows(buf[guard:guard+np*w*d], m, 1, n, w, neg, scratch); err != nil && n > 1 {
+							t.Fatal(err)
+						}
+						if err := packRowsGo(want, m, 1, n, w, neg, scratch); err != nil && n > 1 {
+							t.Fatal(err)
+						}
+						np = (n - 1 + w - 1) / w
+						for i := 0; i < np*w*d; i++ {
+							g, wv := buf[guard+i], want[i]
+							if g != wv && !(g == 0 && wv == 0) {
+								t.Fatalf("d=%d w=%d n=%d f16=%v neg=%v: [%d] = %v want %v", d, w, n, f16, neg, i, g, wv)
+							}
+						}
+						for i := 0; i < guard; i++ {
+							if buf[i] == buf[i] || buf[len(buf)-1-i] == buf[len(buf)-1-i] && np*w*d+guard+i >= len(buf)-guard {
+								t.Fatalf("guard overwritten")
+							}
+						}
+						if n > 2 {
+							if f16 {
+								m.F16[d+1] = 0x7e00
+							} else {
+								m.F32[d+1] = float32(math.Inf(-1))
+							}
+							if err := packRows(buf[guard:guard+np*w*d], m, 1, n, w, neg, scratch); err == nil {
+								t.Fatalf("non-finite not detected")
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+}

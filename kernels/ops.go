@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"runtime"
+	"sync"
 )
 
 // CPU is the CPU backend: AVX-512 assembly micro-kernels where available,
@@ -44,7 +45,7 @@ type argmaxEp struct {
 	res    ArgMax
 	bias   []float32
 	prefix bool
-	after  func(par *parallel, s0, s1 int) error
+	after  func(w *worker, i0, i1 int) error
 }
 
 func (e *argmaxEp) tile(w *worker, c []float32, ldc, i0, i1, j0, j1 int) {
@@ -70,9 +71,9 @@ func (e *argmaxEp) tile(w *worker, c []float32, ldc, i0, i1, j0, j1 int) {
 	}
 }
 
-func (e *argmaxEp) superDone(par *parallel, s0, s1 int) error {
+func (e *argmaxEp) rowsDone(w *worker, i0, i1 int) error {
 	if e.after != nil {
-		return e.after(par, s0, s1)
+		return e.after(w, i0, i1)
 	}
 	return nil
 }
@@ -181,31 +182,24 @@ func (e *CPU) NearestCentroid(x, c Matrix, metric Metric, acc *Accum) (ArgMax, e
 	}
 	ep := &argmaxEp{res: newArgMax(x.Rows), bias: bias}
 	if acc != nil {
-		ep.after = func(par *parallel, s0, s1 int) error {
-			return accumulate(par, x, ep.res.Idx, s0, s1, acc)
+		locks := make([]sync.Mutex, c.Rows)
+		ep.after = func(w *worker, i0, i1 int) error {
+			for i := i0; i < i1; i++ {
+				c := ep.res.Idx[i]
+				if c < 0 {
+					continue
+				}
+				row := x.row(i, w.scratch)
+				locks[c].Lock()
+				acc.Counts[c]++
+				addFixed(acc.Sums[int(c)*d:int(c)*d+d], row)
+				locks[c].Unlock()
+			}
+			return nil
 		}
 	}
 	if err := drive(par, plan{a: x, b: F32Matrix(cf, c.Rows, d)}, ep); err != nil {
 		return ArgMax{}, err
 	}
 	return ep.res, nil
-}
-
-// accumulate adds points [s0,s1) into acc by their assignment. Threads own
-// disjoint centroid sets (c % threads), so there are no races and no
-// per-thread copies of the sums.
-func accumulate(par *parallel, x Matrix, assign []int32, s0, s1 int, acc *Accum) error {
-	T := par.threads
-	d := x.Dim
-	return par.run(T, func(w *worker, t int) error {
-		for i := s0; i < s1; i++ {
-			c := int(assign[i])
-			if c < 0 || c%T != t {
-				continue
-			}
-			acc.Counts[c]++
-			addFixed(acc.Sums[c*d:c*d+d], x.row(i, w.scratch))
-		}
-		return nil
-	})
 }

@@ -2,12 +2,12 @@ package kernels
 
 import "fmt"
 
-// packRows packs rows [r0, r1) of m into micro-panels of width w (mr for the
+// packRowsGo packs rows [r0, r1) of m into micro-panels of width w (mr for the
 // A side, nr for the B side): panel p holds rows r0+p*w .. r0+p*w+w-1 stored
 // k-major, dst[p*w*d + k*w + i] = sign * m[r0+p*w+i][k]; rows past r1 are
 // zero. It returns ErrNonFinite if a packed value is NaN or ±Inf.
 // scratch must hold d floats (used for float16 conversion).
-func packRows(dst []float32, m Matrix, r0, r1, w int, neg bool, scratch []float32) error {
+func packRowsGo(dst []float32, m Matrix, r0, r1, w int, neg bool, scratch []float32) error {
 	d := m.Dim
 	np := (r1 - r0 + w - 1) / w
 	dst = dst[:np*w*d]

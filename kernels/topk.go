@@ -92,8 +92,7 @@ type topkEp struct {
 	k, cap  int
 	nb      int
 	res     TopKResult
-	resv    []reservoir // per A row of the current super-block
-	s0      int
+	resv    []reservoir // per query row; buffers exist only while in flight
 	offset  int64
 	negated bool
 }
@@ -101,7 +100,7 @@ type topkEp struct {
 func (e *topkEp) tile(w *worker, c []float32, ldc, i0, i1, j0, j1 int) {
 	n := j1 - j0
 	for i := i0; i < i1; i++ {
-		r := &e.resv[i-e.s0]
+		r := &e.resv[i]
 		if r.c == nil {
 			r.c = make([]cand, 0, e.cap)
 			r.thr = float32(math.Inf(-1))
@@ -121,11 +120,10 @@ func (e *topkEp) tile(w *worker, c []float32, ldc, i0, i1, j0, j1 int) {
 	}
 }
 
-func (e *topkEp) superDone(par *parallel, s0, s1 int) error {
+func (e *topkEp) rowsDone(w *worker, i0, i1 int) error {
 	K := e.res.K
-	return par.run(s1-s0, func(w *worker, t int) error {
-		i := s0 + t
-		r := &e.resv[i-e.s0]
+	for i := i0; i < i1; i++ {
+		r := &e.resv[i]
 		c := r.c
 		if len(c) > e.k {
 			selectTop(c, e.k)
@@ -149,8 +147,8 @@ func (e *topkEp) superDone(par *parallel, s0, s1 int) error {
 			}
 		}
 		*r = reservoir{}
-		return nil
-	})
+	}
+	return nil
 }
 
 // TopK implements Backend.
@@ -169,22 +167,11 @@ func (e *CPU) TopK(q, b Matrix, opt TopKOptions) (TopKResult, error) {
 	super := max(mcBlock, topkStateBytes/(8*max(capacity, 1)))
 	super = min(super, max(mcBlock, aPackBytes/max(1, 4*q.Dim)))
 	super = super / mcBlock * mcBlock
-	ep.resv = make([]reservoir, min(super, q.Rows))
-	drv := &topkDriver{ep}
-	if err := drive(newParallel(e.threads(), q.Dim), plan{a: q, b: b, negB: opt.Smallest, superRows: super}, drv); err != nil {
+	ep.resv = make([]reservoir, q.Rows)
+	if err := drive(newParallel(e.threads(), q.Dim), plan{a: q, b: b, negB: opt.Smallest, superRows: super}, ep); err != nil {
 		return TopKResult{}, err
 	}
 	return res, nil
-}
-
-// topkDriver moves the reservoir window to each super-block.
-type topkDriver struct{ *topkEp }
-
-func (d *topkDriver) superDone(par *parallel, s0, s1 int) error {
-	d.s0 = s0
-	err := d.topkEp.superDone(par, s0, s1)
-	d.s0 = s1
-	return err
 }
 
 // MergeTopK merges partial results of the same queries over disjoint base

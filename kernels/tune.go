@@ -18,6 +18,10 @@ var (
 	// processed against all of B before moving on).
 	aPackBytes = 64 << 20
 
+	// bPackBytes: when all of B packs into this many bytes (e.g. k-means
+	// centroids) it is packed once and reused by every A super-block.
+	bPackBytes = 64 << 20
+
 	// topkStateBytes bounds the TopK candidate reservoirs of one A
 	// super-block (k large => fewer queries in flight).
 	topkStateBytes = 256 << 20
