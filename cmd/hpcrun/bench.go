@@ -13,13 +13,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"hpcrun/collective"
 	"hpcrun/dataset"
+	"hpcrun/slurm"
 )
 
 // Measurement is one line of `bench --json`: SPEC.md's fields, plus impl
@@ -52,28 +55,51 @@ type benchOpts struct {
 	set     map[string]bool // flags given explicitly
 	host    string
 	threads int
+	comm    *collective.Comm // the bench job's Comm (size 1 when alone)
 }
 
+// A benchOp measures one op on this rank. Ops whose measurement needs every
+// rank (collectives) must be called on every rank in the same order; the
+// others run on each rank independently (so a slow node stands out).
 type benchOp func(ctx context.Context, o *benchOpts) ([]Measurement, error)
 
-// benchOps maps op names to their runners; more register in init.
+// benchOps maps op names to their runners; more register from init()s in
+// bench_*.go files.
 var benchOps = map[string]benchOp{
 	"read": benchRead,
 }
 
+// benchNeedsRanks lists ops that measure between ranks.
+var benchNeedsRanks = map[string]bool{}
+
+// benchOrder is the order ops run in when --ops is not given.
+func benchOrder() []string {
+	var names []string
+	for n := range benchOps {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// cmdBench runs the benchmark as a job: under srun every task is a rank;
+// outside Slurm, --ranks N > 1 (or a collective op) launches N local rank
+// processes, else it runs here. Every rank measures; rank 0 gathers the
+// measurements, prints a table per rank plus min/median/max, and writes
+// the JSON.
 func cmdBench(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	o := &benchOpts{}
-	fs.IntVar(&o.ranks, "ranks", 2, "local ranks (collective ops)")
+	fs.IntVar(&o.ranks, "ranks", 1, "local ranks to launch outside Slurm (collective ops need at least 2)")
 	ops := fs.String("ops", "", "ops to run, comma-separated (default: all built)")
 	fs.IntVar(&o.nq, "nq", 10000, "query rows")
 	fs.IntVar(&o.nb, "nb", 200000, "base rows (read: rows of the shard, default 1 GiB worth)")
 	fs.IntVar(&o.dim, "dim", 512, "dimension")
 	fs.IntVar(&o.k, "k", 100, "top-k (centroid: number of centroids)")
 	fs.StringVar(&o.dtype, "dtype", "float32", "float32 | float16")
-	byteList := fs.String("bytes", "", "payload sizes for allreduce/pubsub, comma-separated (default 1 MiB … 256 MiB)")
+	byteList := fs.String("bytes", "", "payload sizes for allreduce/pubsub, comma-separated (default 1MiB,4MiB,16MiB,64MiB,256MiB)")
 	fs.StringVar(&o.file, "file", "", "read: the .npy shard to read (default: a generated 1 GiB float16 shard)")
-	fs.IntVar(&o.threads, "threads", 0, "compute threads (0 = all cores)")
+	fs.IntVar(&o.threads, "threads", 0, "compute threads per rank (0 = the rank's share of the cores)")
 	jsonOut := fs.String("json", "", "write the measurements as a JSON array to FILE (- = stdout)")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
@@ -95,37 +121,108 @@ func cmdBench(ctx context.Context, args []string) error {
 			}
 			o.bytes = append(o.bytes, n)
 		}
+	} else {
+		o.bytes = []int64{1 << 20, 4 << 20, 16 << 20, 64 << 20, 256 << 20}
 	}
 	o.host, _ = os.Hostname()
 	var names []string
+	collectiveOps := false
 	if *ops == "" {
-		for n := range benchOps {
-			names = append(names, n)
-		}
-		sort.Strings(names)
+		names = benchOrder()
 	} else {
 		for _, n := range strings.Split(*ops, ",") {
 			n = strings.TrimSpace(n)
 			if benchOps[n] == nil {
-				var known []string
-				for k := range benchOps {
-					known = append(known, k)
-				}
-				sort.Strings(known)
-				return usagef("bench: unknown or not yet built op %q (built: %s)", n, strings.Join(known, ", "))
+				return usagef("bench: unknown or not yet built op %q (built: %s)", n, strings.Join(benchOrder(), ", "))
 			}
 			names = append(names, n)
 		}
 	}
-	var all []Measurement
+	for _, n := range names {
+		collectiveOps = collectiveOps || benchNeedsRanks[n]
+	}
+
+	// Join (or launch) the bench job.
+	var opts *collective.Options
+	switch {
+	case slurm.InSlurm() || os.Getenv(collective.EnvRank) != "":
+		co, err := collective.OptionsFromEnv(os.Getenv)
+		if err != nil {
+			return usagef("bench: %v", err)
+		}
+		if slurm.InSlurm() {
+			se, err := slurm.LoadEnv(os.Getenv)
+			if err != nil {
+				return usagef("bench: %v", err)
+			}
+			co.Host0 = se.FirstHost()
+			if o.threads == 0 {
+				o.threads = se.Threads()
+			}
+			if co.RendezvousDir == "" {
+				co.RendezvousDir, _ = os.Getwd()
+			}
+		}
+		opts = &co
+	case o.ranks > 1:
+		exe, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		l := &collective.Launch{Ranks: o.ranks, Argv: append([]string{exe, "bench"}, args...), Env: os.Environ(), Stderr: stderrW}
+		return l.Run(ctx)
+	default:
+		if collectiveOps {
+			return usagef("bench: %s measure between ranks: use --ranks 2 or more (or srun)", strings.Join(names, ","))
+		}
+		opts = &collective.Options{Rank: 0, Size: 1}
+	}
+	if o.threads == 0 {
+		o.threads = max(1, runtime.NumCPU()/max(1, localRanks(opts)))
+	}
+	comm, err := collective.Connect(ctx, *opts)
+	if err != nil {
+		return fmt.Errorf("bench: rank %d: joining: %w", opts.Rank, err)
+	}
+	o.comm = comm
+	var mine []Measurement
 	for _, n := range names {
 		ms, err := benchOps[n](ctx, o)
 		if err != nil {
-			return fmt.Errorf("bench %s: %w", n, err)
+			comm.Abort(err)
+			return fmt.Errorf("bench %s: rank %d: %w", n, comm.Rank(), err)
+		}
+		for i := range ms {
+			ms[i].Rank, ms[i].Host = comm.Rank(), o.host
+		}
+		mine = append(mine, ms...)
+	}
+	b, err := json.Marshal(mine)
+	if err != nil {
+		return err
+	}
+	parts, err := comm.Gatherv(ctx, 0, b)
+	if err != nil {
+		return fmt.Errorf("bench: gathering results: %w", err)
+	}
+	if comm.Rank() != 0 {
+		return comm.Close()
+	}
+	var all []Measurement
+	for r, p := range parts {
+		var ms []Measurement
+		if err := json.Unmarshal(p, &ms); err != nil {
+			return fmt.Errorf("bench: results of rank %d: %w", r, err)
 		}
 		all = append(all, ms...)
 	}
+	if err := comm.Close(); err != nil {
+		return err
+	}
 	printTable(os.Stdout, all)
+	if comm.Size() > 1 {
+		printSummary(os.Stdout, all)
+	}
 	if *jsonOut != "" {
 		b, err := json.MarshalIndent(all, "", "  ")
 		if err != nil {
@@ -139,6 +236,51 @@ func cmdBench(ctx context.Context, args []string) error {
 		return dataset.WriteFileAtomic(*jsonOut, b)
 	}
 	return nil
+}
+
+// localRanks is how many ranks share this host's cores.
+func localRanks(o *collective.Options) int {
+	if se, err := slurm.LoadEnv(os.Getenv); err == nil && se.InSlurm {
+		return max(1, se.TasksOnNode())
+	}
+	return max(1, o.Size)
+}
+
+// printSummary prints, per op and shape, min/median/max over ranks of the
+// rate (GFLOP/s, else GB/s) and which rank was slowest.
+func printSummary(w io.Writer, ms []Measurement) {
+	type key struct{ op, impl, dtype, shape string }
+	groups := map[key][]Measurement{}
+	var order []key
+	for _, m := range ms {
+		k := key{m.Op, m.Impl, m.DType, shapeOf(m)}
+		if m.Bytes > 0 {
+			k.shape = strings.TrimSpace(k.shape + " " + strconv.FormatInt(m.Bytes, 10) + " B")
+		}
+		if _, ok := groups[k]; !ok {
+			order = append(order, k)
+		}
+		groups[k] = append(groups[k], m)
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "\nop\timpl\tdtype\tshape\tranks\tmin\tmedian\tmax\tunit\tslowest\t")
+	for _, k := range order {
+		g := groups[k]
+		rate := func(m Measurement) float64 {
+			if m.GFLOPS > 0 {
+				return m.GFLOPS
+			}
+			return m.GBps
+		}
+		unit := "GB/s"
+		if rate(g[0]) == g[0].GFLOPS && g[0].GFLOPS > 0 {
+			unit = "GFLOP/s"
+		}
+		sort.Slice(g, func(i, j int) bool { return rate(g[i]) < rate(g[j]) })
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%.2f\t%.2f\t%.2f\t%s\trank %d (%s)\t\n", k.op, k.impl, k.dtype, k.shape, len(g),
+			rate(g[0]), rate(g[len(g)/2]), rate(g[len(g)-1]), unit, g[0].Rank, g[0].Host)
+	}
+	tw.Flush()
 }
 
 // parseBytes reads 1048576, 1MiB, 256MiB, 1GiB.
@@ -161,14 +303,19 @@ func parseBytes(s string) (int64, error) {
 	return n * mult, nil
 }
 
+// shapeOf is "nq x nb x dim k=K" for the kernel ops, "" otherwise.
+func shapeOf(m Measurement) string {
+	if m.NQ > 0 || m.NB > 0 {
+		return fmt.Sprintf("%dx%dx%d k=%d", m.NQ, m.NB, m.Dim, m.K)
+	}
+	return ""
+}
+
 func printTable(w io.Writer, ms []Measurement) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "op\timpl\trank\tdtype\tshape\tbytes\tseconds\tGFLOP/s\tGB/s\tpeak RSS\tnote\t")
 	for _, m := range ms {
-		shape := ""
-		if m.NQ > 0 || m.NB > 0 {
-			shape = fmt.Sprintf("%dx%dx%d k=%d", m.NQ, m.NB, m.Dim, m.K)
-		}
+		shape := shapeOf(m)
 		f := func(v float64, prec int) string {
 			if v == 0 {
 				return "-"
