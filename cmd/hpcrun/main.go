@@ -197,9 +197,6 @@ func cmdReport(ctx context.Context, args []string) error {
 	return notBuilt("hpcrun report", "the report issue")
 }
 
-func cmdPlan(ctx context.Context, args []string) error {
-	return notBuilt("hpcrun plan", "the slurm issue")
-}
 
 func sortedNames[V any](m map[string]V) []string {
 	out := make([]string, 0, len(m))
