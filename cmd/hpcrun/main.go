@@ -197,7 +197,6 @@ func cmdReport(ctx context.Context, args []string) error {
 	return notBuilt("hpcrun report", "the report issue")
 }
 
-
 func sortedNames[V any](m map[string]V) []string {
 	out := make([]string, 0, len(m))
 	for k := range m {
