@@ -149,3 +149,26 @@ func TestEncodeRoundTrip(t *testing.T) {
 		t.Fatalf("round trip changed values")
 	}
 }
+
+// FuzzParse: any bytes give a config or an *Error, never a panic.
+func FuzzParse(f *testing.F) {
+	if b, err := os.ReadFile("quickstart.toml"); err == nil {
+		f.Add(string(b))
+	}
+	f.Add("[job]\nname = \"x\"\n[kmeans]\nk = \"a\"\n")
+	f.Add("[datasets.a]\npath = 1\n")
+	f.Add("[[kmeans]]\n")
+	f.Fuzz(func(t *testing.T, doc string) {
+		cfg, err := Parse([]byte(doc), "fuzz.toml", nil)
+		if err != nil {
+			var e *Error
+			if !errors.As(err, &e) {
+				t.Fatalf("error of type %T: %v", err, err)
+			}
+			return
+		}
+		if cfg.Job.Workdir == "" || cfg.Runtime.Ranks < 1 {
+			t.Fatalf("accepted an invalid config: %+v", cfg.Job)
+		}
+	})
+}

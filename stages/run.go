@@ -101,6 +101,13 @@ func Run(ctx context.Context, env *Env, only []string) error {
 	if err := os.MkdirAll(cfg.Job.Workdir, 0o755); err != nil {
 		return fmt.Errorf("workdir %s: %w", cfg.Job.Workdir, err)
 	}
+	if env.Rank() == 0 {
+		unlock, err := lockWorkdir(cfg.Job.Workdir)
+		if err != nil {
+			return err
+		}
+		defer unlock()
+	}
 	// rank 0 narrates; the others log only what is theirs
 	note := env.Log.Info
 	if env.Rank() != 0 {
