@@ -12,7 +12,7 @@ var (
 
 	// ncBlock is the number of B rows packed per phase; a C tile is
 	// mcBlock x ncBlock floats. Multiple of nr.
-	ncBlock = 32 * nr
+	ncBlock = 16 * nr
 
 	// aPackBytes bounds the packed A super-block (float32 copy of the A rows
 	// processed against all of B before moving on).
