@@ -46,8 +46,10 @@ test-noasm:
 
 test: deps slurm-up lint build test-go test-noasm
 
+# Every hot path beside its reference, each pair in one run on the same data.
 bench: deps build
-	$(BIN) bench --ops read --json bench-read.json
+	$(BIN) bench --ops peak,read --json bench-read.json
+	/usr/bin/python3 scripts/bench_faiss.py --json bench-faiss.json
 
 # Regenerates dataset/testdata/duckdb_*.parquet with DuckDB (npm).
 parquet-testdata:
