@@ -1,9 +1,13 @@
 package clip
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
+	"image"
+	"image/jpeg"
 	"math"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -223,4 +227,49 @@ func readBin[T uint8 | float32](t testing.TB, path string, n int) []T {
 		t.Fatalf("%s: %v", path, err)
 	}
 	return out
+}
+
+// BenchmarkDecodePreprocess: one 500x375 quality-90 JPEG (ImageNet's typical
+// size) through Decode and Run at 224, beside the plain reference.
+func BenchmarkDecodePreprocess(b *testing.B) {
+	data := benchJPEG(b, 500, 375)
+	pp := NewPreprocessor(224)
+	dst := make([]float32, 3*224*224)
+	b.Run("decode", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			if _, err := Decode(data); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	p, _ := Decode(data)
+	b.Run("preprocess", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			pp.Run(p, dst)
+		}
+	})
+	b.Run("reference", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			PreprocessRef(p, 224)
+		}
+	})
+}
+
+func benchJPEG(b *testing.B, w, h int) []byte {
+	img := image.NewRGBA(image.Rect(0, 0, w, h))
+	rng := rand.New(rand.NewPCG(1, 2))
+	for y := 0; y < h; y++ { // smooth colour waves plus sensor-like noise
+		for x := 0; x < w; x++ {
+			o := img.Pix[y*img.Stride+4*x:]
+			o[0] = uint8(128 + 90*math.Sin(float64(x)/13)*math.Cos(float64(y)/17) + 10*rng.NormFloat64())
+			o[1] = uint8(60 + 150*float64(x)/float64(w) + 10*rng.NormFloat64())
+			o[2] = uint8(60 + 150*float64(y)/float64(h) + 10*rng.NormFloat64())
+			o[3] = 255
+		}
+	}
+	var buf bytes.Buffer
+	if err := jpeg.Encode(&buf, img, &jpeg.Options{Quality: 90}); err != nil {
+		b.Fatal(err)
+	}
+	return buf.Bytes()
 }

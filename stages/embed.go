@@ -102,7 +102,11 @@ type embedReport struct {
 	Shards   int     `json:"shards"`
 	Provider string  `json:"provider,omitempty"`
 	Rate     float64 `json:"images_per_s,omitempty"` // this run, all ranks
-	Skipped  bool    `json:"skipped,omitempty"`
+	// PipelineSeconds is rank 0's time from its ONNX Runtime session being
+	// ready to its last chunk written: decode, preprocessing, inference.
+	PipelineSeconds float64 `json:"pipeline_seconds,omitempty"`
+	PipelineImages  int     `json:"pipeline_images,omitempty"` // images rank 0 read in that time
+	Skipped         bool    `json:"skipped,omitempty"`
 }
 
 // embedItem is one image to embed.
@@ -175,6 +179,8 @@ func embedSet(ctx context.Context, env *Env, name string, ec *configs.Embed) (*e
 		mine = append(mine, c)
 	}
 	provider := ""
+	var pipeSec float64
+	var pipeImages int
 	if len(mine) > 0 {
 		sess, err := ort.NewSession(ec.Model, ort.SessionOptions{Backend: env.Cfg.Runtime.Backend, Threads: env.Threads, Size: ec.ImageSize,
 			Note: func(msg string) { env.Log.Info("embed: " + msg) }})
@@ -183,7 +189,9 @@ func embedSet(ctx context.Context, env *Env, name string, ec *configs.Embed) (*e
 		}
 		provider = sess.Provider
 		p := &embedPipeline{env: env, ec: ec, name: name, in: in, sess: sess, partDir: partDir, total: in.n}
+		tp := time.Now()
 		err = p.run(ctx, mine)
+		pipeSec, pipeImages = time.Since(tp).Seconds(), p.images
 		sess.Close()
 		if err != nil {
 			return nil, err
@@ -244,7 +252,8 @@ func embedSet(ctx context.Context, env *Env, name string, ec *configs.Embed) (*e
 	if err := comm.Barrier(ctx); err != nil {
 		return nil, err
 	}
-	rep := &embedReport{Images: rows, Failed: len(failed), Dim: dim, Shards: shards, Provider: provider}
+	rep := &embedReport{Images: rows, Failed: len(failed), Dim: dim, Shards: shards, Provider: provider,
+		PipelineSeconds: pipeSec, PipelineImages: pipeImages}
 	if s := time.Since(t0).Seconds(); s > 0 {
 		rep.Rate = float64(rows) / s
 	}
@@ -554,6 +563,7 @@ type embedPipeline struct {
 	sess    *ort.Session
 	partDir string
 	total   int // ImageFolder images (0 for webdataset)
+	images  int // images read so far
 }
 
 // embedBatch is one batch buffer: n images of chunk, or (n = 0, end) the
@@ -757,6 +767,7 @@ func (p *embedPipeline) consume(ctx context.Context, ready <-chan *embedBatch, f
 		}
 		emb = append(emb, y...)
 		done += len(b.items)
+		p.images = done
 		free <- b
 		if p.env.Rank() == 0 && time.Since(last) >= embedProgressEvery {
 			last = time.Now()

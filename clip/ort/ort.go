@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 
 	ortgo "github.com/yalue/onnxruntime_go"
@@ -199,7 +200,7 @@ func NewSession(model string, o SessionOptions) (*Session, error) {
 	case "auto":
 		if err := open(true); err != nil {
 			if o.Note != nil {
-				o.Note(fmt.Sprintf("runtime.backend = \"auto\": %v; using the CPU", err))
+				o.Note(fmt.Sprintf("runtime.backend = \"auto\": %s; using the CPU", shortReason(err)))
 			}
 			if err := open(false); err != nil {
 				return nil, err
@@ -255,4 +256,16 @@ func (s *Session) Close() error {
 	err := s.s.Destroy()
 	s.s = nil
 	return err
+}
+
+// shortReason trims ONNX Runtime's source-location preamble from an error
+// for a one-line log ("...ProviderLibrary::Get() [ONNXRuntimeError] : 1 :
+// FAIL : Failed to load library X" -> "... not available: Failed to load
+// library X").
+func shortReason(err error) string {
+	msg := err.Error()
+	if i := strings.LastIndex(msg, " : "); i >= 0 && errors.Is(err, ErrNoCUDA) {
+		return ErrNoCUDA.Error() + ": " + strings.TrimSpace(msg[i+3:])
+	}
+	return msg
 }
