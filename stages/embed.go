@@ -162,7 +162,7 @@ func embedSet(ctx context.Context, env *Env, name string, ec *configs.Embed) (*e
 	donePath := filepath.Join(out, "done.json")
 	if prev, ok := embedUpToDate(donePath, hash); ok {
 		env.Log.Info("embed: outputs up to date, skipped", "set", name, "images", prev.Images)
-		prev.Skipped, prev.Rate = true, 0
+		prev.Skipped, prev.Rate, prev.PipelineSeconds, prev.PipelineImages = true, 0, 0, 0
 		return prev, nil
 	}
 	partDir := filepath.Join(out, ".parts", hash[:16])
