@@ -218,6 +218,11 @@ func Write(out string, p Preset, seed uint64) (*Truth, error) {
 		return nil, err
 	}
 
+	// Images and their ONNX encoder for the embed stage (images.go).
+	if err := writeImages(out, g); err != nil {
+		return nil, err
+	}
+
 	if err := writeTruth(filepath.Join(out, "truth"), truth); err != nil {
 		return nil, err
 	}
