@@ -19,10 +19,11 @@ deps:
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/hpcrun
 
-$(QUICK)/truth/truth.json: | build
-	$(BIN) synth --out $(QUICK) --preset quickstart --seed 333
+# The synthetic world; the model file is its newest part, so an older world is rewritten.
+$(QUICK)/models/clip-visual.onnx: | build
+	$(BIN) synth --out $(QUICK) --preset quickstart --seed 333 --force
 
-run: deps build $(QUICK)/truth/truth.json
+run: deps build $(QUICK)/models/clip-visual.onnx
 	$(BIN) run configs/quickstart.toml
 
 # The real one-node Slurm the slurm tests submit to (skipped when absent).
@@ -50,6 +51,7 @@ test: deps slurm-up lint build test-go test-noasm
 bench: deps build
 	$(BIN) bench --ops peak,read --json bench-read.json
 	/usr/bin/python3 scripts/bench_faiss.py --json bench-faiss.json
+	bash scripts/bench-embed.sh
 
 # Regenerates dataset/testdata/duckdb_*.parquet with DuckDB (npm).
 parquet-testdata:
