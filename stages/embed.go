@@ -183,7 +183,13 @@ func embedSet(ctx context.Context, env *Env, name string, ec *configs.Embed) (*e
 	var pipeImages int
 	if len(mine) > 0 {
 		sess, err := ort.NewSession(ec.Model, ort.SessionOptions{Backend: env.Cfg.Runtime.Backend, Threads: env.Threads, Size: ec.ImageSize,
-			Note: func(msg string) { env.Log.Info("embed: " + msg) }})
+			Note: func(msg string) {
+				if env.Rank() == 0 {
+					env.Log.Info("embed: " + msg)
+				} else {
+					env.Log.Debug("embed: " + msg)
+				}
+			}})
 		if err != nil {
 			return nil, err
 		}

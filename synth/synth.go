@@ -56,12 +56,14 @@ var Presets = map[string]Preset{
 // renormalising: pairwise cosine inside a LAION topic is about 1/(1+s²)=0.37,
 // so no two unplanted points come near the dedup threshold 1-0.124.
 const (
-	topicSpread = 1.3  // LAION points around their topic
-	classSpread = 0.8  // ImageNet-like points around their class centre
-	sketchShift = 0.9  // the sketch set's shared style direction
-	dupNoise    = 0.03 // a near-duplicate copy (cosine ~0.9995)
-	nearNoise   = 0.12 // a LAION point planted next to an eval image (cosine ~0.993)
-	textNoise   = 0.3  // class text embedding around its class centre
+	topicSpread   = 1.3  // LAION points around their topic
+	classDistinct = 0.6 // the class-specific part of a class centre (centres have cosine ~0.74)
+	classSpread   = 0.8  // ImageNet-like points around their class centre
+	sketchShift   = 0.9  // the sketch set's shared style direction
+	sketchSpread  = 1.6  // sketch images are further from their class: harder, as on ImageNet-Sketch
+	dupNoise      = 0.03 // a near-duplicate copy (cosine ~0.9995)
+	nearNoise     = 0.12 // a LAION point planted next to an eval image (cosine ~0.993)
+	textNoise     = 1.0  // class text embedding around its class centre (text and image towers disagree)
 )
 
 // Truth is what synth planted, written as truth/truth.json.
@@ -90,6 +92,16 @@ type NearPoint struct {
 func Write(out string, p Preset, seed uint64) (*Truth, error) {
 	g := &gen{p: p, seed: seed}
 	g.topics = g.unitSet(1, p.Topics)
+	// ImageNet's classes look alike to CLIP: their centres share one
+	// direction, so telling classes apart takes the small rest.
+	shared := g.unitSet(3, 1)
+	for c := 0; c < p.Classes; c++ {
+		t := g.topics[c*p.Dim : (c+1)*p.Dim]
+		for j := range t {
+			t[j] = shared[j] + classDistinct*t[j]
+		}
+		normalize(t)
+	}
 	style := g.unitSet(2, 1)
 	truth := &Truth{Seed: seed, Preset: p.Name, Dim: p.Dim, Classes: p.Classes,
 		NearEval: map[string][]NearPoint{}, Sets: map[string]int{}}
@@ -327,6 +339,9 @@ func (g *gen) labelled(stream uint64, per int, style []float32, shift float64) (
 			ctr[j] = g.topics[c*d+j] + float32(shift)*style[j]
 		}
 		normalize(ctr)
+		if shift > 0 {
+			return ctr, sketchSpread
+		}
 		return ctr, classSpread
 	})
 	labels := make([]int64, n)

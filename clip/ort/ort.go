@@ -265,7 +265,12 @@ func (s *Session) Close() error {
 func shortReason(err error) string {
 	msg := err.Error()
 	if i := strings.LastIndex(msg, " : "); i >= 0 && errors.Is(err, ErrNoCUDA) {
-		return ErrNoCUDA.Error() + ": " + strings.TrimSpace(msg[i+3:])
+		reason := strings.TrimSpace(msg[i+3:])
+		// "Failed to load library /x/libonnxruntime_providers_shared.so with error: ...": the file name says it
+		if j := strings.Index(reason, " with error:"); j >= 0 {
+			reason = reason[:j]
+		}
+		return ErrNoCUDA.Error() + ": " + reason
 	}
 	return msg
 }
