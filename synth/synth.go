@@ -57,7 +57,7 @@ var Presets = map[string]Preset{
 // so no two unplanted points come near the dedup threshold 1-0.124.
 const (
 	topicSpread   = 1.3  // LAION points around their topic
-	classDistinct = 0.6 // the class-specific part of a class centre (centres have cosine ~0.74)
+	classDistinct = 0.6  // the class-specific part of a class centre (centres have cosine ~0.74)
 	classSpread   = 0.8  // ImageNet-like points around their class centre
 	sketchShift   = 0.9  // the sketch set's shared style direction
 	sketchSpread  = 1.6  // sketch images are further from their class: harder, as on ImageNet-Sketch
