@@ -12,9 +12,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -254,8 +252,8 @@ func readNPYRows[T int32 | int64 | uint8](path string, dt dataset.DType, want, o
 		return out, nil
 	}
 	b := sliceBytes(out)
-	if _, err := f.ReadAt(b, h.DataOffset+off*int64(dt.Size())); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("%s: %w", path, err)
+	if err := readAtFull(f, b, h.DataOffset+off*int64(dt.Size())); err != nil {
+		return nil, err
 	}
 	return out, nil
 }
