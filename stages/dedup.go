@@ -785,3 +785,27 @@ func readAtFull(f *os.File, buf []byte, off int64) error {
 	}
 	return fmt.Errorf("%s: reading %d bytes at %d: %w", f.Name(), len(buf), off, err)
 }
+
+// DedupCluster applies the dedup rule to one cluster's points x, already in
+// order, streamed in blocks of dedupBlockRows as the stage does (memory
+// O(block·d) beside x): keep[i] says whether point i is kept. For
+// benchmarks and tools.
+func DedupCluster(be kernels.Backend, x kernels.Matrix, eps float64) ([]bool, error) {
+	d := x.Dim
+	read := func(lo, hi, slot int) (kernels.Matrix, error) {
+		if x.F16 != nil {
+			return kernels.F16Matrix(x.F16[lo*d:hi*d], hi-lo, d), nil
+		}
+		return kernels.F32Matrix(x.F32[lo*d:hi*d], hi-lo, d), nil
+	}
+	best, err := dedupPrefixMax(be, x.Rows, dedupBlockRows, read)
+	if err != nil {
+		return nil, err
+	}
+	thr := float32(1 - eps)
+	keep := make([]bool, len(best))
+	for i, v := range best {
+		keep[i] = v <= thr
+	}
+	return keep, nil
+}

@@ -240,10 +240,14 @@ func TestDedupTinyWorld(t *testing.T) {
 	dedupBlockRows = 64 // several blocks per cluster
 	defer func() { dedupBlockRows = old }()
 
-	one, three := t.TempDir(), t.TempDir()
+	one, three, four := t.TempDir(), t.TempDir(), t.TempDir()
 	runJob(t, tinyConfig(t, one), 1)
 	runJob(t, tinyConfig(t, three), 3)
-	sameOutputs(t, one, three, append(slices.Clone(kmArrays), ddArrays...), []string{"kmeans/state.json", "dedup/stats.json"})
+	runJob(t, tinyConfig(t, four), 4) // more ranks than shards: one reads nothing
+	all := append(slices.Clone(kmArrays), ddArrays...)
+	states := []string{"kmeans/state.json", "dedup/stats.json"}
+	sameOutputs(t, one, three, all, states)
+	sameOutputs(t, one, four, all, states)
 
 	keep, remove, st := readDedup(t, three)
 	want, err := dataset.ReadInt64(filepath.Join(world, "truth", "dedup_removed_ids.npy"))
@@ -253,11 +257,11 @@ func TestDedupTinyWorld(t *testing.T) {
 	if !slices.Equal(remove, want) {
 		t.Fatalf("removed %d ids, planted %d:\nremoved %v\nplanted %v", len(remove), len(want), remove, want)
 	}
-	all := slices.Concat(keep, remove)
-	slices.Sort(all)
+	union := slices.Concat(keep, remove)
+	slices.Sort(union)
 	ids, _ := dataset.ReadInt64(filepath.Join(three, "kmeans", "ids.npy"))
 	slices.Sort(ids)
-	if !slices.Equal(all, ids) || !slices.IsSorted(keep) {
+	if !slices.Equal(union, ids) || !slices.IsSorted(keep) {
 		t.Fatal("keep and remove do not partition the ids")
 	}
 	if st.Points != int64(truth.BaseRows) || st.Kept != int64(len(keep)) || st.Removed != int64(len(want)) || st.Clusters != 12 {
