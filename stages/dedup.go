@@ -749,9 +749,11 @@ func (w *int64Writer) flush() error {
 	return w.err
 }
 
-// dedupStatsOf summarises cluster sizes and removed counts.
+// dedupStatsOf summarises cluster sizes and removed counts; the histogram
+// lists the non-empty bins [2^b, 2^(b+1)-1] of non-empty clusters.
 func dedupStatsOf(total, removed []int64, eps float64, thr float32, order string) dedupStats {
 	st := dedupStats{Eps: eps, Threshold: thr, Order: order, Clusters: len(total), ClusterSizes: []dedupSizeBin{}}
+	var bins [64]dedupSizeBin
 	for c, m := range total {
 		st.Points += m
 		st.Removed += removed[c]
@@ -760,15 +762,16 @@ func dedupStatsOf(total, removed []int64, eps float64, thr float32, order string
 			continue
 		}
 		st.LargestCluster = max(st.LargestCluster, m)
-		b := bits.Len64(uint64(m)) - 1 // m in [2^b, 2^(b+1))
-		for len(st.ClusterSizes) <= b {
-			lo := int64(1) << len(st.ClusterSizes)
-			st.ClusterSizes = append(st.ClusterSizes, dedupSizeBin{Min: lo, Max: 2*lo - 1})
+		b := &bins[bits.Len64(uint64(m))-1] // m in [2^b, 2^(b+1))
+		b.Clusters++
+		b.Points += m
+		b.Removed += removed[c]
+	}
+	for i, b := range bins {
+		if b.Clusters > 0 {
+			b.Min, b.Max = int64(1)<<i, int64(1)<<i*2-1
+			st.ClusterSizes = append(st.ClusterSizes, b)
 		}
-		bin := &st.ClusterSizes[b]
-		bin.Clusters++
-		bin.Points += m
-		bin.Removed += removed[c]
 	}
 	st.Kept = st.Points - st.Removed
 	return st

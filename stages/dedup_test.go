@@ -93,6 +93,15 @@ func TestDedupPrefixMaxStreamed(t *testing.T) {
 			removed++
 		}
 	}
+	keep, err := DedupCluster(be, kernels.F32Matrix(x, m, d), eps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range whole.Val {
+		if keep[i] != (v <= thr) {
+			t.Fatalf("DedupCluster: point %d keep=%v, max %v", i, keep[i], v)
+		}
+	}
 	if removed < m/5 || removed == m {
 		t.Fatalf("%d of %d removed: the data should plant about a fifth", removed, m)
 	}
@@ -267,12 +276,16 @@ func TestDedupTinyWorld(t *testing.T) {
 	if st.Points != int64(truth.BaseRows) || st.Kept != int64(len(keep)) || st.Removed != int64(len(want)) || st.Clusters != 12 {
 		t.Fatalf("stats %+v", st)
 	}
-	var hist int64
+	var hist, histRemoved int64
 	for _, b := range st.ClusterSizes {
 		hist += b.Points
+		histRemoved += b.Removed
+		if b.Clusters == 0 || b.Points < b.Min*int64(b.Clusters) || b.Points > b.Max*int64(b.Clusters) {
+			t.Fatalf("histogram bin %+v", b)
+		}
 	}
-	if hist != st.Points {
-		t.Fatalf("histogram holds %d points of %d", hist, st.Points)
+	if hist != st.Points || histRemoved != st.Removed {
+		t.Fatalf("histogram holds %d points, %d removed, of %d, %d", hist, histRemoved, st.Points, st.Removed)
 	}
 	if _, err := os.Stat(filepath.Join(three, "dedup", "shuffle")); err == nil {
 		t.Fatal("shuffle files left behind")

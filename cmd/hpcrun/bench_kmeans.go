@@ -309,4 +309,3 @@ func resetPeakRSS() {
 	f.WriteString("5")
 	f.Close()
 }
-
