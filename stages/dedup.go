@@ -127,8 +127,9 @@ func runDedup(ctx context.Context, env *Env) (*Result, error) {
 		Order  string
 		Seed   int64
 		Metric string
+		Read   dataset.Options
 		Files  []string
-	}{dc.Eps, dc.Order, cfg.Job.Seed, kc.Metric, fp})
+	}{dc.Eps, dc.Order, cfg.Job.Seed, kc.Metric, ds.Opts, fp})
 	dir := filepath.Join(cfg.Job.Workdir, "dedup")
 	skip, err := agree(ctx, env.Comm, func() bool { return upToDate(filepath.Join(dir, "done.json"), hash) })
 	if err != nil {
@@ -159,8 +160,9 @@ func runDedup(ctx context.Context, env *Env) (*Result, error) {
 	shuffleHash := paramHash(struct {
 		Ranks int
 		DType dataset.DType
+		Read  dataset.Options
 		Files []string
-	}{env.Size(), shuffleDType(ds), fp})
+	}{env.Size(), shuffleDType(ds), ds.Opts, fp})
 	sh, err := clusterShuffle(ctx, env, ds, rows, assign, ids, k, filepath.Join(dir, "shuffle"), shuffleHash)
 	if err != nil {
 		return nil, err

@@ -251,8 +251,8 @@ func TestDedupTinyWorld(t *testing.T) {
 
 	one, three, four := t.TempDir(), t.TempDir(), t.TempDir()
 	runJob(t, tinyConfig(t, one), 1)
-	runJob(t, tinyConfig(t, three), 3)
-	runJob(t, tinyConfig(t, four), 4) // more ranks than shards: one reads nothing
+	runJob(t, tinyConfig(t, three, "runtime.block_rows=333"), 3)
+	runJob(t, tinyConfig(t, four, "runtime.block_rows=1000"), 4) // more ranks than shards: one reads nothing
 	all := append(slices.Clone(kmArrays), ddArrays...)
 	states := []string{"kmeans/state.json", "dedup/stats.json"}
 	sameOutputs(t, one, three, all, states)

@@ -126,8 +126,9 @@ func runKMeans(ctx context.Context, env *Env) (*Result, error) {
 		Bound, InitDup float64
 		Metric         string
 		Seed           int64
+		Read           dataset.Options
 		Files          []string
-	}{kc.Dataset, kc.K, kc.MaxIter, kc.ChangeLowerBound, kc.InitDupThreshold, kc.Metric, cfg.Job.Seed, fp})
+	}{kc.Dataset, kc.K, kc.MaxIter, kc.ChangeLowerBound, kc.InitDupThreshold, kc.Metric, cfg.Job.Seed, ds.Opts, fp})
 	dir := filepath.Join(cfg.Job.Workdir, "kmeans")
 	skip, err := agree(ctx, env.Comm, func() bool { return upToDate(filepath.Join(dir, "done.json"), hash) })
 	if err != nil {

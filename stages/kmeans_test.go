@@ -372,7 +372,8 @@ func TestKMeansSameForAnyRanks(t *testing.T) {
 		one, three := t.TempDir(), t.TempDir()
 		set := []string{"kmeans.metric=" + metric, "kmeans.max_iter=6"}
 		runJob(t, tinyConfig(t, one, set...), 1, "kmeans")
-		runJob(t, tinyConfig(t, three, set...), 3, "kmeans")
+		// other ranks, threads (2 vs 1) and blocks: the same bytes
+		runJob(t, tinyConfig(t, three, append(set, "runtime.block_rows=333")...), 3, "kmeans")
 		sameOutputs(t, one, three, kmArrays, []string{"kmeans/state.json"})
 		if st := readKMState(t, three); st.Metric != metric || st.Run.Ranks != 3 {
 			t.Fatalf("state: %+v", st)
@@ -380,7 +381,7 @@ func TestKMeansSameForAnyRanks(t *testing.T) {
 		if metric == "l2" {
 			// nothing changed: skipped, outputs untouched
 			before, _ := os.Stat(filepath.Join(three, "kmeans", "assignments.npy"))
-			runJob(t, tinyConfig(t, three, set...), 2, "kmeans")
+			runJob(t, tinyConfig(t, three, append(set, "runtime.block_rows=333")...), 2, "kmeans")
 			after, _ := os.Stat(filepath.Join(three, "kmeans", "assignments.npy"))
 			var rep Report
 			json.Unmarshal(readFile(t, filepath.Join(three, "report.json")), &rep)
