@@ -73,7 +73,13 @@ func TestDedupPrefixMaxStreamed(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, B := range []int{7, 64, 499, 500, 4096} {
-		got, err := dedupPrefixMax(be, m, B, matrixReader(x, d))
+		read := func(lo, hi, slot int) (kernels.Matrix, error) {
+			if hi-lo > B || slot < 0 || slot > 1 { // memory: two blocks of at most B points
+				t.Fatalf("B=%d: read [%d,%d) into slot %d", B, lo, hi, slot)
+			}
+			return matrixReader(x, d)(lo, hi, slot)
+		}
+		got, err := dedupPrefixMax(be, m, B, read)
 		if err != nil {
 			t.Fatal(err)
 		}
