@@ -6,7 +6,7 @@
       times faiss.Kmeans(d, K, niter=1).train(x) (one assignment pass and one
       centroid update over all n points: max_points_per_centroid is raised so
       faiss does not subsample); best of REPS. Prints JSON {"seconds",
-      "threads", "faiss", "peak_rss"}.
+      "cpu_seconds", "threads", "faiss", "peak_rss"}.
 """
 import json
 import resource
@@ -20,14 +20,15 @@ import numpy as np
 def bench(path, k, reps):
     x = np.ascontiguousarray(np.load(path).astype(np.float32))
     n, d = x.shape
-    best = float("inf")
+    best, best_cpu = float("inf"), 0.0
     for rep in range(reps):
         km = faiss.Kmeans(d, k, niter=1, seed=1234 + rep, max_points_per_centroid=n, verbose=False)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         km.train(x)
-        best = min(best, time.perf_counter() - t0)
+        if time.perf_counter() - t0 < best:
+            best, best_cpu = time.perf_counter() - t0, time.process_time() - c0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"seconds": best, "threads": faiss.omp_get_max_threads(), "faiss": faiss.__version__, "peak_rss": rss}))
+    print(json.dumps({"seconds": best, "cpu_seconds": best_cpu, "threads": faiss.omp_get_max_threads(), "faiss": faiss.__version__, "peak_rss": rss}))
 
 
 if __name__ == "__main__":
