@@ -437,16 +437,16 @@ func firstErr(errs []error) error {
 	return nil
 }
 
-// A rank killed in iteration 3: the job fails; started again it resumes
-// from the checkpoint of iteration 2 and ends with exactly the outputs of
-// an uninterrupted run.
+// A rank killed in k-means iteration 3: the job fails; started again it
+// resumes from the checkpoint of iteration 2 and ends (kmeans and dedup)
+// with exactly the outputs of an uninterrupted run.
 func TestKMeansKilledRankResumes(t *testing.T) {
 	clean, killed := t.TempDir(), t.TempDir()
 	set := []string{"kmeans.max_iter=8", "kmeans.change_lower_bound=0"}
-	runJob(t, tinyConfig(t, clean, set...), 3, "kmeans")
+	runJob(t, tinyConfig(t, clean, set...), 3)
 	cfg := tinyConfig(t, killed, set...)
 	cfg.Runtime.Timeout = configs.Duration{Duration: 2e9}
-	if err := runKilled(t, cfg, []string{"kmeans"}, 3); err == nil {
+	if err := runKilled(t, cfg, nil, 3); err == nil {
 		t.Fatal("the job with a killed rank succeeded")
 	}
 	if _, err := os.Stat(filepath.Join(killed, "kmeans", "centroids.npy")); err == nil {
@@ -466,11 +466,11 @@ func TestKMeansKilledRankResumes(t *testing.T) {
 		}
 	}
 	defer func() { kmeansTestHook = nil }()
-	runJob(t, tinyConfig(t, killed, set...), 3, "kmeans")
+	runJob(t, tinyConfig(t, killed, set...), 3)
 	if len(seen) == 0 || seen[0] != 3 {
 		t.Fatalf("restart ran iterations %v, want 3 onwards", seen)
 	}
-	sameOutputs(t, clean, killed, kmArrays, []string{"kmeans/state.json"})
+	sameOutputs(t, clean, killed, append(slices.Clone(kmArrays), ddArrays...), []string{"kmeans/state.json", "dedup/stats.json"})
 	if st := readKMState(t, killed); st.Run.ResumedFrom != 2 {
 		t.Fatalf("resumed_from = %d", st.Run.ResumedFrom)
 	}
