@@ -52,6 +52,7 @@ bench: deps build
 	$(BIN) bench --ops peak,read --json bench-read.json
 	/usr/bin/python3 scripts/bench_faiss.py --json bench-faiss.json
 	bash scripts/bench-embed.sh
+	bash scripts/bench-kmeans.sh
 
 # Regenerates dataset/testdata/duckdb_*.parquet with DuckDB (npm).
 parquet-testdata:
