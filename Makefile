@@ -28,9 +28,9 @@ run: deps build $(QUICK)/models/clip-visual.onnx
 
 # The real one-node Slurm the slurm tests submit to (skipped when absent).
 slurm-up:
-	@if [ -x $(SHARED)/slurm/start-local-slurm.sh ]; then \
+	@rm -f .slurm-up; if [ -f $(SHARED)/slurm/start-local-slurm.sh ]; then \
 	  timeout 300 bash $(SHARED)/slurm/start-local-slurm.sh >/tmp/hpcrun-slurm.log 2>&1 \
-	    && echo "[test] local Slurm is up" \
+	    && touch .slurm-up && echo "[test] local Slurm is up" \
 	    || { tail -n 20 /tmp/hpcrun-slurm.log; echo "[test] local Slurm failed to start; Slurm tests will skip"; }; \
 	else echo "[test] $(SHARED)/slurm/start-local-slurm.sh not found; Slurm tests will skip"; fi
 
@@ -38,8 +38,10 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
+# With the local Slurm up, the tests that submit real jobs must run (not skip).
 test-go:
-	HPCRUN_REQUIRE_REFS=1 $(GO) test -timeout $(TEST_TIMEOUT) ./...
+	HPCRUN_REQUIRE_REFS=1 HPCRUN_REQUIRE_SLURM=$$(test -f .slurm-up && echo 1 || echo 0) \
+	  $(GO) test -timeout $(TEST_TIMEOUT) ./...
 
 # the pure-Go twins of every assembly kernel
 test-noasm:

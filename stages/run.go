@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"runtime"
 	"sort"
+	"strconv"
+	"strings"
 	"time"
 
 	"hpcrun/collective"
@@ -139,6 +141,9 @@ func Run(ctx context.Context, env *Env, only []string) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		if err := injectedFault(env.Rank(), name); err != nil {
+			return err
+		}
 		fn := registry[name]
 		if fn == nil {
 			if env.Rank() == 0 {
@@ -222,4 +227,28 @@ func RunInProcess(ctx context.Context, cfg *configs.Config, ranks int, only []st
 		}
 	}
 	return nil
+}
+
+// injectedFault is a test hook: HPCRUN_FAULT="rank=R,stage=S" makes rank R
+// fail as stage S starts, as a crashing rank would (the job must then fail
+// on every rank, naming R). "exit" instead of an error ends the process
+// at once with status 3, without a goodbye to the other ranks.
+func injectedFault(rank int, stage string) error {
+	spec := os.Getenv("HPCRUN_FAULT")
+	if spec == "" {
+		return nil
+	}
+	want := map[string]string{}
+	for _, kv := range strings.Split(spec, ",") {
+		k, v, _ := strings.Cut(strings.TrimSpace(kv), "=")
+		want[k] = v
+	}
+	if want["rank"] != strconv.Itoa(rank) || (want["stage"] != "" && want["stage"] != stage) {
+		return nil
+	}
+	if want["mode"] == "exit" {
+		fmt.Fprintf(os.Stderr, "hpcrun: rank %d: injected fault (HPCRUN_FAULT), exiting at stage %s\n", rank, stage)
+		os.Exit(3)
+	}
+	return fmt.Errorf("rank %d: injected fault at stage %s (HPCRUN_FAULT)", rank, stage)
 }
