@@ -123,6 +123,15 @@ func (c *Comm) recv(ctx context.Context, from int, seq uint64, step int) ([]byte
 	return c.t.Recv(ctx, from, Tag{Seq: seq, Step: uint32(step)})
 }
 
+// recvExact receives a message that must fill dst exactly.
+func (c *Comm) recvExact(ctx context.Context, from int, seq uint64, step int, dst []byte) error {
+	n, err := c.t.RecvInto(ctx, from, Tag{Seq: seq, Step: uint32(step)}, dst)
+	if err == nil && n != len(dst) {
+		err = fmt.Errorf("rank %d sent %d bytes, want %d", from, n, len(dst))
+	}
+	return err
+}
+
 // peer returns the rank d places after this one in the ring.
 func (c *Comm) peer(d int) int { return ((c.rank+d)%c.size + c.size) % c.size }
 
@@ -210,21 +219,23 @@ func (c *Comm) scatter(ctx context.Context, seq uint64, root int, parts [][]byte
 // ignored elsewhere.
 func (c *Comm) Scatter(ctx context.Context, root int, send, recv []byte) error {
 	return c.run(ctx, "scatter", func(seq uint64) error {
-		var parts [][]byte
-		if c.rank == root {
-			if len(send) != c.size*len(recv) {
-				return fmt.Errorf("scatter: send has %d bytes, want %d ranks * %d", len(send), c.size, len(recv))
-			}
-			parts = splitEqual(send, c.size)
-		}
-		got, err := c.scatter(ctx, seq, root, parts)
-		if err != nil {
+		if err := c.checkRoot(root); err != nil {
 			return err
 		}
-		if len(got) != len(recv) {
-			return fmt.Errorf("scatter: got %d bytes from root %d, want %d", len(got), root, len(recv))
+		if c.rank != root {
+			return c.recvExact(ctx, root, seq, 0, recv)
 		}
-		copy(recv, got)
+		if len(send) != c.size*len(recv) {
+			return fmt.Errorf("scatter: send has %d bytes, want %d ranks * %d", len(send), c.size, len(recv))
+		}
+		parts := splitEqual(send, c.size)
+		for d := 1; d < c.size; d++ {
+			to := c.peer(d)
+			if err := c.send(ctx, to, seq, 0, parts[to]); err != nil {
+				return err
+			}
+		}
+		copy(recv, parts[root])
 		return nil
 	})
 }
@@ -267,14 +278,24 @@ func (c *Comm) gather(ctx context.Context, seq uint64, root int, data []byte) ([
 // ignored elsewhere.
 func (c *Comm) Gather(ctx context.Context, root int, send, recv []byte) error {
 	return c.run(ctx, "gather", func(seq uint64) error {
-		if c.rank == root && len(recv) != c.size*len(send) {
-			return fmt.Errorf("gather: recv has %d bytes, want %d ranks * %d", len(recv), c.size, len(send))
-		}
-		parts, err := c.gather(ctx, seq, root, send)
-		if err != nil || c.rank != root {
+		if err := c.checkRoot(root); err != nil {
 			return err
 		}
-		return joinEqual(recv, parts, len(send))
+		if c.rank != root {
+			return c.send(ctx, root, seq, 0, send)
+		}
+		if len(recv) != c.size*len(send) {
+			return fmt.Errorf("gather: recv has %d bytes, want %d ranks * %d", len(recv), c.size, len(send))
+		}
+		blocks := splitEqual(recv, c.size)
+		copy(blocks[root], send)
+		for d := 1; d < c.size; d++ {
+			from := c.peer(-d)
+			if err := c.recvExact(ctx, from, seq, 0, blocks[from]); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 }
 
@@ -318,11 +339,20 @@ func (c *Comm) Allgather(ctx context.Context, send, recv []byte) error {
 		if len(recv) != c.size*len(send) {
 			return fmt.Errorf("allgather: recv has %d bytes, want %d ranks * %d", len(recv), c.size, len(send))
 		}
-		parts, err := c.allgather(ctx, seq, 0, send)
-		if err != nil {
-			return err
+		for d := 1; d < c.size; d++ {
+			if err := c.send(ctx, c.peer(d), seq, 0, send); err != nil {
+				return err
+			}
 		}
-		return joinEqual(recv, parts, len(send))
+		blocks := splitEqual(recv, c.size)
+		copy(blocks[c.rank], send)
+		for d := 1; d < c.size; d++ {
+			from := c.peer(-d)
+			if err := c.recvExact(ctx, from, seq, 0, blocks[from]); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 }
 
@@ -396,15 +426,4 @@ func splitEqual(b []byte, n int) [][]byte {
 		parts[i] = b[i*k : (i+1)*k : (i+1)*k]
 	}
 	return parts
-}
-
-// joinEqual copies parts, each k bytes, into dst in order.
-func joinEqual(dst []byte, parts [][]byte, k int) error {
-	for i, p := range parts {
-		if len(p) != k {
-			return fmt.Errorf("rank %d sent %d bytes, want %d", i, len(p), k)
-		}
-		copy(dst[i*k:], p)
-	}
-	return nil
 }

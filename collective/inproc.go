@@ -242,6 +242,10 @@ func (e *inprocEndpoint) Recv(ctx context.Context, from int, tag Tag) ([]byte, e
 	return e.mbox.recv(ctx, from, tag)
 }
 
+func (e *inprocEndpoint) RecvInto(ctx context.Context, from int, tag Tag, dst []byte) (int, error) {
+	return e.mbox.recvInto(ctx, from, tag, dst)
+}
+
 // Close tells every peer that this rank is leaving (or aborting, with
 // cause), after every chunk it sent has been delivered.
 func (e *inprocEndpoint) Close(cause error) error {

@@ -386,6 +386,10 @@ func (t *natsTransport) Recv(ctx context.Context, from int, tag Tag) ([]byte, er
 	return t.mbox.recv(ctx, from, tag)
 }
 
+func (t *natsTransport) RecvInto(ctx context.Context, from int, tag Tag, dst []byte) (int, error) {
+	return t.mbox.recvInto(ctx, from, tag, dst)
+}
+
 // Close tells every peer that this rank leaves (or aborts, with cause),
 // stops heartbeating and closes the connections. The rank hosting the
 // server first waits, at most Timeout, for every peer to leave, so that
