@@ -50,7 +50,7 @@ func (op Op) String() string {
 //
 // Elements travel in the host's byte order: all ranks must share it.
 func Allreduce[T Number](ctx context.Context, c *Comm, buf []T, op Op) error {
-	return c.run(ctx, "allreduce", func(seq uint64) error {
+	return c.run("allreduce", func(seq uint64) error {
 		if op != Sum && op != Max && op != Min {
 			return fmt.Errorf("unknown reduction %v", op)
 		}

@@ -23,8 +23,9 @@ type Options struct {
 	LocalRank  int    // rank among the ranks on this host (informational)
 	JobID      string // namespaces subjects: letters, digits, '-', '_'
 	// Secret is the job's token. The embedded server requires it; for an
-	// external URL it is sent as the token if set.
-	Secret string
+	// external URL it is sent as the token if set. String() and JSON leave
+	// it out.
+	Secret string `json:"-"`
 	// URL of an external NATS server (runtime.nats_url). If empty, rank 0
 	// starts an embedded server.
 	URL string
@@ -45,13 +46,26 @@ type Options struct {
 	// A live rank that is merely slow to reach a collective is waited for.
 	// Default 60s.
 	Timeout time.Duration
-	// MaxChunk caps the payload bytes per NATS message (default: the
-	// server's max_payload, at most 8 MiB).
+	// MaxChunk caps the payload bytes per NATS message (default 1 MiB,
+	// and never more than the server's max_payload allows).
 	MaxChunk int
 	// MaxPayload is the embedded server's max_payload (default 8 MiB).
 	MaxPayload int
 	Logger     *slog.Logger
 }
+
+// String describes o without the secret.
+func (o Options) String() string {
+	secret := "unset"
+	if o.Secret != "" {
+		secret = "set"
+	}
+	return fmt.Sprintf("{rank %d of %d, local rank %d, job %q, secret %s, url %q, host0 %q, port %d, rendezvous %q, timeout %v}",
+		o.Rank, o.Size, o.LocalRank, o.JobID, secret, o.URL, o.Host0, o.Port, o.RendezvousDir, o.Timeout)
+}
+
+// LogValue keeps the secret out of logs.
+func (o Options) LogValue() slog.Value { return slog.StringValue(o.String()) }
 
 // DefaultTimeout is Options.Timeout when unset.
 const DefaultTimeout = 60 * time.Second

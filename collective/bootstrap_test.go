@@ -1,9 +1,12 @@
 package collective_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"strconv"
@@ -257,5 +260,18 @@ func TestLaunchErrors(t *testing.T) {
 		`[ ${#HPCRUN_JOB_SECRET} -eq 64 ] && [ -n "$HPCRUN_JOB_ID" ] && [ "$HPCRUN_SIZE" = 2 ] && [ -d "$HPCRUN_RENDEZVOUS" ]`}, nil, time.Second)
 	if err != nil {
 		t.Errorf("environment of the ranks: %v", err)
+	}
+}
+
+// The secret stays out of fmt, slog and JSON renderings of Options.
+func TestOptionsHideSecret(t *testing.T) {
+	o := collective.Options{Rank: 1, Size: 2, JobID: "j", Secret: "hunter2-hunter2"}
+	var logged bytes.Buffer
+	slog.New(slog.NewTextHandler(&logged, nil)).Info("connect", "options", o)
+	js, _ := json.Marshal(o)
+	for _, s := range []string{fmt.Sprint(o), fmt.Sprintf("%+v", o), fmt.Sprintf("%v", &o), logged.String(), string(js)} {
+		if strings.Contains(s, o.Secret) {
+			t.Errorf("secret shown in %q", s)
+		}
 	}
 }

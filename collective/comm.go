@@ -89,7 +89,7 @@ func (c *Comm) Abort(err error) error {
 
 // run runs one collective: it takes the next sequence number, and if f
 // fails it names the collective in the error and breaks the Comm.
-func (c *Comm) run(ctx context.Context, name string, f func(seq uint64) error) error {
+func (c *Comm) run(name string, f func(seq uint64) error) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.broken != nil {
@@ -145,7 +145,7 @@ func (c *Comm) checkRoot(root int) error {
 // Barrier returns once every rank has entered it (dissemination barrier:
 // ceil(log2 Size) rounds).
 func (c *Comm) Barrier(ctx context.Context) error {
-	return c.run(ctx, "barrier", func(seq uint64) error {
+	return c.run("barrier", func(seq uint64) error {
 		for round, d := 0, 1; d < c.size; round, d = round+1, d*2 {
 			if err := c.send(ctx, c.peer(d), seq, round, nil); err != nil {
 				return err
@@ -162,7 +162,7 @@ func (c *Comm) Barrier(ctx context.Context) error {
 // elsewhere the received bytes (data is ignored there).
 func (c *Comm) Bcast(ctx context.Context, root int, data []byte) ([]byte, error) {
 	var out []byte
-	err := c.run(ctx, "bcast", func(seq uint64) error {
+	err := c.run("bcast", func(seq uint64) error {
 		if err := c.checkRoot(root); err != nil {
 			return err
 		}
@@ -187,7 +187,7 @@ func (c *Comm) Bcast(ctx context.Context, root int, data []byte) ([]byte, error)
 // have Size entries; they may differ in length.
 func (c *Comm) Scatterv(ctx context.Context, root int, parts [][]byte) ([]byte, error) {
 	var out []byte
-	err := c.run(ctx, "scatterv", func(seq uint64) error {
+	err := c.run("scatterv", func(seq uint64) error {
 		var err error
 		out, err = c.scatter(ctx, seq, root, parts)
 		return err
@@ -218,7 +218,7 @@ func (c *Comm) scatter(ctx context.Context, seq uint64, root int, parts [][]byte
 // i into rank i's recv. On root len(send) must be Size*len(recv); send is
 // ignored elsewhere.
 func (c *Comm) Scatter(ctx context.Context, root int, send, recv []byte) error {
-	return c.run(ctx, "scatter", func(seq uint64) error {
+	return c.run("scatter", func(seq uint64) error {
 		if err := c.checkRoot(root); err != nil {
 			return err
 		}
@@ -245,7 +245,7 @@ func (c *Comm) Scatter(ctx context.Context, root int, send, recv []byte) error {
 // The buffers may differ in length.
 func (c *Comm) Gatherv(ctx context.Context, root int, data []byte) ([][]byte, error) {
 	var out [][]byte
-	err := c.run(ctx, "gatherv", func(seq uint64) error {
+	err := c.run("gatherv", func(seq uint64) error {
 		var err error
 		out, err = c.gather(ctx, seq, root, data)
 		return err
@@ -277,7 +277,7 @@ func (c *Comm) gather(ctx context.Context, seq uint64, root int, data []byte) ([
 // recv, rank order; len(recv) must be Size*len(send) on root and recv is
 // ignored elsewhere.
 func (c *Comm) Gather(ctx context.Context, root int, send, recv []byte) error {
-	return c.run(ctx, "gather", func(seq uint64) error {
+	return c.run("gather", func(seq uint64) error {
 		if err := c.checkRoot(root); err != nil {
 			return err
 		}
@@ -303,7 +303,7 @@ func (c *Comm) Gather(ctx context.Context, root int, send, recv []byte) error {
 // (out[Rank()] is a copy of data). The buffers may differ in length.
 func (c *Comm) Allgatherv(ctx context.Context, data []byte) ([][]byte, error) {
 	var out [][]byte
-	err := c.run(ctx, "allgatherv", func(seq uint64) error {
+	err := c.run("allgatherv", func(seq uint64) error {
 		var err error
 		out, err = c.allgather(ctx, seq, 0, data)
 		return err
@@ -335,7 +335,7 @@ func (c *Comm) allgather(ctx context.Context, seq uint64, step int, data []byte)
 // Allgather concatenates every rank's send (all the same length) into
 // every rank's recv, in rank order; len(recv) must be Size*len(send).
 func (c *Comm) Allgather(ctx context.Context, send, recv []byte) error {
-	return c.run(ctx, "allgather", func(seq uint64) error {
+	return c.run("allgather", func(seq uint64) error {
 		if len(recv) != c.size*len(send) {
 			return fmt.Errorf("allgather: recv has %d bytes, want %d ranks * %d", len(recv), c.size, len(send))
 		}
@@ -361,7 +361,7 @@ func (c *Comm) Allgather(ctx context.Context, send, recv []byte) error {
 // parts[Rank()].
 func (c *Comm) Alltoallv(ctx context.Context, parts [][]byte) ([][]byte, error) {
 	var out [][]byte
-	err := c.run(ctx, "alltoallv", func(seq uint64) error {
+	err := c.run("alltoallv", func(seq uint64) error {
 		var err error
 		out, err = c.alltoall(ctx, seq, parts)
 		return err
@@ -397,7 +397,7 @@ func (c *Comm) alltoall(ctx context.Context, seq uint64, parts [][]byte) ([][]by
 // every other how many items it is about to write for it.
 func (c *Comm) Alltoall(ctx context.Context, counts []int64) ([]int64, error) {
 	var out []int64
-	err := c.run(ctx, "alltoall", func(seq uint64) error {
+	err := c.run("alltoall", func(seq uint64) error {
 		parts := make([][]byte, len(counts))
 		for j, n := range counts {
 			parts[j] = binary.LittleEndian.AppendUint64(nil, uint64(n))

@@ -75,16 +75,18 @@ func newMailbox(self, size int, timeout time.Duration) *mailbox {
 }
 
 // heartbeatInterval is how often a rank announces that it is alive, for a
-// failure-detection timeout. A peer is declared dead after
-// livenessThreshold of silence and the check runs every interval, so a
-// death is reported at most timeout-interval after it happens.
+// failure-detection timeout T: h = T/10 (at most 5s). A peer is declared
+// dead after livenessThreshold = T-3h of silence, checked every h/2, so a
+// death is reported at most T-2.5h after it happens (plus the delivery of
+// the last heartbeat), while a live peer must miss 7 heartbeats in a row to
+// be taken for dead.
 func heartbeatInterval(timeout time.Duration) time.Duration {
 	h := timeout / 10
 	return min(max(h, time.Millisecond), 5*time.Second)
 }
 
 func livenessThreshold(timeout time.Duration) time.Duration {
-	return timeout - 2*heartbeatInterval(timeout)
+	return timeout - 3*heartbeatInterval(timeout)
 }
 
 // heard records that a message or heartbeat from peer arrived just now.
@@ -287,7 +289,8 @@ func (m *mailbox) checkLiveness(now time.Time) {
 	}
 }
 
-// startWatch runs checkLiveness every heartbeat interval until stopWatch.
+// startWatch runs checkLiveness every half heartbeat interval until
+// stopWatching.
 // Peers count as heard from when the watch starts.
 func (m *mailbox) startWatch() {
 	if m.timeout <= 0 || m.stopWatch != nil {
@@ -305,7 +308,7 @@ func (m *mailbox) startWatch() {
 	m.watchDone = make(chan struct{})
 	go func() {
 		defer close(m.watchDone)
-		t := time.NewTicker(heartbeatInterval(m.timeout))
+		t := time.NewTicker(heartbeatInterval(m.timeout) / 2)
 		defer t.Stop()
 		for {
 			select {

@@ -30,14 +30,17 @@ import (
 // before the data sent ahead of it); heartbeats go to hpcrun.<job>.hb on a
 // second connection, so that they never queue behind bulk data.
 const (
-	headerLen    = 40
-	wireVersion  = 1
-	kindData     = 1
-	kindLeave    = 2
-	kindAbort    = 3
-	kindBeat     = 4
-	subjectRoot  = "hpcrun"
-	defaultChunk = 8 << 20
+	headerLen   = 40
+	wireVersion = 1
+	kindData    = 1
+	kindLeave   = 2
+	kindAbort   = 3
+	kindBeat    = 4
+	subjectRoot = "hpcrun"
+	// defaultChunk is the largest message payload by default. NATS stores
+	// and forwards whole messages, so 1 MiB messages pipeline a transfer
+	// through the server better than a few huge ones.
+	defaultChunk = 1 << 20
 )
 
 var jobIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
@@ -145,13 +148,11 @@ func dialNATS(ctx context.Context, cfg natsConfig) (*natsTransport, error) {
 		t.data.Close()
 		return nil, err
 	}
-	t.chunk = int(t.data.MaxPayload()) - headerLen
-	if cfg.MaxChunk > 0 && cfg.MaxChunk < t.chunk {
+	t.chunk = defaultChunk
+	if cfg.MaxChunk > 0 {
 		t.chunk = cfg.MaxChunk
 	}
-	if t.chunk > defaultChunk {
-		t.chunk = defaultChunk
-	}
+	t.chunk = min(t.chunk, int(t.data.MaxPayload())-headerLen)
 	if t.chunk < 1 {
 		t.closeConns()
 		return nil, fmt.Errorf("collective: server max_payload %d is too small", t.data.MaxPayload())
