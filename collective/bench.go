@@ -154,7 +154,7 @@ func benchPubSub(ctx context.Context, t *natsTransport, bytes, iters int) (Measu
 		return Measurement{}, err
 	}
 
-	msg := make([]byte, t.chunk+headerLen) // the transport's message size
+	msg := make([]byte, t.chunk) // the transport's chunk size
 	var total time.Duration
 	for i := range iters + 1 { // the first round warms up
 		want.Store(int64(i+1) * int64(bytes))

@@ -112,6 +112,9 @@ func (c *Comm) run(name string, f func(seq uint64) error) error {
 		err = fmt.Errorf("collective: %s #%d on rank %d: %w", name, seq, c.rank, err)
 	}
 	c.broken = err
+	// The peers cannot finish this collective either: tell them now rather
+	// than when this rank closes or dies.
+	c.t.Abort(err)
 	return err
 }
 
@@ -226,7 +229,7 @@ func (c *Comm) Scatter(ctx context.Context, root int, send, recv []byte) error {
 			return c.recvExact(ctx, root, seq, 0, recv)
 		}
 		if len(send) != c.size*len(recv) {
-			return fmt.Errorf("scatter: send has %d bytes, want %d ranks * %d", len(send), c.size, len(recv))
+			return fmt.Errorf("send has %d bytes, want %d ranks * %d", len(send), c.size, len(recv))
 		}
 		parts := splitEqual(send, c.size)
 		for d := 1; d < c.size; d++ {
@@ -285,7 +288,7 @@ func (c *Comm) Gather(ctx context.Context, root int, send, recv []byte) error {
 			return c.send(ctx, root, seq, 0, send)
 		}
 		if len(recv) != c.size*len(send) {
-			return fmt.Errorf("gather: recv has %d bytes, want %d ranks * %d", len(recv), c.size, len(send))
+			return fmt.Errorf("recv has %d bytes, want %d ranks * %d", len(recv), c.size, len(send))
 		}
 		blocks := splitEqual(recv, c.size)
 		copy(blocks[root], send)
@@ -337,7 +340,7 @@ func (c *Comm) allgather(ctx context.Context, seq uint64, step int, data []byte)
 func (c *Comm) Allgather(ctx context.Context, send, recv []byte) error {
 	return c.run("allgather", func(seq uint64) error {
 		if len(recv) != c.size*len(send) {
-			return fmt.Errorf("allgather: recv has %d bytes, want %d ranks * %d", len(recv), c.size, len(send))
+			return fmt.Errorf("recv has %d bytes, want %d ranks * %d", len(recv), c.size, len(send))
 		}
 		for d := 1; d < c.size; d++ {
 			if err := c.send(ctx, c.peer(d), seq, 0, send); err != nil {
@@ -371,7 +374,7 @@ func (c *Comm) Alltoallv(ctx context.Context, parts [][]byte) ([][]byte, error) 
 
 func (c *Comm) alltoall(ctx context.Context, seq uint64, parts [][]byte) ([][]byte, error) {
 	if len(parts) != c.size {
-		return nil, fmt.Errorf("alltoall: %d parts for %d ranks", len(parts), c.size)
+		return nil, fmt.Errorf("%d parts for %d ranks", len(parts), c.size)
 	}
 	for d := 1; d < c.size; d++ {
 		to := c.peer(d)
@@ -409,7 +412,7 @@ func (c *Comm) Alltoall(ctx context.Context, counts []int64) ([]int64, error) {
 		out = make([]int64, c.size)
 		for i, b := range got {
 			if len(b) != 8 {
-				return fmt.Errorf("alltoall: rank %d sent %d bytes, want 8", i, len(b))
+				return fmt.Errorf("rank %d sent %d bytes, want 8", i, len(b))
 			}
 			out[i] = int64(binary.LittleEndian.Uint64(b))
 		}

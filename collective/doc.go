@@ -56,9 +56,9 @@
 //
 // A live rank that is merely late to a collective keeps heartbeating and is
 // waited for. A rank that closes its Comm while others still expect a
-// message from it is reported at once as having left the job; a rank whose
-// collective failed aborts the job on Close, so that the others fail at
-// once with the original cause. The rank that hosts the embedded server
+// message from it is reported at once as having left the job. A rank whose
+// collective fails, for whatever reason, aborts the job at once (Transport
+// Abort), so that the others fail immediately with the original cause. The rank that hosts the embedded server
 // waits (up to Timeout) for the others to leave before shutting it down;
 // if it dies, the others fail at once naming it. Once a collective has
 // failed, the Comm is broken and returns the same error.
@@ -68,7 +68,9 @@
 // Messages are split into chunks of at most 1 MiB (and below the server's
 // max_payload): NATS stores and forwards whole messages, so smaller ones
 // pipeline through the server. Each chunk carries a 40-byte header (sender,
-// tag, chunk count, offset, total length). Allreduce of up to 64 KiB per
+// tag, chunk count, offset, total length) in its NATS header, so that the
+// payload is sent without an extra copy; the receiver copies chunks
+// straight into the destination buffer when it has one (RecvInto). Allreduce of up to 64 KiB per
 // rank sends every buffer to every rank, and each rank folds them in rank
 // order 0..n-1; larger ones run a ring reduce-scatter then a ring
 // allgather, each rank sending and receiving 2(n-1)/n of the buffer, and

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 )
@@ -340,7 +341,7 @@ func closeReason(self int, cause error) (culprit int, reason string) {
 	if errors.As(cause, &re) {
 		return re.Rank, re.Reason
 	}
-	return self, "aborted: " + cause.Error()
+	return self, "aborted: " + strings.TrimPrefix(cause.Error(), "collective: ")
 }
 
 // control handles a peer's leave (culprit < 0) or abort message.

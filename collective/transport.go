@@ -38,6 +38,10 @@ type Transport interface {
 	// dst as its chunks arrive, and its length returned. A message longer
 	// than dst is an error. dst must not be touched until RecvInto returns.
 	RecvInto(ctx context.Context, from int, tag Tag, dst []byte) (int, error)
+	// Abort tells every peer, without waiting, that the job is broken
+	// because of cause: their pending and future Recvs fail with it. The
+	// transport stays open (Close still has to be called).
+	Abort(cause error)
 	// Close leaves the job. A nil cause is a normal exit: peers still waiting
 	// for a message from this rank fail. A non-nil cause aborts the job:
 	// every peer's pending and next collective fails with it.
