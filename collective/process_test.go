@@ -43,6 +43,8 @@ func helperMain(scenario string) int {
 	}
 	if scenario != "bench" {
 		o.MaxPayload = 1 << 20 // keep "above max_payload" small
+	} else if kib, _ := strconv.Atoi(os.Getenv("COLLECTIVE_BENCH_CHUNK_KIB")); kib > 0 {
+		o.MaxChunk = kib << 10
 	}
 	ctx := context.Background()
 	c, err := collective.Connect(ctx, o)
@@ -211,7 +213,7 @@ func checkVictimNamed(t *testing.T, out string, victim int, others []int, timeou
 // of sizes in MiB (e.g. "1,16,64,256") and COLLECTIVE_BENCH_RANKS to the
 // rank counts (default "2,4"). Rank 0 prints one JSON Measurement per line;
 // the test logs a table of the best of COLLECTIVE_BENCH_REPEAT (default 3)
-// runs of each.
+// runs of each. COLLECTIVE_BENCH_CHUNK_KIB sets Options.MaxChunk.
 func TestBenchProcesses(t *testing.T) {
 	sizes := os.Getenv("COLLECTIVE_BENCH")
 	if sizes == "" {
