@@ -436,7 +436,11 @@ func (t *natsTransport) Close(cause error) error {
 	}
 	err := t.sendControl(cause)
 	if err == nil {
-		err = t.data.FlushTimeout(max(t.cfg.Timeout, time.Second))
+		// Best effort: the server (in rank 0) may go away as soon as our
+		// message has reached it, before the flush is answered.
+		if ferr := t.data.FlushTimeout(max(t.cfg.Timeout, time.Second)); ferr != nil && t.cfg.Logger != nil {
+			t.cfg.Logger.Debug("flush on close", "err", ferr)
+		}
 	}
 	if err == nil && t.cfg.WaitPeersOnClose {
 		t.waitPeersLeft()
