@@ -10,14 +10,19 @@ import (
 
 // Comm is one rank's handle on the job's collectives. Every rank must call
 // the same collectives in the same order (as in MPI); a Comm runs one
-// collective at a time. After a collective fails the Comm is broken: every
-// later call returns the same error, and Close tells the peers.
+// collective at a time (concurrent calls wait for each other, in an order
+// the ranks would not agree on: call collectives from one goroutine).
+// After a collective fails the Comm is broken: every later call returns
+// the same error. Close and Abort may be called from any goroutine, also
+// while a collective is running, which then fails.
 type Comm struct {
 	t          Transport
 	rank, size int
 
-	mu     sync.Mutex // held for the length of one collective
-	seq    uint64     // number of the last collective started
+	opMu sync.Mutex // held for the length of one collective
+	seq  uint64     // number of the last collective started (under opMu)
+
+	mu     sync.Mutex // guards broken
 	broken error
 
 	// smallReduce is the largest allreduce (bytes per rank) that is done by
@@ -90,10 +95,10 @@ func (c *Comm) Abort(err error) error {
 // run runs one collective: it takes the next sequence number, and if f
 // fails it names the collective in the error and breaks the Comm.
 func (c *Comm) run(name string, f func(seq uint64) error) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.broken != nil {
-		return c.broken
+	c.opMu.Lock()
+	defer c.opMu.Unlock()
+	if err := c.Err(); err != nil {
+		return err
 	}
 	c.seq++
 	seq := c.seq
@@ -111,7 +116,12 @@ func (c *Comm) run(name string, f func(seq uint64) error) error {
 	} else {
 		err = fmt.Errorf("collective: %s #%d on rank %d: %w", name, seq, c.rank, err)
 	}
-	c.broken = err
+	c.mu.Lock()
+	if c.broken == nil {
+		c.broken = err
+	}
+	err = c.broken
+	c.mu.Unlock()
 	// The peers cannot finish this collective either: tell them now rather
 	// than when this rank closes or dies.
 	c.t.Abort(err)

@@ -278,5 +278,6 @@ func (e *inprocEndpoint) Close(cause error) error {
 	e.dead = true
 	e.mu.Unlock()
 	e.stopAll()
+	e.mbox.fail(errClosed)
 	return nil
 }

@@ -330,6 +330,9 @@ func (m *mailbox) stopWatching() {
 	}
 }
 
+// errClosed fails what is pending on a rank when it closes its own Comm.
+var errClosed = errors.New("collective: this rank closed its communicator")
+
 // closeReason turns the cause passed to Transport.Close into what the
 // peers are told: culprit < 0 for a normal exit, else the rank at fault and
 // why.

@@ -448,6 +448,7 @@ func (t *natsTransport) Close(cause error) error {
 	t.stopHeartbeat()
 	t.mbox.stopWatching()
 	t.closeConns()
+	t.mbox.fail(errClosed)
 	if err != nil {
 		return fmt.Errorf("collective: rank %d: close: %w", t.cfg.Rank, err)
 	}
