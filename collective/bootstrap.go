@@ -232,6 +232,9 @@ func Connect(ctx context.Context, o Options) (*Comm, error) {
 	if resolve == nil {
 		resolve = func() (string, error) { return cfg.URL, nil }
 	}
+	// Ranks looking for rank 0's server retry until it is up. They also
+	// retry a refused secret: the address may still belong to another
+	// job (a stale rendezvous file, a port another job's rank 0 holds).
 	t, err := dialRetry(ctx, cfg, resolve, o.Rank != 0 && o.URL == "")
 	if err != nil {
 		if srv != nil {
@@ -257,9 +260,8 @@ func Connect(ctx context.Context, o Options) (*Comm, error) {
 }
 
 // dialRetry dials the URL that resolve returns, retrying until Timeout
-// if retry is set (rank 0's server may not be up yet, or the rendezvous
-// file may be stale). A wrong secret or a rank that does not join is not
-// retried.
+// if retry is set. A rank that does not join is not retried, nor a
+// refused secret unless retry is set.
 func dialRetry(ctx context.Context, cfg natsConfig, resolve func() (string, error), retry bool) (*natsTransport, error) {
 	deadline := time.Now().Add(cfg.Timeout)
 	wait := 10 * time.Millisecond
@@ -271,7 +273,7 @@ func dialRetry(ctx context.Context, cfg natsConfig, resolve func() (string, erro
 			if t, err = dialNATS(ctx, cfg); err == nil {
 				return t, nil
 			}
-			if isAuthError(err) || errors.As(err, new(*RankError)) {
+			if errors.As(err, new(*RankError)) || isAuthError(err) && !retry {
 				return nil, err
 			}
 		}
