@@ -50,7 +50,7 @@ func (op Op) String() string {
 //
 // Elements travel in the host's byte order: all ranks must share it.
 func Allreduce[T Number](ctx context.Context, c *Comm, buf []T, op Op) error {
-	return c.run(ctx, "allreduce", func(seq uint64) error {
+	return c.run("allreduce", func(seq uint64) error {
 		if op != Sum && op != Max && op != Min {
 			return fmt.Errorf("unknown reduction %v", op)
 		}
@@ -99,38 +99,27 @@ func allreduceRing[T Number](ctx context.Context, c *Comm, seq uint64, buf []T, 
 	// r-s and folds its own values into the partial of segment r-s-1 that
 	// arrives from r-1. Segment k starts at rank k, so after n-1 steps rank
 	// r holds segment r+1 folded in ring order k, k+1, ..., k-1.
+	in := make([]T, len(buf)/n+1) // the longest segment
 	for s := 0; s < n-1; s++ {
 		if err := c.send(ctx, next, seq, s, asBytes(seg(c.rank-s))); err != nil {
 			return err
 		}
-		b, err := c.recv(ctx, prev, seq, s)
-		if err != nil {
-			return err
-		}
 		mine := seg(c.rank - s - 1)
-		in, err := fromBytes[T](b, len(mine), prev)
-		if err != nil {
+		if err := c.recvExact(ctx, prev, seq, s, asBytes(in[:len(mine)])); err != nil {
 			return err
 		}
 		combine(mine, in, mine, op)
 	}
 	// Allgather: in step s rank r passes on the finished segment r+1-s and
-	// receives segment r-s.
+	// receives segment r-s in place.
 	for s := 0; s < n-1; s++ {
 		step := n - 1 + s
 		if err := c.send(ctx, next, seq, step, asBytes(seg(c.rank+1-s))); err != nil {
 			return err
 		}
-		b, err := c.recv(ctx, prev, seq, step)
-		if err != nil {
+		if err := c.recvExact(ctx, prev, seq, step, asBytes(seg(c.rank-s))); err != nil {
 			return err
 		}
-		mine := seg(c.rank - s)
-		in, err := fromBytes[T](b, len(mine), prev)
-		if err != nil {
-			return err
-		}
-		copy(mine, in)
 	}
 	return nil
 }

@@ -23,8 +23,9 @@ type Options struct {
 	LocalRank  int    // rank among the ranks on this host (informational)
 	JobID      string // namespaces subjects: letters, digits, '-', '_'
 	// Secret is the job's token. The embedded server requires it; for an
-	// external URL it is sent as the token if set.
-	Secret string
+	// external URL it is sent as the token if set. String() and JSON leave
+	// it out.
+	Secret string `json:"-"`
 	// URL of an external NATS server (runtime.nats_url). If empty, rank 0
 	// starts an embedded server.
 	URL string
@@ -45,13 +46,26 @@ type Options struct {
 	// A live rank that is merely slow to reach a collective is waited for.
 	// Default 60s.
 	Timeout time.Duration
-	// MaxChunk caps the payload bytes per NATS message (default: the
-	// server's max_payload, at most 8 MiB).
+	// MaxChunk caps the payload bytes per NATS message (default 1 MiB,
+	// and never more than the server's max_payload allows).
 	MaxChunk int
 	// MaxPayload is the embedded server's max_payload (default 8 MiB).
 	MaxPayload int
 	Logger     *slog.Logger
 }
+
+// String describes o without the secret.
+func (o Options) String() string {
+	secret := "unset"
+	if o.Secret != "" {
+		secret = "set"
+	}
+	return fmt.Sprintf("{rank %d of %d, local rank %d, job %q, secret %s, url %q, host0 %q, port %d, rendezvous %q, timeout %v}",
+		o.Rank, o.Size, o.LocalRank, o.JobID, secret, o.URL, o.Host0, o.Port, o.RendezvousDir, o.Timeout)
+}
+
+// LogValue keeps the secret out of logs.
+func (o Options) LogValue() slog.Value { return slog.StringValue(o.String()) }
 
 // DefaultTimeout is Options.Timeout when unset.
 const DefaultTimeout = 60 * time.Second
@@ -218,6 +232,9 @@ func Connect(ctx context.Context, o Options) (*Comm, error) {
 	if resolve == nil {
 		resolve = func() (string, error) { return cfg.URL, nil }
 	}
+	// Ranks looking for rank 0's server retry until it is up. They also
+	// retry a refused secret: the address may still belong to another
+	// job (a stale rendezvous file, a port another job's rank 0 holds).
 	t, err := dialRetry(ctx, cfg, resolve, o.Rank != 0 && o.URL == "")
 	if err != nil {
 		if srv != nil {
@@ -243,9 +260,8 @@ func Connect(ctx context.Context, o Options) (*Comm, error) {
 }
 
 // dialRetry dials the URL that resolve returns, retrying until Timeout
-// if retry is set (rank 0's server may not be up yet, or the rendezvous
-// file may be stale). A wrong secret or a rank that does not join is not
-// retried.
+// if retry is set. A rank that does not join is not retried, nor a
+// refused secret unless retry is set.
 func dialRetry(ctx context.Context, cfg natsConfig, resolve func() (string, error), retry bool) (*natsTransport, error) {
 	deadline := time.Now().Add(cfg.Timeout)
 	wait := 10 * time.Millisecond
@@ -257,7 +273,7 @@ func dialRetry(ctx context.Context, cfg natsConfig, resolve func() (string, erro
 			if t, err = dialNATS(ctx, cfg); err == nil {
 				return t, nil
 			}
-			if isAuthError(err) || errors.As(err, new(*RankError)) {
+			if errors.As(err, new(*RankError)) || isAuthError(err) && !retry {
 				return nil, err
 			}
 		}

@@ -1,9 +1,12 @@
 package collective_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"strconv"
@@ -129,7 +132,13 @@ func TestBootstrapRendezvous(t *testing.T) {
 	}
 	checkAll(t, comms, []int{0, 5, 100_000})
 
-	natstest.CloseAll(comms)
+	// A normal exit: every Close succeeds, in whatever order the ranks get
+	// there (rank 0 keeps its server up until the others have left).
+	for r, err := range natstest.Parallel(comms, func(_ int, c *collective.Comm) error { return c.Close() }) {
+		if err != nil {
+			t.Errorf("rank %d: close: %v", r, err)
+		}
+	}
 	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("rendezvous file left behind: %v", err)
 	}
@@ -257,5 +266,18 @@ func TestLaunchErrors(t *testing.T) {
 		`[ ${#HPCRUN_JOB_SECRET} -eq 64 ] && [ -n "$HPCRUN_JOB_ID" ] && [ "$HPCRUN_SIZE" = 2 ] && [ -d "$HPCRUN_RENDEZVOUS" ]`}, nil, time.Second)
 	if err != nil {
 		t.Errorf("environment of the ranks: %v", err)
+	}
+}
+
+// The secret stays out of fmt, slog and JSON renderings of Options.
+func TestOptionsHideSecret(t *testing.T) {
+	o := collective.Options{Rank: 1, Size: 2, JobID: "j", Secret: "hunter2-hunter2"}
+	var logged bytes.Buffer
+	slog.New(slog.NewTextHandler(&logged, nil)).Info("connect", "options", o)
+	js, _ := json.Marshal(o)
+	for _, s := range []string{fmt.Sprint(o), fmt.Sprintf("%+v", o), fmt.Sprintf("%v", &o), logged.String(), string(js)} {
+		if strings.Contains(s, o.Secret) {
+			t.Errorf("secret shown in %q", s)
+		}
 	}
 }

@@ -10,14 +10,19 @@ import (
 
 // Comm is one rank's handle on the job's collectives. Every rank must call
 // the same collectives in the same order (as in MPI); a Comm runs one
-// collective at a time. After a collective fails the Comm is broken: every
-// later call returns the same error, and Close tells the peers.
+// collective at a time (concurrent calls wait for each other, in an order
+// the ranks would not agree on: call collectives from one goroutine).
+// After a collective fails the Comm is broken: every later call returns
+// the same error. Close and Abort may be called from any goroutine, also
+// while a collective is running, which then fails.
 type Comm struct {
 	t          Transport
 	rank, size int
 
-	mu     sync.Mutex // held for the length of one collective
-	seq    uint64     // number of the last collective started
+	opMu sync.Mutex // held for the length of one collective
+	seq  uint64     // number of the last collective started (under opMu)
+
+	mu     sync.Mutex // guards broken
 	broken error
 
 	// smallReduce is the largest allreduce (bytes per rank) that is done by
@@ -89,11 +94,11 @@ func (c *Comm) Abort(err error) error {
 
 // run runs one collective: it takes the next sequence number, and if f
 // fails it names the collective in the error and breaks the Comm.
-func (c *Comm) run(ctx context.Context, name string, f func(seq uint64) error) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.broken != nil {
-		return c.broken
+func (c *Comm) run(name string, f func(seq uint64) error) error {
+	c.opMu.Lock()
+	defer c.opMu.Unlock()
+	if err := c.Err(); err != nil {
+		return err
 	}
 	c.seq++
 	seq := c.seq
@@ -111,7 +116,15 @@ func (c *Comm) run(ctx context.Context, name string, f func(seq uint64) error) e
 	} else {
 		err = fmt.Errorf("collective: %s #%d on rank %d: %w", name, seq, c.rank, err)
 	}
-	c.broken = err
+	c.mu.Lock()
+	if c.broken == nil {
+		c.broken = err
+	}
+	err = c.broken
+	c.mu.Unlock()
+	// The peers cannot finish this collective either: tell them now rather
+	// than when this rank closes or dies.
+	c.t.Abort(err)
 	return err
 }
 
@@ -121,6 +134,15 @@ func (c *Comm) send(ctx context.Context, to int, seq uint64, step int, data []by
 
 func (c *Comm) recv(ctx context.Context, from int, seq uint64, step int) ([]byte, error) {
 	return c.t.Recv(ctx, from, Tag{Seq: seq, Step: uint32(step)})
+}
+
+// recvExact receives a message that must fill dst exactly.
+func (c *Comm) recvExact(ctx context.Context, from int, seq uint64, step int, dst []byte) error {
+	n, err := c.t.RecvInto(ctx, from, Tag{Seq: seq, Step: uint32(step)}, dst)
+	if err == nil && n != len(dst) {
+		err = fmt.Errorf("rank %d sent %d bytes, want %d", from, n, len(dst))
+	}
+	return err
 }
 
 // peer returns the rank d places after this one in the ring.
@@ -136,7 +158,7 @@ func (c *Comm) checkRoot(root int) error {
 // Barrier returns once every rank has entered it (dissemination barrier:
 // ceil(log2 Size) rounds).
 func (c *Comm) Barrier(ctx context.Context) error {
-	return c.run(ctx, "barrier", func(seq uint64) error {
+	return c.run("barrier", func(seq uint64) error {
 		for round, d := 0, 1; d < c.size; round, d = round+1, d*2 {
 			if err := c.send(ctx, c.peer(d), seq, round, nil); err != nil {
 				return err
@@ -153,7 +175,7 @@ func (c *Comm) Barrier(ctx context.Context) error {
 // elsewhere the received bytes (data is ignored there).
 func (c *Comm) Bcast(ctx context.Context, root int, data []byte) ([]byte, error) {
 	var out []byte
-	err := c.run(ctx, "bcast", func(seq uint64) error {
+	err := c.run("bcast", func(seq uint64) error {
 		if err := c.checkRoot(root); err != nil {
 			return err
 		}
@@ -178,7 +200,7 @@ func (c *Comm) Bcast(ctx context.Context, root int, data []byte) ([]byte, error)
 // have Size entries; they may differ in length.
 func (c *Comm) Scatterv(ctx context.Context, root int, parts [][]byte) ([]byte, error) {
 	var out []byte
-	err := c.run(ctx, "scatterv", func(seq uint64) error {
+	err := c.run("scatterv", func(seq uint64) error {
 		var err error
 		out, err = c.scatter(ctx, seq, root, parts)
 		return err
@@ -209,22 +231,24 @@ func (c *Comm) scatter(ctx context.Context, seq uint64, root int, parts [][]byte
 // i into rank i's recv. On root len(send) must be Size*len(recv); send is
 // ignored elsewhere.
 func (c *Comm) Scatter(ctx context.Context, root int, send, recv []byte) error {
-	return c.run(ctx, "scatter", func(seq uint64) error {
-		var parts [][]byte
-		if c.rank == root {
-			if len(send) != c.size*len(recv) {
-				return fmt.Errorf("scatter: send has %d bytes, want %d ranks * %d", len(send), c.size, len(recv))
-			}
-			parts = splitEqual(send, c.size)
-		}
-		got, err := c.scatter(ctx, seq, root, parts)
-		if err != nil {
+	return c.run("scatter", func(seq uint64) error {
+		if err := c.checkRoot(root); err != nil {
 			return err
 		}
-		if len(got) != len(recv) {
-			return fmt.Errorf("scatter: got %d bytes from root %d, want %d", len(got), root, len(recv))
+		if c.rank != root {
+			return c.recvExact(ctx, root, seq, 0, recv)
 		}
-		copy(recv, got)
+		if len(send) != c.size*len(recv) {
+			return fmt.Errorf("send has %d bytes, want %d ranks * %d", len(send), c.size, len(recv))
+		}
+		parts := splitEqual(send, c.size)
+		for d := 1; d < c.size; d++ {
+			to := c.peer(d)
+			if err := c.send(ctx, to, seq, 0, parts[to]); err != nil {
+				return err
+			}
+		}
+		copy(recv, parts[root])
 		return nil
 	})
 }
@@ -234,7 +258,7 @@ func (c *Comm) Scatter(ctx context.Context, root int, send, recv []byte) error {
 // The buffers may differ in length.
 func (c *Comm) Gatherv(ctx context.Context, root int, data []byte) ([][]byte, error) {
 	var out [][]byte
-	err := c.run(ctx, "gatherv", func(seq uint64) error {
+	err := c.run("gatherv", func(seq uint64) error {
 		var err error
 		out, err = c.gather(ctx, seq, root, data)
 		return err
@@ -266,15 +290,25 @@ func (c *Comm) gather(ctx context.Context, seq uint64, root int, data []byte) ([
 // recv, rank order; len(recv) must be Size*len(send) on root and recv is
 // ignored elsewhere.
 func (c *Comm) Gather(ctx context.Context, root int, send, recv []byte) error {
-	return c.run(ctx, "gather", func(seq uint64) error {
-		if c.rank == root && len(recv) != c.size*len(send) {
-			return fmt.Errorf("gather: recv has %d bytes, want %d ranks * %d", len(recv), c.size, len(send))
-		}
-		parts, err := c.gather(ctx, seq, root, send)
-		if err != nil || c.rank != root {
+	return c.run("gather", func(seq uint64) error {
+		if err := c.checkRoot(root); err != nil {
 			return err
 		}
-		return joinEqual(recv, parts, len(send))
+		if c.rank != root {
+			return c.send(ctx, root, seq, 0, send)
+		}
+		if len(recv) != c.size*len(send) {
+			return fmt.Errorf("recv has %d bytes, want %d ranks * %d", len(recv), c.size, len(send))
+		}
+		blocks := splitEqual(recv, c.size)
+		copy(blocks[root], send)
+		for d := 1; d < c.size; d++ {
+			from := c.peer(-d)
+			if err := c.recvExact(ctx, from, seq, 0, blocks[from]); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 }
 
@@ -282,7 +316,7 @@ func (c *Comm) Gather(ctx context.Context, root int, send, recv []byte) error {
 // (out[Rank()] is a copy of data). The buffers may differ in length.
 func (c *Comm) Allgatherv(ctx context.Context, data []byte) ([][]byte, error) {
 	var out [][]byte
-	err := c.run(ctx, "allgatherv", func(seq uint64) error {
+	err := c.run("allgatherv", func(seq uint64) error {
 		var err error
 		out, err = c.allgather(ctx, seq, 0, data)
 		return err
@@ -314,15 +348,24 @@ func (c *Comm) allgather(ctx context.Context, seq uint64, step int, data []byte)
 // Allgather concatenates every rank's send (all the same length) into
 // every rank's recv, in rank order; len(recv) must be Size*len(send).
 func (c *Comm) Allgather(ctx context.Context, send, recv []byte) error {
-	return c.run(ctx, "allgather", func(seq uint64) error {
+	return c.run("allgather", func(seq uint64) error {
 		if len(recv) != c.size*len(send) {
-			return fmt.Errorf("allgather: recv has %d bytes, want %d ranks * %d", len(recv), c.size, len(send))
+			return fmt.Errorf("recv has %d bytes, want %d ranks * %d", len(recv), c.size, len(send))
 		}
-		parts, err := c.allgather(ctx, seq, 0, send)
-		if err != nil {
-			return err
+		for d := 1; d < c.size; d++ {
+			if err := c.send(ctx, c.peer(d), seq, 0, send); err != nil {
+				return err
+			}
 		}
-		return joinEqual(recv, parts, len(send))
+		blocks := splitEqual(recv, c.size)
+		copy(blocks[c.rank], send)
+		for d := 1; d < c.size; d++ {
+			from := c.peer(-d)
+			if err := c.recvExact(ctx, from, seq, 0, blocks[from]); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 }
 
@@ -331,7 +374,7 @@ func (c *Comm) Allgather(ctx context.Context, send, recv []byte) error {
 // parts[Rank()].
 func (c *Comm) Alltoallv(ctx context.Context, parts [][]byte) ([][]byte, error) {
 	var out [][]byte
-	err := c.run(ctx, "alltoallv", func(seq uint64) error {
+	err := c.run("alltoallv", func(seq uint64) error {
 		var err error
 		out, err = c.alltoall(ctx, seq, parts)
 		return err
@@ -341,7 +384,7 @@ func (c *Comm) Alltoallv(ctx context.Context, parts [][]byte) ([][]byte, error) 
 
 func (c *Comm) alltoall(ctx context.Context, seq uint64, parts [][]byte) ([][]byte, error) {
 	if len(parts) != c.size {
-		return nil, fmt.Errorf("alltoall: %d parts for %d ranks", len(parts), c.size)
+		return nil, fmt.Errorf("%d parts for %d ranks", len(parts), c.size)
 	}
 	for d := 1; d < c.size; d++ {
 		to := c.peer(d)
@@ -367,7 +410,7 @@ func (c *Comm) alltoall(ctx context.Context, seq uint64, parts [][]byte) ([][]by
 // every other how many items it is about to write for it.
 func (c *Comm) Alltoall(ctx context.Context, counts []int64) ([]int64, error) {
 	var out []int64
-	err := c.run(ctx, "alltoall", func(seq uint64) error {
+	err := c.run("alltoall", func(seq uint64) error {
 		parts := make([][]byte, len(counts))
 		for j, n := range counts {
 			parts[j] = binary.LittleEndian.AppendUint64(nil, uint64(n))
@@ -379,7 +422,7 @@ func (c *Comm) Alltoall(ctx context.Context, counts []int64) ([]int64, error) {
 		out = make([]int64, c.size)
 		for i, b := range got {
 			if len(b) != 8 {
-				return fmt.Errorf("alltoall: rank %d sent %d bytes, want 8", i, len(b))
+				return fmt.Errorf("rank %d sent %d bytes, want 8", i, len(b))
 			}
 			out[i] = int64(binary.LittleEndian.Uint64(b))
 		}
@@ -396,15 +439,4 @@ func splitEqual(b []byte, n int) [][]byte {
 		parts[i] = b[i*k : (i+1)*k : (i+1)*k]
 	}
 	return parts
-}
-
-// joinEqual copies parts, each k bytes, into dst in order.
-func joinEqual(dst []byte, parts [][]byte, k int) error {
-	for i, p := range parts {
-		if len(p) != k {
-			return fmt.Errorf("rank %d sent %d bytes, want %d", i, len(p), k)
-		}
-		copy(dst[i*k:], p)
-	}
-	return nil
 }

@@ -242,6 +242,24 @@ func (e *inprocEndpoint) Recv(ctx context.Context, from int, tag Tag) ([]byte, e
 	return e.mbox.recv(ctx, from, tag)
 }
 
+func (e *inprocEndpoint) RecvInto(ctx context.Context, from int, tag Tag, dst []byte) (int, error) {
+	return e.mbox.recvInto(ctx, from, tag, dst)
+}
+
+// Abort tells every peer that the job is broken because of cause.
+func (e *inprocEndpoint) Abort(cause error) {
+	if e.isDead() {
+		return
+	}
+	e.net.waitInflight()
+	culprit, reason := closeReason(e.rank, cause)
+	for _, p := range e.net.eps {
+		if p != e {
+			p.mbox.control(e.rank, culprit, reason)
+		}
+	}
+}
+
 // Close tells every peer that this rank is leaving (or aborting, with
 // cause), after every chunk it sent has been delivered.
 func (e *inprocEndpoint) Close(cause error) error {
@@ -260,5 +278,6 @@ func (e *inprocEndpoint) Close(cause error) error {
 	e.dead = true
 	e.mu.Unlock()
 	e.stopAll()
+	e.mbox.fail(errClosed)
 	return nil
 }

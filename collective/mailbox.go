@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 )
@@ -35,13 +36,23 @@ type slotKey struct {
 	tag  Tag
 }
 
-// slot is one (possibly partly arrived) message.
+// slot is one (possibly partly arrived) message. Until a receiver gives
+// a buffer (recvInto), chunks are kept as they came; after that they are
+// copied straight into it.
 type slot struct {
-	buf     []byte
-	chunks  int // chunks received so far
-	nchunks int // chunks in the whole message; 0 until the first arrives
+	pending []chunk // chunks not yet copied anywhere
+	dst     []byte  // the receiver's buffer, once given
+	total   int     // bytes in the whole message
+	got     int     // chunks received so far
+	nchunks int     // chunks in the whole message; 0 until the first arrives
+	err     error   // the message does not fit dst
 	done    bool
 	ready   chan struct{} // closed when done
+}
+
+type chunk struct {
+	off  int
+	data []byte
 }
 
 func newMailbox(self, size int, timeout time.Duration) *mailbox {
@@ -65,16 +76,18 @@ func newMailbox(self, size int, timeout time.Duration) *mailbox {
 }
 
 // heartbeatInterval is how often a rank announces that it is alive, for a
-// failure-detection timeout. A peer is declared dead after
-// livenessThreshold of silence and the check runs every interval, so a
-// death is reported at most timeout-interval after it happens.
+// failure-detection timeout T: h = T/10 (at most 5s). A peer is declared
+// dead after livenessThreshold = T-3h of silence, checked every h/2, so a
+// death is reported at most T-2.5h after it happens (plus the delivery of
+// the last heartbeat), while a live peer must miss 7 heartbeats in a row to
+// be taken for dead.
 func heartbeatInterval(timeout time.Duration) time.Duration {
 	h := timeout / 10
 	return min(max(h, time.Millisecond), 5*time.Second)
 }
 
 func livenessThreshold(timeout time.Duration) time.Duration {
-	return timeout - 2*heartbeatInterval(timeout)
+	return timeout - 3*heartbeatInterval(timeout)
 }
 
 // heard records that a message or heartbeat from peer arrived just now.
@@ -89,13 +102,12 @@ func (m *mailbox) heard(peer int) {
 }
 
 // deliver stores one chunk of the message (from, tag): bytes [off,
-// off+len(chunk)) of a total-byte message split into nchunks chunks. With
-// one chunk, chunk itself becomes the message and must not be reused by the
-// caller.
-func (m *mailbox) deliver(from int, tag Tag, off, total, nchunks int, chunk []byte) error {
-	if from < 0 || from >= m.size || nchunks < 1 || off < 0 || off+len(chunk) > total {
+// off+len(chunk)) of a total-byte message split into nchunks chunks. The
+// mailbox keeps chunk: the caller must not reuse it.
+func (m *mailbox) deliver(from int, tag Tag, off, total, nchunks int, data []byte) error {
+	if from < 0 || from >= m.size || nchunks < 1 || off < 0 || off+len(data) > total {
 		return fmt.Errorf("collective: malformed message from rank %d (tag %v, %d+%d of %d bytes, %d chunks)",
-			from, tag, off, len(chunk), total, nchunks)
+			from, tag, off, len(data), total, nchunks)
 	}
 	now := time.Now()
 	m.mu.Lock()
@@ -106,21 +118,23 @@ func (m *mailbox) deliver(from int, tag Tag, off, total, nchunks int, chunk []by
 		return fmt.Errorf("collective: duplicate message from rank %d (tag %v)", from, tag)
 	}
 	if s.nchunks == 0 {
-		s.nchunks = nchunks
-		if nchunks == 1 {
-			s.buf = chunk
-		} else {
-			s.buf = make([]byte, total)
+		s.nchunks, s.total = nchunks, total
+		if s.dst != nil && total > len(s.dst) {
+			s.err = fmt.Errorf("rank %d sent %d bytes, want at most %d", from, total, len(s.dst))
 		}
 	}
-	if nchunks != s.nchunks || total != len(s.buf) {
+	if nchunks != s.nchunks || total != s.total {
 		return fmt.Errorf("collective: inconsistent chunks from rank %d (tag %v)", from, tag)
 	}
-	if nchunks > 1 {
-		copy(s.buf[off:], chunk)
+	switch {
+	case s.err != nil:
+	case s.dst != nil:
+		copy(s.dst[off:], data)
+	default:
+		s.pending = append(s.pending, chunk{off, data})
 	}
-	s.chunks++
-	if s.chunks == s.nchunks {
+	s.got++
+	if s.got == s.nchunks {
 		s.done = true
 		close(s.ready)
 	}
@@ -136,14 +150,52 @@ func (m *mailbox) slotLocked(k slotKey) *slot {
 	return s
 }
 
-// recv waits for the complete message (from, tag) and removes it.
+// recv waits for the complete message (from, tag), removes it and returns
+// it in a new buffer (or the single chunk it came in).
 func (m *mailbox) recv(ctx context.Context, from int, tag Tag) ([]byte, error) {
+	s, err := m.wait(ctx, from, tag, nil)
+	if err != nil {
+		return nil, err
+	}
+	if len(s.pending) == 1 && len(s.pending[0].data) == s.total {
+		return s.pending[0].data, nil
+	}
+	buf := make([]byte, s.total)
+	for _, c := range s.pending {
+		copy(buf[c.off:], c.data)
+	}
+	return buf, nil
+}
+
+// recvInto waits for the message (from, tag), copying it into dst as it
+// arrives, and returns its length. A message longer than dst is an error.
+func (m *mailbox) recvInto(ctx context.Context, from int, tag Tag, dst []byte) (int, error) {
+	s, err := m.wait(ctx, from, tag, dst)
+	if err != nil {
+		return 0, err
+	}
+	return s.total, s.err
+}
+
+// wait registers dst (if not nil) as the destination of (from, tag) and
+// waits until the message is complete, the peer is gone or ctx ends.
+func (m *mailbox) wait(ctx context.Context, from int, tag Tag, dst []byte) (*slot, error) {
 	if from < 0 || from >= m.size {
 		return nil, fmt.Errorf("collective: recv from rank %d of %d", from, m.size)
 	}
 	k := slotKey{from, tag}
 	m.mu.Lock()
 	s := m.slotLocked(k)
+	if dst != nil {
+		if s.nchunks > 0 && s.total > len(dst) {
+			s.err = fmt.Errorf("rank %d sent %d bytes, want at most %d", from, s.total, len(dst))
+		} else {
+			for _, c := range s.pending {
+				copy(dst[c.off:], c.data)
+			}
+		}
+		s.pending, s.dst = nil, dst
+	}
 	leftCh := m.leftCh[from]
 	m.mu.Unlock()
 
@@ -162,8 +214,9 @@ func (m *mailbox) recv(ctx context.Context, from int, tag Tag) ([]byte, error) {
 	defer m.mu.Unlock()
 	if s.done {
 		delete(m.slots, k)
-		return s.buf, nil
+		return s, nil
 	}
+	s.dst = nil // the caller is giving up on its buffer
 	switch {
 	case m.broken != nil:
 		return nil, m.broken
@@ -237,7 +290,8 @@ func (m *mailbox) checkLiveness(now time.Time) {
 	}
 }
 
-// startWatch runs checkLiveness every heartbeat interval until stopWatch.
+// startWatch runs checkLiveness every half heartbeat interval until
+// stopWatching.
 // Peers count as heard from when the watch starts.
 func (m *mailbox) startWatch() {
 	if m.timeout <= 0 || m.stopWatch != nil {
@@ -255,7 +309,7 @@ func (m *mailbox) startWatch() {
 	m.watchDone = make(chan struct{})
 	go func() {
 		defer close(m.watchDone)
-		t := time.NewTicker(heartbeatInterval(m.timeout))
+		t := time.NewTicker(heartbeatInterval(m.timeout) / 2)
 		defer t.Stop()
 		for {
 			select {
@@ -276,6 +330,9 @@ func (m *mailbox) stopWatching() {
 	}
 }
 
+// errClosed fails what is pending on a rank when it closes its own Comm.
+var errClosed = errors.New("collective: this rank closed its communicator")
+
 // closeReason turns the cause passed to Transport.Close into what the
 // peers are told: culprit < 0 for a normal exit, else the rank at fault and
 // why.
@@ -287,7 +344,7 @@ func closeReason(self int, cause error) (culprit int, reason string) {
 	if errors.As(cause, &re) {
 		return re.Rank, re.Reason
 	}
-	return self, "aborted: " + cause.Error()
+	return self, "aborted: " + strings.TrimPrefix(cause.Error(), "collective: ")
 }
 
 // control handles a peer's leave (culprit < 0) or abort message.

@@ -3,6 +3,7 @@ package collective
 import (
 	"context"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,8 +14,10 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-// Wire format. Every NATS message carries a fixed header in front of its
-// payload, little-endian:
+// Wire format. Every data, leave and abort message carries a fixed
+// 40-byte header, little-endian, hex-encoded in the NATS header "Hc" (so
+// that the payload goes out without being copied first); heartbeats carry
+// it as their payload:
 //
 //	0  magic "hc", version 1, kind
 //	4  from    uint32  sender's rank
@@ -23,21 +26,29 @@ import (
 //	20 nchunks uint32  chunks in the whole message
 //	24 offset  uint64  where this chunk starts in the message
 //	32 total   uint64  bytes in the whole message
-//	40 payload         this chunk (abort: the reason, as text)
+//
+// The NATS payload is the chunk itself (abort: the reason, as text).
 //
 // Subjects: rank r receives data and leave/abort messages on
 // hpcrun.<job>.d.<r> (one subscription, so that a leave is never handled
 // before the data sent ahead of it); heartbeats go to hpcrun.<job>.hb on a
 // second connection, so that they never queue behind bulk data.
 const (
-	headerLen    = 40
-	wireVersion  = 1
-	kindData     = 1
-	kindLeave    = 2
-	kindAbort    = 3
-	kindBeat     = 4
-	subjectRoot  = "hpcrun"
-	defaultChunk = 8 << 20
+	headerLen = 40
+	headerKey = "Hc"
+	// natsHeaderRoom is what the NATS header with our header takes of
+	// max_payload ("NATS/1.0\r\nHc: <80 hex digits>\r\n\r\n", rounded up).
+	natsHeaderRoom = 128
+	wireVersion    = 1
+	kindData       = 1
+	kindLeave      = 2
+	kindAbort      = 3
+	kindBeat       = 4
+	subjectRoot    = "hpcrun"
+	// defaultChunk is the largest message payload by default. NATS stores
+	// and forwards whole messages, so 1 MiB messages pipeline a transfer
+	// through the server better than a few huge ones.
+	defaultChunk = 1 << 20
 )
 
 var jobIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
@@ -106,9 +117,6 @@ type natsTransport struct {
 	subjects []string // data subject of each rank
 	beat     string   // heartbeat subject
 
-	sendMu  sync.Mutex // guards scratch
-	scratch []byte
-
 	joinMu sync.Mutex
 	joined []bool
 	nJoin  int
@@ -145,13 +153,11 @@ func dialNATS(ctx context.Context, cfg natsConfig) (*natsTransport, error) {
 		t.data.Close()
 		return nil, err
 	}
-	t.chunk = int(t.data.MaxPayload()) - headerLen
-	if cfg.MaxChunk > 0 && cfg.MaxChunk < t.chunk {
+	t.chunk = defaultChunk
+	if cfg.MaxChunk > 0 {
 		t.chunk = cfg.MaxChunk
 	}
-	if t.chunk > defaultChunk {
-		t.chunk = defaultChunk
-	}
+	t.chunk = min(t.chunk, int(t.data.MaxPayload())-natsHeaderRoom)
 	if t.chunk < 1 {
 		t.closeConns()
 		return nil, fmt.Errorf("collective: server max_payload %d is too small", t.data.MaxPayload())
@@ -230,14 +236,19 @@ func (t *natsTransport) lost(role string, err error) {
 }
 
 func (t *natsTransport) onData(m *nats.Msg) {
-	h, payload, err := parseHeader(m.Data)
+	hb, err := hex.DecodeString(m.Header.Get(headerKey))
+	var h header
+	if err == nil {
+		h, _, err = parseHeader(hb)
+	}
 	if err == nil && (h.from < 0 || h.from >= t.cfg.Size) {
 		err = fmt.Errorf("collective: message from rank %d of %d", h.from, t.cfg.Size)
 	}
 	if err != nil {
-		t.mbox.fail(err)
+		t.mbox.fail(fmt.Errorf("collective: rank %d got a bad message: %w", t.cfg.Rank, err))
 		return
 	}
+	payload := m.Data
 	switch h.kind {
 	case kindData:
 		err = t.mbox.deliver(h.from, Tag{Seq: h.seq, Step: h.step}, h.offset, h.total, h.nchunks, payload)
@@ -349,8 +360,6 @@ func (t *natsTransport) Send(ctx context.Context, to int, tag Tag, data []byte) 
 	}
 	nchunks := max((len(data)+t.chunk-1)/t.chunk, 1)
 	h := header{kind: kindData, from: t.cfg.Rank, seq: tag.Seq, step: tag.Step, nchunks: nchunks, total: len(data)}
-	t.sendMu.Lock()
-	defer t.sendMu.Unlock()
 	for i := range nchunks {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -364,16 +373,12 @@ func (t *natsTransport) Send(ctx context.Context, to int, tag Tag, data []byte) 
 	return nil
 }
 
-// publish sends one header+payload message; t.sendMu is held.
+// publish sends one message: h in the NATS header, payload as the body.
 func (t *natsTransport) publish(subject string, h header, payload []byte) error {
-	n := headerLen + len(payload)
-	if cap(t.scratch) < n {
-		t.scratch = make([]byte, n)
-	}
-	msg := t.scratch[:n]
-	h.put(msg)
-	copy(msg[headerLen:], payload)
-	if err := t.data.Publish(subject, msg); err != nil {
+	var hb [headerLen]byte
+	h.put(hb[:])
+	msg := &nats.Msg{Subject: subject, Header: nats.Header{headerKey: {hex.EncodeToString(hb[:])}}, Data: payload}
+	if err := t.data.PublishMsg(msg); err != nil {
 		if merr := t.mbox.err(); merr != nil {
 			return merr
 		}
@@ -386,6 +391,39 @@ func (t *natsTransport) Recv(ctx context.Context, from int, tag Tag) ([]byte, er
 	return t.mbox.recv(ctx, from, tag)
 }
 
+func (t *natsTransport) RecvInto(ctx context.Context, from int, tag Tag, dst []byte) (int, error) {
+	return t.mbox.recvInto(ctx, from, tag, dst)
+}
+
+// Abort tells every peer that the job is broken because of cause.
+func (t *natsTransport) Abort(cause error) {
+	select {
+	case <-t.closing:
+		return
+	default:
+	}
+	t.sendControl(cause)
+}
+
+// sendControl sends a leave (nil cause) or abort message to every peer.
+func (t *natsTransport) sendControl(cause error) error {
+	culprit, reason := closeReason(t.cfg.Rank, cause)
+	h := header{kind: kindLeave, from: t.cfg.Rank, nchunks: 1}
+	var payload []byte
+	if culprit >= 0 {
+		h.kind, h.step, payload = kindAbort, uint32(culprit), []byte(reason)
+		h.total = len(payload)
+	}
+	for r, subj := range t.subjects {
+		if r != t.cfg.Rank {
+			if err := t.publish(subj, h, payload); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // Close tells every peer that this rank leaves (or aborts, with cause),
 // stops heartbeating and closes the connections. The rank hosting the
 // server first waits, at most Timeout, for every peer to leave, so that
@@ -396,23 +434,13 @@ func (t *natsTransport) Close(cause error) error {
 		return nil
 	default:
 	}
-	culprit, reason := closeReason(t.cfg.Rank, cause)
-	h := header{kind: kindLeave, from: t.cfg.Rank, nchunks: 1}
-	var payload []byte
-	if culprit >= 0 {
-		h.kind, h.step, payload = kindAbort, uint32(culprit), []byte(reason)
-		h.total = len(payload)
-	}
-	var err error
-	t.sendMu.Lock()
-	for r, subj := range t.subjects {
-		if r != t.cfg.Rank && err == nil {
-			err = t.publish(subj, h, payload)
-		}
-	}
-	t.sendMu.Unlock()
+	err := t.sendControl(cause)
 	if err == nil {
-		err = t.data.FlushTimeout(max(t.cfg.Timeout, time.Second))
+		// Best effort: the server (in rank 0) may go away as soon as our
+		// message has reached it, before the flush is answered.
+		if ferr := t.data.FlushTimeout(max(t.cfg.Timeout, time.Second)); ferr != nil && t.cfg.Logger != nil {
+			t.cfg.Logger.Debug("flush on close", "err", ferr)
+		}
 	}
 	if err == nil && t.cfg.WaitPeersOnClose {
 		t.waitPeersLeft()
@@ -420,6 +448,7 @@ func (t *natsTransport) Close(cause error) error {
 	t.stopHeartbeat()
 	t.mbox.stopWatching()
 	t.closeConns()
+	t.mbox.fail(errClosed)
 	if err != nil {
 		return fmt.Errorf("collective: rank %d: close: %w", t.cfg.Rank, err)
 	}

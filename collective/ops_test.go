@@ -2,7 +2,9 @@ package collective_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -68,5 +70,34 @@ func TestOpsExternalServer(t *testing.T) {
 			}
 			checkAll(t, comms, sizesAbove(4*srv.MaxPayload))
 		})
+	}
+}
+
+// Abort from another goroutine (say, on SIGINT) ends a collective that is
+// waiting for a live peer, here and on the peers.
+func TestAbortWhileWaiting(t *testing.T) {
+	net := collective.NewNetwork(2, collective.NetworkOptions{Timeout: 10 * time.Second})
+	defer net.Close()
+	comms := net.Comms()
+	ctx := context.Background()
+	done := make(chan error, 1)
+	go func() { done <- comms[0].Barrier(ctx) }() // rank 1 never comes
+	if err := comms[0].Abort(errors.New("interrupted")); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	natstest.CheckFor(t, 10*time.Second, func() error {
+		select {
+		case err = <-done:
+			return nil
+		default:
+			return errors.New("barrier still waiting after Abort")
+		}
+	})
+	if err == nil || !strings.Contains(err.Error(), "rank 0 aborted: interrupted") {
+		t.Errorf("rank 0's barrier: %v", err)
+	}
+	if err := comms[1].Barrier(ctx); err == nil || !strings.Contains(err.Error(), "rank 0 aborted: interrupted") {
+		t.Errorf("rank 1's barrier: %v", err)
 	}
 }

@@ -3,6 +3,7 @@ package collective_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -40,7 +41,11 @@ func helperMain(scenario string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	o.MaxPayload = 1 << 20 // keep "above max_payload" small
+	if scenario != "bench" {
+		o.MaxPayload = 1 << 20 // keep "above max_payload" small
+	} else if kib, _ := strconv.Atoi(os.Getenv("COLLECTIVE_BENCH_CHUNK_KIB")); kib > 0 {
+		o.MaxChunk = kib << 10
+	}
 	ctx := context.Background()
 	c, err := collective.Connect(ctx, o)
 	if err != nil {
@@ -51,6 +56,8 @@ func helperMain(scenario string) int {
 	switch scenario {
 	case "ops":
 		err = natstest.CheckAll(ctx, c, sizesAbove(o.MaxPayload))
+	case "bench":
+		err = benchMain(ctx, c)
 	case "kill", "stop":
 		victim, _ := strconv.Atoi(os.Getenv(envVictim))
 		err = loopUntilFailure(ctx, c, scenario, victim)
@@ -199,4 +206,90 @@ func checkVictimNamed(t *testing.T, out string, victim int, others []int, timeou
 			t.Errorf("rank %d failed %v after rank %d died, more than the timeout %v", r, after, victim, timeout)
 		}
 	}
+}
+
+// TestBenchProcesses is not a test but the measurement behind `hpcrun
+// bench`, with ranks as separate processes: set COLLECTIVE_BENCH to a list
+// of sizes in MiB (e.g. "1,16,64,256") and COLLECTIVE_BENCH_RANKS to the
+// rank counts (default "2,4"). Rank 0 prints one JSON Measurement per line;
+// the test logs a table of the best of COLLECTIVE_BENCH_REPEAT (default 3)
+// runs of each. COLLECTIVE_BENCH_CHUNK_KIB sets Options.MaxChunk.
+func TestBenchProcesses(t *testing.T) {
+	sizes := os.Getenv("COLLECTIVE_BENCH")
+	if sizes == "" {
+		t.Skip("set COLLECTIVE_BENCH=1,16,64 (MiB) to measure bandwidth")
+	}
+	ranks := os.Getenv("COLLECTIVE_BENCH_RANKS")
+	if ranks == "" {
+		ranks = "2,4"
+	}
+	for f := range strings.SplitSeq(ranks, ",") {
+		n, err := strconv.Atoi(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		l := &collective.Launch{
+			Ranks: n, Argv: []string{os.Args[0]}, Env: append(os.Environ(), envScenario+"=bench"),
+			Timeout: time.Minute, Stdout: &out, Stderr: os.Stderr,
+		}
+		if err := l.Run(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		best := map[string]collective.Measurement{}
+		var keys []string
+		for line := range strings.SplitSeq(strings.TrimSpace(out.String()), "\n") {
+			var m collective.Measurement
+			if err := json.Unmarshal([]byte(line), &m); err != nil {
+				t.Fatalf("%q: %v", line, err)
+			}
+			k := fmt.Sprintf("%s/%d", m.Op, m.Bytes)
+			if _, ok := best[k]; !ok {
+				keys = append(keys, k)
+			}
+			if m.GBps > best[k].GBps {
+				best[k] = m
+			}
+		}
+		for _, k := range keys {
+			if m := best[k]; m.Op == "allreduce" {
+				p := best[fmt.Sprintf("pubsub/%d", m.Bytes)]
+				t.Logf("ranks=%d bytes=%4dMiB  allreduce busbw %.3f GB/s  raw pubsub %.3f GB/s  ratio %3.0f%%",
+					n, m.Bytes>>20, m.GBps, p.GBps, 100*m.GBps/p.GBps)
+			}
+		}
+	}
+}
+
+// benchMain is rank code of TestBenchProcesses: what `hpcrun bench --ops
+// pubsub,allreduce` does.
+func benchMain(ctx context.Context, c *collective.Comm) error {
+	repeat := 3
+	if s := os.Getenv("COLLECTIVE_BENCH_REPEAT"); s != "" {
+		repeat, _ = strconv.Atoi(s)
+	}
+	enc := json.NewEncoder(os.Stdout)
+	for f := range strings.SplitSeq(os.Getenv("COLLECTIVE_BENCH"), ",") {
+		mib, err := strconv.Atoi(f)
+		if err != nil {
+			return err
+		}
+		size := mib << 20
+		iters := max(2, (64<<20)/size)
+		for range repeat {
+			p, err := collective.BenchPubSub(ctx, c, size, iters)
+			if err != nil {
+				return err
+			}
+			a, err := collective.BenchAllreduce(ctx, c, size, iters)
+			if err != nil {
+				return err
+			}
+			if c.Rank() == 0 {
+				_ = enc.Encode(p)
+				_ = enc.Encode(a)
+			}
+		}
+	}
+	return nil
 }

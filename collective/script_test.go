@@ -27,6 +27,7 @@ import (
 //	chunk B               split messages into chunks of B bytes
 //	jitter D SEED         delay every chunk by a random [0, D) from now on
 //	late R D              rank R starts the next step D late
+//	badlen R              rank R's next allgather gets a buffer one byte short
 //	kill R                rank R dies now (goes silent)
 //	killafter R K         rank R dies after sending K more chunks
 //	close R               rank R closes its Comm now (normal exit)
@@ -55,6 +56,7 @@ type scriptRank struct {
 	comm    *collective.Comm
 	gone    bool          // killed or closed: runs no more steps
 	late    time.Duration // delay before the next step
+	badLen  bool          // next allgather with a wrong buffer
 	err     error         // last step's result
 	took    time.Duration // last step's duration, from its start on this rank
 	results [][]float64   // allreduce results, in order
@@ -158,6 +160,9 @@ func runScript(t *testing.T, file string) {
 		case "late":
 			need(2)
 			ranks[num(args[1])].late = dur(args[2])
+		case "badlen":
+			need(1)
+			ranks[num(args[1])].badLen = true
 		case "kill":
 			need(1)
 			start()
@@ -283,6 +288,9 @@ func runStep(t *testing.T, ranks []*scriptRank, args []string) {
 			}
 		case "allgather":
 			recv := make([]byte, size*n)
+			if rk.badLen {
+				recv, rk.badLen = recv[:len(recv)-1], false
+			}
 			rk.err = c.Allgather(ctx, natstest.Bytes(r, 0, n), recv)
 			for i := 0; rk.err == nil && i < size; i++ {
 				if !slices.Equal(recv[i*n:(i+1)*n], natstest.Bytes(i, 0, n)) {

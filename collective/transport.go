@@ -34,6 +34,14 @@ type Transport interface {
 	// can never come (the sender died, left or the job aborted: a *RankError),
 	// or ctx ends. The returned slice belongs to the caller.
 	Recv(ctx context.Context, from int, tag Tag) ([]byte, error)
+	// RecvInto is Recv into the caller's buffer: the message is copied into
+	// dst as its chunks arrive, and its length returned. A message longer
+	// than dst is an error. dst must not be touched until RecvInto returns.
+	RecvInto(ctx context.Context, from int, tag Tag, dst []byte) (int, error)
+	// Abort tells every peer, without waiting, that the job is broken
+	// because of cause: their pending and future Recvs fail with it. The
+	// transport stays open (Close still has to be called).
+	Abort(cause error)
 	// Close leaves the job. A nil cause is a normal exit: peers still waiting
 	// for a message from this rank fail. A non-nil cause aborts the job:
 	// every peer's pending and next collective fails with it.

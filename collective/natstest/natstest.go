@@ -37,13 +37,20 @@ const TestMaxPayload = 1 << 20
 // requiring a fresh secret, and shuts it down when the test ends.
 func RunServer(t testing.TB) *Server {
 	t.Helper()
+	return RunServerWith(t, TestMaxPayload)
+}
+
+// RunServerWith is RunServer with another max_payload, e.g.
+// collective.DefaultMaxPayload as in production.
+func RunServerWith(t testing.TB, maxPayload int) *Server {
+	t.Helper()
 	secret := NewSecret(t)
-	s, err := collective.StartServer(collective.ServerOptions{Secret: secret, MaxPayload: TestMaxPayload})
+	s, err := collective.StartServer(collective.ServerOptions{Secret: secret, MaxPayload: maxPayload})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(s.Shutdown)
-	return &Server{URL: s.URL(), Secret: secret, MaxPayload: TestMaxPayload}
+	return &Server{URL: s.URL(), Secret: secret, MaxPayload: maxPayload}
 }
 
 // NATSServerBinary is Debian's nats-server.
