@@ -56,7 +56,9 @@ func kmeansIteration(work string) int {
 	return ck.State.Iterations
 }
 
-// TestKillRankMidKMeansThenResume SIGKILLs rank 1 of a 3-process job in
+// TestKillRankMidKMeansThenResume first runs the job uninterrupted (and
+// checks its secret stays in the ranks' environment: not on command lines,
+// in the output or in any file). Then it SIGKILLs rank 1 of a 3-process job in
 // the middle of k-means: every other rank must fail within the timeout (+10
 // s) naming rank 1, and the job started again must end with outputs
 // byte-identical to an uninterrupted run. SIGTERM to the launcher must end
@@ -76,9 +78,54 @@ func TestKillRankMidKMeansThenResume(t *testing.T) {
 			"--set", "kmeans.change_lower_bound=0.0", "--set", "kmeans.max_iter=30", "--only", "kmeans,dedup"}
 	}
 	ref := filepath.Join(dir, "ref")
-	if out, err := exec.Command(bin, append([]string{"run", cfg, "--ranks", "3"}, sets(ref)...)...).CombinedOutput(); err != nil {
-		t.Fatalf("uninterrupted run: %v\n%s", err, out)
+	refCmd := exec.Command(bin, append([]string{"run", cfg, "--ranks", "3", "--set", "runtime.block_rows=4096"}, sets(ref)...)...)
+	var refOut bytes.Buffer
+	refCmd.Stdout, refCmd.Stderr = &refOut, &refOut
+	if err := refCmd.Start(); err != nil {
+		t.Fatal(err)
 	}
+	// While it runs: the job secret is in the ranks' environment only,
+	// never in a command line.
+	var secret string
+	var cmdlines [][]byte
+	for deadline := time.Now().Add(time.Minute); secret == "" && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		for r := 0; r < 3; r++ {
+			pid := rankPID(refCmd.Process.Pid, r)
+			if pid == 0 {
+				continue
+			}
+			env, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
+			for _, kv := range bytes.Split(env, []byte{0}) {
+				if v, ok := bytes.CutPrefix(kv, []byte("HPCRUN_JOB_SECRET=")); ok && len(v) > 0 {
+					secret = string(v)
+				}
+			}
+			cl, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+			cmdlines = append(cmdlines, cl)
+		}
+	}
+	if err := refCmd.Wait(); err != nil {
+		t.Fatalf("uninterrupted run: %v\n%s", err, refOut.String())
+	}
+	if len(secret) < 32 {
+		t.Fatalf("no job secret found in the ranks' environment (%q)", secret)
+	}
+	for _, cl := range cmdlines {
+		if bytes.Contains(cl, []byte(secret)) {
+			t.Fatal("the job secret is on a rank's command line")
+		}
+	}
+	if bytes.Contains(refOut.Bytes(), []byte(secret)) {
+		t.Fatal("the job secret appears in the job's output")
+	}
+	filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
+		if err == nil && !info.IsDir() && info.Size() < 64<<20 {
+			if b, _ := os.ReadFile(p); bytes.Contains(b, []byte(secret)) {
+				t.Errorf("the job secret is written in %s", p)
+			}
+		}
+		return nil
+	})
 	want := outputs(t, ref)
 	if len(want) != 5 {
 		t.Fatalf("want 5 kmeans/dedup outputs, got %d", len(want))
