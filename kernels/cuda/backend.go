@@ -2,6 +2,7 @@ package cuda
 
 import (
 	"fmt"
+	"os"
 	"runtime"
 	"sync"
 
@@ -42,11 +43,24 @@ type stats struct {
 
 var _ kernels.Backend = (*Backend)(nil)
 
+// EmulatorEnv names the environment variable that, set to 1, makes
+// Available and New use the Go emulator of the kernels (emu.go) instead of
+// a GPU: exact reference semantics, very slow, for running the CUDA code
+// paths and scripts end to end on machines without a GPU.
+const EmulatorEnv = "HPCRUN_CUDA_EMULATOR"
+
+func emulated() bool { return os.Getenv(EmulatorEnv) == "1" }
+
 // Available reports whether a CUDA GPU can be used: a description of
 // device 0 ("NVIDIA H100 80GB HBM3 (device 0, sm_90, 132 SMs, 79.1 GiB,
 // driver 13.0)"), or an error wrapping ErrNoDriver ("libcuda.so.1 not
 // found") or ErrNoDevice. It loads the driver but creates no context.
-func Available() (string, error) { return probe() }
+func Available() (string, error) {
+	if emulated() {
+		return "emulated CUDA device (" + EmulatorEnv + "=1: Go reference kernels, no GPU)", nil
+	}
+	return probe()
+}
 
 // New opens GPU ordinal (0 = first), JIT-compiles the embedded PTX and
 // creates the two streams. threads bounds the host goroutines that convert
@@ -54,6 +68,13 @@ func Available() (string, error) { return probe() }
 // returns an error wrapping ErrNoDriver or ErrNoDevice, with a one-line
 // reason (e.g. "kernels/cuda: no CUDA driver: libcuda.so.1 not found ...").
 func New(ordinal, threads int) (*Backend, error) {
+	if emulated() {
+		dev, err := newEmuDevice()
+		if err != nil {
+			return nil, err
+		}
+		return newBackend(dev, threads)
+	}
 	dev, err := openDevice(ordinal)
 	if err != nil {
 		return nil, err

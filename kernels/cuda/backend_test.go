@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -15,6 +16,7 @@ import (
 // fail with one clear line wrapping ErrNoDriver or ErrNoDevice (what a
 // caller checks before falling back to the CPU backend).
 func TestNoGPU(t *testing.T) {
+	t.Setenv(EmulatorEnv, "")
 	desc, err := Available()
 	if err == nil {
 		t.Skipf("a CUDA device is present: %s", desc)
@@ -42,6 +44,33 @@ func TestNoGPU(t *testing.T) {
 		t.Errorf("New: %q, Available: %q", err2, msg)
 	}
 	t.Logf("without a GPU: %v", err2)
+}
+
+// TestEmulatorEnv: HPCRUN_CUDA_EMULATOR=1 gives a working Backend without
+// a GPU (reference semantics through the public API).
+func TestEmulatorEnv(t *testing.T) {
+	t.Setenv(EmulatorEnv, "1")
+	desc, err := Available()
+	if err != nil || !strings.Contains(desc, "emulated") {
+		t.Fatalf("Available: %q, %v", desc, err)
+	}
+	b, err := New(0, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	q := kernels.F32Matrix([]float32{1, 0, 0, 1}, 2, 2)
+	base := kernels.F32Matrix([]float32{0.5, 0.5, -1, 0, 0, 2}, 3, 2)
+	got, err := b.TopK(q, base, kernels.TopKOptions{K: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []int64{0, 2, 2, 0}; !slices.Equal(got.Idx, want) || got.Val[0] != 0.5 || got.Val[2] != 2 {
+		t.Fatalf("TopK: %v %v, want indices %v", got.Val, got.Idx, want)
+	}
+	if !strings.Contains(b.Name(), "emulated") {
+		t.Errorf("Name %q does not say emulated", b.Name())
+	}
 }
 
 // TestKeys: key order is the ops' order (larger value, then smaller index),
