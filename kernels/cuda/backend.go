@@ -62,6 +62,16 @@ func Available() (string, error) {
 	return probe()
 }
 
+// DeviceCount returns the number of CUDA devices visible to this process
+// (after CUDA_VISIBLE_DEVICES), e.g. to map local ranks to GPUs with
+// New(localRank % n, ...); 1 with the emulator.
+func DeviceCount() (int, error) {
+	if emulated() {
+		return 1, nil
+	}
+	return deviceCount()
+}
+
 // New opens GPU ordinal (0 = first), JIT-compiles the embedded PTX and
 // creates the two streams. threads bounds the host goroutines that convert
 // and check input rows (<= 0: GOMAXPROCS). Without a driver or device it

@@ -35,6 +35,9 @@ func TestNoGPU(t *testing.T) {
 	if _, statErr := os.Stat("/dev/nvidiactl"); statErr != nil && !strings.Contains(msg, "libcuda.so.1 not found") && !errors.Is(err, ErrNoDevice) {
 		t.Errorf("no driver here, but the error does not say so: %q", msg)
 	}
+	if n, err := DeviceCount(); err == nil && n > 0 {
+		t.Errorf("DeviceCount = %d where Available fails", n)
+	}
 	b, err2 := New(0, 1)
 	if err2 == nil {
 		b.Close()

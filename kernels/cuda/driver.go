@@ -412,6 +412,19 @@ func (c *cudaDevice) closeLocked() {
 	}
 }
 
+// deviceCount returns the number of CUDA devices.
+func deviceCount() (int, error) {
+	d, err := loadDriver()
+	if err != nil {
+		return 0, err
+	}
+	var n int32
+	if err := d.check("cuDeviceGetCount", d.cuDeviceGetCount(&n)); err != nil {
+		return 0, err
+	}
+	return int(n), nil
+}
+
 // probe returns a description of device 0 or why there is none.
 func probe() (string, error) {
 	d, err := loadDriver()
