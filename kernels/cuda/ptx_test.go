@@ -172,11 +172,11 @@ func TestArgStructs(t *testing.T) {
 
 // TestPTXFresh regenerates the PTX with scripts/ptx.sh into a temp dir and
 // fails when a committed .ptx differs (run scripts/ptx.sh, i.e. make ptx).
-// Skipped without clang-19, failed then with HPCRUN_REQUIRE_REFS=1.
+// Skipped without clang-19 (failed then with HPCRUN_REQUIRE_CLANG=1).
 func TestPTXFresh(t *testing.T) {
 	if _, err := exec.LookPath("clang-19"); err != nil {
-		if os.Getenv("HPCRUN_REQUIRE_REFS") == "1" {
-			t.Fatal("clang-19 not installed (apt-get install clang-19) and HPCRUN_REQUIRE_REFS=1")
+		if os.Getenv("HPCRUN_REQUIRE_CLANG") == "1" {
+			t.Fatal("clang-19 not installed (apt-get install clang-19) and HPCRUN_REQUIRE_CLANG=1")
 		}
 		t.Skip("clang-19 not installed: PTX staleness not checked (apt-get install clang-19)")
 	}
