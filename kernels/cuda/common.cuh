@@ -14,7 +14,8 @@
 //   v2 (tensor cores, float16 only): 128x128 tile, 8 warps as 2 (M) x 4 (N),
 //       each warp 64x32 = 4 x 4 mma.sync.m16n8k16 f32.f16.f16.f32 tiles,
 //       k step 32, shared rows padded to 40 halves (80 bytes: the fragment
-//       loads of a warp hit 32 distinct banks). Products of two float16 are
+//       loads of a warp hit 32 distinct banks), the next k step's global
+//       loads in flight during this one's mma. Products of two float16 are
 //       exact in float32; the tensor core adds them in float32 (with
 //       truncation inside one mma, see doc.go for the error bound).
 // In both, the value of a pair depends only on its two rows, never on the
@@ -153,19 +154,32 @@ DEV void v2_tile(const SimArgs& a, i64 i0, i64 j0, float acc[4][4][4], u16* As, 
         for (int nt = 0; nt < 4; nt++)
 #pragma unroll
             for (int e = 0; e < 4; e++) acc[mt][nt][e] = 0.0f;
-    for (i64 k0 = 0; k0 < a.ld; k0 += V2_BK) {
-        // 128 rows x 32 halves (4 x 16 bytes) of A and of B: 2 + 2 per thread
+    // 128 rows x 32 halves (4 x 16 bytes) of A and of B per k step, 2 + 2
+    // 16-byte pieces per thread. The next step's pieces are loaded into
+    // registers before the mma loop of this one, so global latency overlaps
+    // the tensor-core work (one shared buffer, two barriers per step).
+    u32x4 ra[2], rb[2];
+    auto load = [&](i64 k0) {
 #pragma unroll
         for (int e = 0; e < 2; e++) {
             const int idx = tid + V2_THREADS * e, row = idx >> 2, seg = idx & 3;
             const i64 ia = i0 + row, jb = j0 + row;
-            u32x4 va = {0, 0, 0, 0}, vb = {0, 0, 0, 0};
-            if (ia < a.nA) va = *(const u32x4*)(A + ia * a.ld + k0 + seg * 8);
-            if (jb < a.nB) vb = *(const u32x4*)(B + jb * a.ld + k0 + seg * 8);
-            *(u32x4*)(As + row * V2_LDS + seg * 8) = va;
-            *(u32x4*)(Bs + row * V2_LDS + seg * 8) = vb;
+            ra[e] = u32x4{0, 0, 0, 0};
+            rb[e] = u32x4{0, 0, 0, 0};
+            if (ia < a.nA) ra[e] = *(const u32x4*)(A + ia * a.ld + k0 + seg * 8);
+            if (jb < a.nB) rb[e] = *(const u32x4*)(B + jb * a.ld + k0 + seg * 8);
+        }
+    };
+    if (a.ld > 0) load(0);
+    for (i64 k0 = 0; k0 < a.ld; k0 += V2_BK) {
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            const int idx = tid + V2_THREADS * e, row = idx >> 2, seg = idx & 3;
+            *(u32x4*)(As + row * V2_LDS + seg * 8) = ra[e];
+            *(u32x4*)(Bs + row * V2_LDS + seg * 8) = rb[e];
         }
         sync_threads();
+        if (k0 + V2_BK < a.ld) load(k0 + V2_BK);
 #pragma unroll
         for (int ks = 0; ks < V2_BK; ks += 16) {
             u32 af[4][4], bf[4][2];
