@@ -91,6 +91,9 @@
 // tests run kerneltest.All through the whole host side on it with tiny
 // tunables (every chunk, query block, grid slice and overflow split is
 // crossed). On a GPU, TestGPU* run kerneltest.All for versions 1 and 2,
-// k = 20,000, and compare the two versions; without one they skip with a
-// one-line reason.
+// small tunables, k = 20,000, and CLIP-sized float16 rows (d = 512, 50,000
+// base rows) against exact scores; without one they skip with a one-line
+// reason. HPCRUN_CUDA_EMULATOR=1 makes Available and New use the emulator,
+// so code that wires the CUDA backend (and scripts/gpu-check.sh --dry-run)
+// runs end to end without a GPU, slowly.
 package cuda
