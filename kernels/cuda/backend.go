@@ -1,0 +1,163 @@
+package cuda
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"sync"
+
+	"hpcrun/kernels"
+)
+
+// Backend is the similarity engine on one NVIDIA GPU; it implements
+// kernels.Backend. Its methods may be called from any goroutine; calls on
+// one Backend run one at a time. Close releases the GPU.
+type Backend struct {
+	// Version selects the kernel version of every op (see the .cu
+	// headers): 0 picks the fastest that applies (2, tensor cores, when
+	// both inputs are float16; else 1), 1 forces the FFMA kernels, 2 the
+	// tensor-core kernels where the inputs are float16 (others use 1).
+	Version int
+
+	dev     device
+	threads int
+	tun     tunables
+
+	mu              sync.Mutex
+	compute, copyS  stream
+	pinned          [2][]byte
+	closed          bool
+	stats           stats
+	deviceDescribed string
+}
+
+// stats counts what the host side did (the tests check that the small
+// tunables exercise every path).
+type stats struct {
+	chunks     int // streamed chunks
+	launches   int // similarity kernel launches
+	splits     int // TopK ranges redone in halves after a candidate overflow
+	selects    int // topk_select launches
+	queryBlock int // TopK query blocks
+}
+
+var _ kernels.Backend = (*Backend)(nil)
+
+// EmulatorEnv names the environment variable that, set to 1, makes
+// Available and New use the Go emulator of the kernels (emu.go) instead of
+// a GPU: exact reference semantics, very slow, for running the CUDA code
+// paths and scripts end to end on machines without a GPU.
+const EmulatorEnv = "HPCRUN_CUDA_EMULATOR"
+
+func emulated() bool { return os.Getenv(EmulatorEnv) == "1" }
+
+// Available reports whether a CUDA GPU can be used: a description of
+// device 0 ("NVIDIA H100 80GB HBM3 (device 0, sm_90, 132 SMs, 79.1 GiB,
+// driver 13.0)"), or an error wrapping ErrNoDriver ("libcuda.so.1 not
+// found") or ErrNoDevice. It loads the driver but creates no context.
+func Available() (string, error) {
+	if emulated() {
+		return "emulated CUDA device (" + EmulatorEnv + "=1: Go reference kernels, no GPU)", nil
+	}
+	return probe()
+}
+
+// DeviceCount returns the number of CUDA devices visible to this process
+// (after CUDA_VISIBLE_DEVICES), e.g. to map local ranks to GPUs with
+// New(localRank % n, ...); 1 with the emulator.
+func DeviceCount() (int, error) {
+	if emulated() {
+		return 1, nil
+	}
+	return deviceCount()
+}
+
+// New opens GPU ordinal (0 = first), JIT-compiles the embedded PTX and
+// creates the two streams. threads bounds the host goroutines that convert
+// and check input rows (<= 0: GOMAXPROCS). Without a driver or device it
+// returns an error wrapping ErrNoDriver or ErrNoDevice, with a one-line
+// reason (e.g. "kernels/cuda: no CUDA driver: libcuda.so.1 not found ...").
+func New(ordinal, threads int) (*Backend, error) {
+	if emulated() {
+		dev, err := newEmuDevice()
+		if err != nil {
+			return nil, err
+		}
+		return newBackend(dev, threads)
+	}
+	dev, err := openDevice(ordinal)
+	if err != nil {
+		return nil, err
+	}
+	return newBackend(dev, threads)
+}
+
+func newBackend(dev device, threads int) (*Backend, error) {
+	if threads <= 0 {
+		threads = runtime.GOMAXPROCS(0)
+	}
+	e := &Backend{dev: dev, threads: threads, tun: defaultTunables}
+	undo := dev.bind()
+	defer undo()
+	var err error
+	if e.compute, err = dev.newStream(); err == nil {
+		e.copyS, err = dev.newStream()
+	}
+	if err != nil {
+		dev.close()
+		return nil, err
+	}
+	e.deviceDescribed = dev.describe()
+	return e, nil
+}
+
+// Name reports the backend and the device.
+func (e *Backend) Name() string { return "cuda(" + e.deviceDescribed + ")" }
+
+// Close frees the staging memory, unloads the modules and releases the
+// device's primary context. The Backend must not be used afterwards.
+func (e *Backend) Close() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return nil
+	}
+	e.closed = true
+	undo := e.dev.bind()
+	for i, b := range e.pinned {
+		if b != nil {
+			e.dev.hostFree(b)
+			e.pinned[i] = nil
+		}
+	}
+	undo()
+	return e.dev.close()
+}
+
+// begin serialises calls and makes the context current on this thread.
+func (e *Backend) begin() (func(), error) {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil, fmt.Errorf("kernels/cuda: Backend used after Close")
+	}
+	undo := e.dev.bind()
+	return func() { undo(); e.mu.Unlock() }, nil
+}
+
+// version returns the kernel version for layout l.
+func (e *Backend) version(l layout) int {
+	switch {
+	case e.Version == 1, !l.f16:
+		return 1
+	default:
+		return 2
+	}
+}
+
+// kernelName is "<op>_kernel<version>_<f16|f32>".
+func kernelName(op string, version int, l layout) string {
+	return fmt.Sprintf("%s_kernel%d_%s", op, version, l.dtypeShort)
+}
+
+func ceilDiv(a, b int) int { return (a + b - 1) / b }

@@ -1,0 +1,200 @@
+// Command cudabench times the CUDA backend's ops on seeded random unit
+// vectors and prints TFLOP/s (useful flops: 2·d per similarity), one JSON
+// object per measurement in the schema of `hpcrun bench --json` plus
+// "impl", "device", "version" and "note". It is part of the GPU check
+// bundle (scripts/gpu-check.sh); torch_ref.py times PyTorch on the same
+// shapes in the same run and prints the ratios.
+//
+//	cudabench -ops topk,centroid,maxarg -nq 50000 -nb 10000000 -dim 512 -k 1000 -centroids 4096 -json out.json
+//
+// Times are end to end from host memory (float16 rows in Go slices:
+// conversion and NaN checks, host-to-device copies overlapped with
+// compute, results back and decoded), best of -reps runs after one
+// warm-up on a small prefix.
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"hpcrun/kernels"
+	"hpcrun/kernels/cuda"
+)
+
+type measurement struct {
+	Op      string  `json:"op"`
+	Impl    string  `json:"impl"`
+	Device  string  `json:"device"`
+	Host    string  `json:"host"`
+	DType   string  `json:"dtype"`
+	NQ      int     `json:"nq,omitempty"`
+	NB      int     `json:"nb"`
+	Dim     int     `json:"dim"`
+	K       int     `json:"k,omitempty"`
+	Version int     `json:"version"`
+	Seconds float64 `json:"seconds"`
+	GFLOPS  float64 `json:"gflops"`
+	Note    string  `json:"note,omitempty"`
+}
+
+func main() {
+	ops := flag.String("ops", "topk,centroid,maxarg", "comma-separated: topk, centroid, maxarg, shiftedmax, prefixmax")
+	nq := flag.Int("nq", 50000, "queries")
+	nb := flag.Int("nb", 10000000, "base rows (points for centroid)")
+	dim := flag.Int("dim", 512, "dimension")
+	k := flag.Int("k", 1000, "top-k")
+	kc := flag.Int("centroids", 4096, "centroids for the centroid op")
+	npm := flag.Int("prefix-rows", 50000, "rows for prefixmax")
+	version := flag.Int("version", 0, "kernel version (0 = auto)")
+	reps := flag.Int("reps", 1, "timed repetitions (best is reported)")
+	threads := flag.Int("threads", 0, "host threads (0 = GOMAXPROCS)")
+	jsonOut := flag.String("json", "", "write the measurements here as a JSON array")
+	flag.Parse()
+
+	desc, err := cuda.Available()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "cudabench:", err)
+		os.Exit(1)
+	}
+	b, err := cuda.New(0, *threads)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "cudabench:", err)
+		os.Exit(1)
+	}
+	defer b.Close()
+	b.Version = *version
+	host, _ := os.Hostname()
+	fmt.Printf("device: %s\n", desc)
+	th := *threads
+	if th <= 0 {
+		th = runtime.GOMAXPROCS(0)
+	}
+
+	var out []measurement
+	timeIt := func(name string, flops float64, m measurement, run func(n int) error) {
+		if err := run(-1); err != nil { // warm-up: JIT, staging buffers
+			fmt.Fprintf(os.Stderr, "cudabench: %s warm-up: %v\n", name, err)
+			os.Exit(1)
+		}
+		best := math.Inf(1)
+		for r := 0; r < max(1, *reps); r++ {
+			t0 := time.Now()
+			if err := run(0); err != nil {
+				fmt.Fprintf(os.Stderr, "cudabench: %s: %v\n", name, err)
+				os.Exit(1)
+			}
+			best = min(best, time.Since(t0).Seconds())
+		}
+		m.Op, m.Impl, m.Device, m.Host, m.DType, m.Version = name, "hpcrun-cuda", b.Name(), host, "float16", *version
+		m.Seconds, m.GFLOPS = best, flops/best/1e9
+		fmt.Printf("%-10s hpcrun-cuda  %8.3f s  %8.1f TFLOP/s  nq=%d nb=%d dim=%d k=%d  %s\n", name, best, m.GFLOPS/1e3, m.NQ, m.NB, m.Dim, m.K, m.Note)
+		out = append(out, m)
+	}
+	prefix := func(m kernels.Matrix, n int) kernels.Matrix {
+		if n < 0 {
+			n = min(m.Rows, 4096)
+		} else {
+			n = m.Rows
+		}
+		return kernels.F16Matrix(m.F16[:n*m.Dim], n, m.Dim)
+	}
+
+	var Q, B kernels.Matrix
+	need := func() {
+		if B.Rows == 0 {
+			t0 := time.Now()
+			Q = randomUnitF16(1, *nq, *dim, th)
+			B = randomUnitF16(2, *nb, *dim, th)
+			fmt.Printf("generated %d + %d float16 rows of dim %d in %.1f s\n", *nq, *nb, *dim, time.Since(t0).Seconds())
+		}
+	}
+	for _, op := range strings.Split(*ops, ",") {
+		switch op {
+		case "topk":
+			need()
+			timeIt("topk", 2*float64(*nq)*float64(*nb)*float64(*dim), measurement{NQ: *nq, NB: *nb, Dim: *dim, K: *k}, func(n int) error {
+				_, err := b.TopK(Q, prefix(B, n), kernels.TopKOptions{K: *k})
+				return err
+			})
+		case "maxarg":
+			need()
+			timeIt("maxarg", 2*float64(*nq)*float64(*nb)*float64(*dim), measurement{NQ: *nq, NB: *nb, Dim: *dim}, func(n int) error {
+				_, err := b.MaxArg(Q, prefix(B, n))
+				return err
+			})
+		case "shiftedmax":
+			need()
+			thr := make([]float32, *nq)
+			for i := range thr {
+				thr[i] = 0.1
+			}
+			timeIt("shiftedmax", 2*float64(*nq)*float64(*nb)*float64(*dim), measurement{NQ: *nq, NB: *nb, Dim: *dim}, func(n int) error {
+				_, err := b.ShiftedMax(Q, prefix(B, n), thr)
+				return err
+			})
+		case "centroid":
+			need()
+			C := randomUnitF16(3, *kc, *dim, th)
+			timeIt("centroid", 2*float64(*nb)*float64(*kc)*float64(*dim), measurement{NB: *nb, Dim: *dim, K: *kc, Note: "L2, fixed-point sums"}, func(n int) error {
+				_, err := b.NearestCentroid(prefix(B, n), C, kernels.L2, kernels.NewAccum(*kc, *dim))
+				return err
+			})
+		case "prefixmax":
+			X := randomUnitF16(4, *npm, *dim, th)
+			timeIt("prefixmax", float64(*npm)*float64(*npm-1)*float64(*dim), measurement{NB: *npm, Dim: *dim}, func(n int) error {
+				_, err := b.PrefixMax(prefix(X, n))
+				return err
+			})
+		default:
+			fmt.Fprintf(os.Stderr, "cudabench: unknown op %q\n", op)
+			os.Exit(2)
+		}
+	}
+	if *jsonOut != "" {
+		data, _ := json.MarshalIndent(out, "", "  ")
+		if err := os.WriteFile(*jsonOut, append(data, '\n'), 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, "cudabench:", err)
+			os.Exit(1)
+		}
+	}
+}
+
+// randomUnitF16 returns rows seeded random unit vectors as float16.
+func randomUnitF16(seed uint64, rows, dim, threads int) kernels.Matrix {
+	h := make([]uint16, rows*dim)
+	var wg sync.WaitGroup
+	const chunk = 8192
+	sem := make(chan struct{}, max(1, threads))
+	for c0 := 0; c0 < rows; c0 += chunk {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(c0 int) {
+			defer func() { <-sem; wg.Done() }()
+			r := rand.New(rand.NewPCG(seed, uint64(c0)))
+			row := make([]float32, dim)
+			for i := c0; i < min(rows, c0+chunk); i++ {
+				var s float64
+				for k := range row {
+					v := r.NormFloat64()
+					row[k] = float32(v)
+					s += v * v
+				}
+				inv := float32(1 / math.Sqrt(s))
+				for k := range row {
+					row[k] *= inv
+				}
+				kernels.F32ToF16(h[i*dim:(i+1)*dim], row)
+			}
+		}(c0)
+	}
+	wg.Wait()
+	return kernels.F16Matrix(h, rows, dim)
+}

@@ -1,0 +1,290 @@
+// common.cuh - what every similarity kernel shares: the argument block, the
+// (value, index) keys, the two tile engines and the argmax epilogue.
+//
+// A similarity kernel computes C = A·Bᵀ one block tile at a time and hands
+// every C value to its op's epilogue; C is never stored. A and B are
+// row-major, nA x ld and nB x ld, with ld a multiple of 32 and the columns
+// from dim to ld zero (the host pads them), 16-byte aligned, either float32
+// or IEEE float16 bits. Grid: x over A tiles, y over B tiles.
+//
+// Tile engines (the kernel versions of every op file):
+//   v1 (FFMA): 64x64 tile, 256 threads, each thread a 4x4 register tile;
+//       A and B staged through shared memory as float32 (float16 converted
+//       exactly on load); every pair is one fma.rn.f32 chain in k order.
+//   v2 (tensor cores, float16 only): 128x128 tile, 8 warps as 2 (M) x 4 (N),
+//       each warp 64x32 = 4 x 4 mma.sync.m16n8k16 f32.f16.f16.f32 tiles,
+//       k step 32, shared rows padded to 40 halves (80 bytes: the fragment
+//       loads of a warp hit 32 distinct banks), the next k step's global
+//       loads in flight during this one's mma. Products of two float16 are
+//       exact in float32; the tensor core adds them in float32 (with
+//       truncation inside one mma, see doc.go for the error bound).
+// In both, the value of a pair depends only on its two rows, never on the
+// tile position, so results of base chunks merge exactly (kernels.MergeTopK)
+// and chunked k-means assignments are identical.
+#pragma once
+#include "cuda_min.h"
+
+// SimArgs is the single by-value parameter of every similarity kernel.
+// Every field is 8 bytes (no padding); the Go side (ptx.go, simArgs) writes
+// the same fields in the same order and a test compares the two lists.
+struct SimArgs {
+    const void* A;      // nA x ld, float32 or float16 bits
+    const void* B;      // nB x ld
+    i64 nA;             // rows of A
+    i64 nB;             // rows of B
+    i64 ld;             // padded dimension, multiple of 32
+    i64 aOff;           // global index of A row 0 (prefix mask)
+    i64 bOff;           // global index of B row 0 (result indices, prefix mask)
+    const float* scale; // argmax: per B row factor, or null
+    const float* bias;  // argmax: per B row addend, or null
+    u64* best;          // argmax: per A row best key (atomic max)
+    const float* thr;   // topk: per A row threshold, candidates are v > thr
+    u32* count;         // topk: per A row candidates appended (may pass cap)
+    u64* keys;          // topk: per A row cap candidate keys
+    i64 cap;            // topk: candidate slots per A row
+};
+
+// ---------------------------------------------------------------------------
+// keys: a (value, index) pair as one u64 whose unsigned order is the order of
+// every op: larger value first, then smaller index. Key 0 is "none" (below
+// every finite value). kernels/cuda/keys.go is the Go twin.
+
+DEV u32 order_bits(float v) {
+    u32 u = float_bits(v);
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+// make_key: -0 is made +0 first, so equal values tie on the index.
+DEV u64 make_key(float v, i64 idx) {
+    if (v == 0.0f) v = 0.0f;
+    return ((u64)order_bits(v) << 32) | (u64)(~(u32)idx);
+}
+
+DEV float key_value(u64 k) {
+    u32 o = (u32)(k >> 32);
+    return bits_float((o & 0x80000000u) ? (o & 0x7fffffffu) : ~o);
+}
+
+DEV float to_f(float x) { return x; }
+DEV float to_f(u16 h) { return h2f(h); }
+
+// ---------------------------------------------------------------------------
+// v1: FFMA tile engine
+
+#define V1_TILE 64
+#define V1_BK 32
+#define V1_THREADS 256
+
+// v1_tile computes acc[r][c] = A[i0+ty+16r] · B[j0+tx+16c] (tx = tid&15,
+// ty = tid>>4); rows past nA / nB read as zeros.
+template <typename T>
+DEV void v1_tile(const SimArgs& a, i64 i0, i64 j0, float acc[4][4],
+                 float (*As)[V1_TILE + 1], float (*Bs)[V1_TILE + 1]) {
+    const T* A = (const T*)a.A;
+    const T* B = (const T*)a.B;
+    const int tid = tid_x(), tx = tid & 15, ty = tid >> 4;
+#pragma unroll
+    for (int r = 0; r < 4; r++)
+#pragma unroll
+        for (int c = 0; c < 4; c++) acc[r][c] = 0.0f;
+    for (i64 k0 = 0; k0 < a.ld; k0 += V1_BK) {
+        // 64 rows x 32 k of A and of B: 8 elements per thread, k fastest
+#pragma unroll
+        for (int e = 0; e < 8; e++) {
+            const int idx = tid + V1_THREADS * e, row = idx >> 5, kk = idx & 31;
+            const i64 ia = i0 + row, jb = j0 + row;
+            As[kk][row] = ia < a.nA ? to_f(A[ia * a.ld + k0 + kk]) : 0.0f;
+            Bs[kk][row] = jb < a.nB ? to_f(B[jb * a.ld + k0 + kk]) : 0.0f;
+        }
+        sync_threads();
+#pragma unroll 8
+        for (int kk = 0; kk < V1_BK; kk++) {
+            float av[4], bv[4];
+#pragma unroll
+            for (int r = 0; r < 4; r++) av[r] = As[kk][ty + 16 * r];
+#pragma unroll
+            for (int c = 0; c < 4; c++) bv[c] = Bs[kk][tx + 16 * c];
+#pragma unroll
+            for (int r = 0; r < 4; r++)
+#pragma unroll
+                for (int c = 0; c < 4; c++) acc[r][c] = fmaf_rn(av[r], bv[c], acc[r][c]);
+        }
+        sync_threads();
+    }
+}
+
+DEV i64 v1_row(i64 i0, int r) { return i0 + (tid_x() >> 4) + 16 * r; }
+DEV i64 v1_col(i64 j0, int c) { return j0 + (tid_x() & 15) + 16 * c; }
+
+// ---------------------------------------------------------------------------
+// v2: mma.sync tile engine (float16 inputs, float32 accumulators)
+
+#define V2_TILE 128
+#define V2_BK 32
+#define V2_LDS 40 // shared row stride in halves
+#define V2_THREADS 256
+
+// mma_16816: d += a·b for one m16n8k16 tile. Fragment layout (PTX ISA,
+// "Matrix Fragments for mma.m16n8k16 with floating point type"), with
+// g = lane>>2, t = lane&3, and the lower k in the low 16 bits of a register:
+//   a0 = A[g][2t..2t+1]    a1 = A[g+8][2t..2t+1]
+//   a2 = A[g][2t+8..2t+9]  a3 = A[g+8][2t+8..2t+9]
+//   b0 = B[k=2t..2t+1][n=g]  b1 = B[k=2t+8..2t+9][n=g]   (B row n = base row)
+//   d0 = C[g][2t]  d1 = C[g][2t+1]  d2 = C[g+8][2t]  d3 = C[g+8][2t+1]
+DEV void mma_16816(float d[4], const u32 a[4], const u32 b[2]) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+        "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+DEV u32 lds32(const u16* p) { return *(const u32*)p; }
+
+// v2_tile computes acc[mt][nt][e] = A[v2_row(mt,e)] · B[v2_col(nt,e)];
+// rows past nA / nB read as zeros.
+DEV void v2_tile(const SimArgs& a, i64 i0, i64 j0, float acc[4][4][4], u16* As, u16* Bs) {
+    const u16* A = (const u16*)a.A;
+    const u16* B = (const u16*)a.B;
+    const int tid = tid_x(), lane = tid & 31, warp = tid >> 5;
+    const int g = lane >> 2, t = lane & 3, wm = warp >> 2, wn = warp & 3;
+#pragma unroll
+    for (int mt = 0; mt < 4; mt++)
+#pragma unroll
+        for (int nt = 0; nt < 4; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) acc[mt][nt][e] = 0.0f;
+    // 128 rows x 32 halves (4 x 16 bytes) of A and of B per k step, 2 + 2
+    // 16-byte pieces per thread. The next step's pieces are loaded into
+    // registers before the mma loop of this one, so global latency overlaps
+    // the tensor-core work (one shared buffer, two barriers per step).
+    u32x4 ra[2], rb[2];
+    auto load = [&](i64 k0) {
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            const int idx = tid + V2_THREADS * e, row = idx >> 2, seg = idx & 3;
+            const i64 ia = i0 + row, jb = j0 + row;
+            ra[e] = u32x4{0, 0, 0, 0};
+            rb[e] = u32x4{0, 0, 0, 0};
+            if (ia < a.nA) ra[e] = *(const u32x4*)(A + ia * a.ld + k0 + seg * 8);
+            if (jb < a.nB) rb[e] = *(const u32x4*)(B + jb * a.ld + k0 + seg * 8);
+        }
+    };
+    if (a.ld > 0) load(0);
+    for (i64 k0 = 0; k0 < a.ld; k0 += V2_BK) {
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            const int idx = tid + V2_THREADS * e, row = idx >> 2, seg = idx & 3;
+            *(u32x4*)(As + row * V2_LDS + seg * 8) = ra[e];
+            *(u32x4*)(Bs + row * V2_LDS + seg * 8) = rb[e];
+        }
+        sync_threads();
+        if (k0 + V2_BK < a.ld) load(k0 + V2_BK);
+#pragma unroll
+        for (int ks = 0; ks < V2_BK; ks += 16) {
+            u32 af[4][4], bf[4][2];
+#pragma unroll
+            for (int mt = 0; mt < 4; mt++) {
+                const u16* p = As + (wm * 64 + mt * 16 + g) * V2_LDS + ks + 2 * t;
+                af[mt][0] = lds32(p);
+                af[mt][1] = lds32(p + 8 * V2_LDS);
+                af[mt][2] = lds32(p + 8);
+                af[mt][3] = lds32(p + 8 * V2_LDS + 8);
+            }
+#pragma unroll
+            for (int nt = 0; nt < 4; nt++) {
+                const u16* p = Bs + (wn * 32 + nt * 8 + g) * V2_LDS + ks + 2 * t;
+                bf[nt][0] = lds32(p);
+                bf[nt][1] = lds32(p + 8);
+            }
+#pragma unroll
+            for (int mt = 0; mt < 4; mt++)
+#pragma unroll
+                for (int nt = 0; nt < 4; nt++) mma_16816(acc[mt][nt], af[mt], bf[nt]);
+        }
+        sync_threads();
+    }
+}
+
+// v2_row: A row of acc[mt][.][e]; v2_col: B row of acc[.][nt][e].
+DEV i64 v2_row(i64 i0, int mt, int e) {
+    const int tid = tid_x(), lane = tid & 31, wm = (tid >> 5) >> 2;
+    return i0 + wm * 64 + mt * 16 + (lane >> 2) + 8 * (e >> 1);
+}
+DEV i64 v2_col(i64 j0, int nt, int e) {
+    const int tid = tid_x(), lane = tid & 31, wn = (tid >> 5) & 3;
+    return j0 + wn * 32 + nt * 8 + 2 * (lane & 3) + (e & 1);
+}
+
+// ---------------------------------------------------------------------------
+// argmax epilogue (MaxArg, ShiftedMax, NearestCentroid, PrefixMax): per A row
+// the best key over B rows j (with PREFIX only global j < global i) of
+// v = dot·scale[j] + bias[j], merged over blocks with atom.max.u64 into
+// best[i] (which the host zeroes first).
+
+DEV float apply_sb(const SimArgs& a, i64 j, float v) {
+    if (a.scale) v = v * a.scale[j];
+    if (a.bias) v = v + a.bias[j];
+    return v;
+}
+
+template <typename T, bool PREFIX>
+DEV void argmax_v1(const SimArgs& a) {
+    __shared__ float As[V1_BK][V1_TILE + 1];
+    __shared__ float Bs[V1_BK][V1_TILE + 1];
+    const i64 i0 = (i64)ctaid_x() * V1_TILE, j0 = (i64)ctaid_y() * V1_TILE;
+    if (PREFIX && a.bOff + j0 >= a.aOff + i0 + V1_TILE) return; // whole tile has j >= i
+    float acc[4][4];
+    v1_tile<T>(a, i0, j0, acc, As, Bs);
+#pragma unroll
+    for (int r = 0; r < 4; r++) {
+        const i64 i = v1_row(i0, r);
+        if (i >= a.nA) continue;
+        u64 best = 0;
+#pragma unroll
+        for (int c = 0; c < 4; c++) {
+            const i64 j = v1_col(j0, c);
+            if (j >= a.nB || (PREFIX && a.bOff + j >= a.aOff + i)) continue;
+            const u64 key = make_key(apply_sb(a, j, acc[r][c]), a.bOff + j);
+            if (key > best) best = key;
+        }
+        if (best) atomic_max_u64(&a.best[i], best);
+    }
+}
+
+template <bool PREFIX>
+DEV void argmax_v2(const SimArgs& a) {
+    __shared__ __attribute__((aligned(16))) u16 As[V2_TILE * V2_LDS];
+    __shared__ __attribute__((aligned(16))) u16 Bs[V2_TILE * V2_LDS];
+    const i64 i0 = (i64)ctaid_x() * V2_TILE, j0 = (i64)ctaid_y() * V2_TILE;
+    if (PREFIX && a.bOff + j0 >= a.aOff + i0 + V2_TILE) return;
+    float acc[4][4][4];
+    v2_tile(a, i0, j0, acc, As, Bs);
+    const bool quad_lead = (lane_id() & 3) == 0;
+#pragma unroll
+    for (int mt = 0; mt < 4; mt++) {
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const i64 i = v2_row(i0, mt, 2 * h);
+            u64 best = 0;
+            if (i < a.nA) {
+#pragma unroll
+                for (int nt = 0; nt < 4; nt++) {
+#pragma unroll
+                    for (int e = 0; e < 2; e++) {
+                        const i64 j = v2_col(j0, nt, e);
+                        if (j >= a.nB || (PREFIX && a.bOff + j >= a.aOff + i)) continue;
+                        const u64 key = make_key(apply_sb(a, j, acc[mt][nt][2 * h + e]), a.bOff + j);
+                        if (key > best) best = key;
+                    }
+                }
+            }
+            // the 4 lanes of a quad hold the same row: reduce, one atomic
+            u64 o = shfl_xor64(best, 1);
+            if (o > best) best = o;
+            o = shfl_xor64(best, 2);
+            if (o > best) best = o;
+            if (quad_lead && best) atomic_max_u64(&a.best[i], best);
+        }
+    }
+}

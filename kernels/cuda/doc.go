@@ -1,0 +1,99 @@
+// Package cuda is the similarity engine of package kernels on NVIDIA GPUs:
+// Backend implements kernels.Backend (TopK, MaxArg, ShiftedMax,
+// NearestCentroid with fixed-point kernels.Accum sums, PrefixMax) with the
+// same results as kernels.Naive, within the tolerances of kernels/kerneltest.
+//
+// STATUS: the GPU path is unverified. Everything here builds and the host
+// side passes kerneltest.All on the Go emulator (emu.go), but no kernel has
+// yet run on a GPU; run scripts/gpu-check.sh's bundle on a GPU node first.
+//
+// # Use
+//
+//	desc, err := cuda.Available()   // "NVIDIA H100 ... (device 0, sm_90, ...)" or ErrNoDriver / ErrNoDevice
+//	b, err := cuda.New(0, threads)  // device 0; threads convert/check input rows on the host
+//	defer b.Close()
+//	res, err := b.TopK(q, base, kernels.TopKOptions{K: 1000})
+//
+// # Driver
+//
+// The CUDA driver API (libcuda.so.1) is bound at run time with
+// github.com/ebitengine/purego (dlopen, no cgo), so one binary builds
+// everywhere and runs on every node; without a driver or a GPU, Available
+// and New return an error wrapping ErrNoDriver ("libcuda.so.1 not found")
+// or ErrNoDevice, and the caller falls back to kernels.NewCPU.
+//
+// # Kernels and PTX
+//
+// The kernels are CUDA C, one file per op in llm.c style (topk.cu,
+// maxarg.cu — MaxArg and ShiftedMax —, centroid.cu, prefixmax.cu; numbered
+// versions listed in each header; common.cuh holds the tile engines and the
+// argmax epilogue; cuda_min.h the few CUDA declarations needed without the
+// toolkit). scripts/ptx.sh compiles them with Debian's clang-19 NVPTX backend
+// into sm_80 PTX (ISA 7.0), which is committed and embedded (go:embed);
+// the driver JIT-compiles it for the GPU at hand (sm_80 or newer; older GPUs
+// get a clear error). TestPTXFresh regenerates into a temp dir and fails on
+// any difference (skipped without clang-19); TestPTXStructure always checks
+// .version/.target, the entry points, parameter sizes against the Go
+// argument structs, no calls or .extern functions, no local memory, and
+// static shared memory per kernel within 48 KiB (largest: 20 KiB).
+//
+// Versions: 1 = FFMA tiles (64x64 per block, 4x4 per thread, float32
+// arithmetic; float16 inputs converted exactly); 2 = tensor cores,
+// mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 (128x128 per block,
+// 64x32 per warp), used when both inputs are float16. Backend.Version
+// forces one. float32 inputs always use version 1: converting them to
+// float16 would change results beyond the conformance tolerances.
+//
+// # Numerics and tolerances
+//
+// Version 1 computes every pair as one fma.rn.f32 chain in k order, like
+// the CPU backend. Version 2 on float16 inputs: products of two float16 are
+// exact in float32, and the tensor core adds each group of products into
+// the float32 accumulator with truncation instead of rounding (Fasi et al.,
+// "Numerical behavior of NVIDIA tensor cores", 2021), so the error is at
+// most about (d/8 + 1)·2⁻²²·Σ|a_k·b_k|, inside kerneltest.Tol =
+// (d+2)·2⁻²³·‖a‖·‖b‖ (which bounds any float32 summation order); the same
+// tests apply to both versions. In both, a pair's value depends only on its
+// two rows (fixed k order, no split-k), so base chunks merge exactly with
+// kernels.MergeTopK and chunked k-means gives identical assignments.
+// Results are (value, index) keys compared as one uint64 (keys.go), so ties
+// go to the smaller index as everywhere in kernels; -0 counts as +0.
+//
+// # Host side (ops.go, pack.go)
+//
+// The large set (base rows; points) is streamed in chunks of chunkBytes
+// while the small one (queries; centroids; PrefixMax's x) stays resident.
+// Two CUDA streams overlap copies with compute: while chunk c runs on the
+// compute stream, a goroutine converts and NaN-checks chunk c+1 into the
+// other page-locked staging buffer and copies it on the copy stream into
+// the other device buffer; the compute stream is synchronised at the end of
+// every chunk, so buffers are reused without events.
+//
+// TopK (k up to 20,000 and beyond) keeps per query k + max(k, 4096)
+// candidate slots on the device and a threshold (the k-th best so far).
+// Base rows are processed in increasing index order in adaptive ranges:
+// topk_kernelN appends every value above the threshold, topk_select
+// (radix select on the keys, one block per query) keeps the k best and
+// raises the threshold. A value equal to the threshold always has a larger
+// index than the k kept ones, so the strict > loses nothing. A range that
+// overflowed some query's slots is redone in halves from the saved counts;
+// a range of at most the headroom cannot overflow. Finally the k best keys
+// per query are copied back, sorted and decoded on the host.
+//
+// NearestCentroid adds each chunk's points to device int64 sums
+// (centroid_sums: round-to-nearest-even(x·2³²), exactly kernels.ToFixed)
+// right after their assignment; the counts are a histogram of the
+// returned assignment.
+//
+// # Testing without a GPU
+//
+// emu.go is a device whose kernels are their contracts in plain Go; the
+// tests run kerneltest.All through the whole host side on it with tiny
+// tunables (every chunk, query block, grid slice and overflow split is
+// crossed). On a GPU, TestGPU* run kerneltest.All for versions 1 and 2,
+// small tunables, k = 20,000, and CLIP-sized float16 rows (d = 512, 50,000
+// base rows) against exact scores; without one they skip with a one-line
+// reason. HPCRUN_CUDA_EMULATOR=1 makes Available and New use the emulator,
+// so code that wires the CUDA backend (and scripts/gpu-check.sh --dry-run)
+// runs end to end without a GPU, slowly.
+package cuda

@@ -1,0 +1,335 @@
+package cuda
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"unsafe"
+
+	"hpcrun/kernels"
+)
+
+// emuDevice is a device whose kernels are their contracts in plain Go
+// (the "reference beside the fast path" of every .cu file), so the whole
+// host side — packing, streaming, query blocks, candidate overflow and
+// splits, selection, decoding, fixed-point sums — runs and is tested on a
+// machine without a GPU. It is strict where a GPU would be silently wrong:
+// every access is bounds-checked against its allocation, every launch's
+// kernel name must be an entry of the embedded PTX, its parameter size
+// must match, and its grid must cover exactly the rows it is given.
+// Candidate appends happen in a scrambled order, as atomics on a GPU do.
+//
+// Pair values are float32 multiply-add chains in k order (version 1 fuses
+// each step into one FMA; the tensor-core version 2 groups the additions):
+// different roundings, all within kerneltest's tolerances, which only a
+// GPU run can check for the real kernels.
+type emuDevice struct {
+	mu      sync.Mutex
+	mem     map[uint64][]byte
+	next    uint64
+	entries map[string]bool
+	perm    uint64
+}
+
+const emuShift = 40 // dptr = id<<40 | offset
+
+func newEmuDevice() (*emuDevice, error) {
+	d := &emuDevice{mem: map[uint64][]byte{}, next: 1, entries: map[string]bool{}}
+	for _, m := range ptxModules {
+		src, err := ptxSource(m.file)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range m.entries {
+			if !strings.Contains(src, ".entry "+e+"(") {
+				return nil, fmt.Errorf("emu: %s has no entry %s", m.file, e)
+			}
+			d.entries[e] = true
+		}
+	}
+	return d, nil
+}
+
+func (d *emuDevice) describe() string { return "emulated" }
+
+func (d *emuDevice) alloc(n int) (dptr, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	id := d.next
+	d.next++
+	d.mem[id] = make([]byte, n)
+	return dptr(id << emuShift), nil
+}
+
+func (d *emuDevice) free(p dptr) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if p == 0 {
+		return
+	}
+	if uint64(p)&(1<<emuShift-1) != 0 {
+		panic(fmt.Sprintf("emu: free of interior pointer %#x", p))
+	}
+	if _, ok := d.mem[uint64(p)>>emuShift]; !ok {
+		panic(fmt.Sprintf("emu: double free %#x", p))
+	}
+	delete(d.mem, uint64(p)>>emuShift)
+}
+
+// at returns the n bytes at p, panicking outside its allocation.
+func (d *emuDevice) at(p dptr, n int) []byte {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	b, ok := d.mem[uint64(p)>>emuShift]
+	off := int(uint64(p) & (1<<emuShift - 1))
+	if !ok || n < 0 || off+n > len(b) {
+		panic(fmt.Sprintf("emu: access [%#x, +%d) outside its allocation (%d bytes)", p, n, len(b)))
+	}
+	return b[off : off+n : off+n]
+}
+
+func (d *emuDevice) hostAlloc(n int) ([]byte, error) { return make([]byte, n), nil }
+func (d *emuDevice) hostFree([]byte)                 {}
+
+func (d *emuDevice) h2d(dst dptr, src []byte, _ stream) error {
+	copy(d.at(dst, len(src)), src)
+	return nil
+}
+
+func (d *emuDevice) d2h(dst []byte, src dptr, _ stream) error {
+	copy(dst, d.at(src, len(dst)))
+	return nil
+}
+
+func (d *emuDevice) memsetD32(dst dptr, v uint32, n int, _ stream) error {
+	w := u32s(d.at(dst, 4*n))
+	for i := range w {
+		w[i] = v
+	}
+	return nil
+}
+
+func (d *emuDevice) sync(stream) error          { return nil }
+func (d *emuDevice) newStream() (stream, error) { return 1, nil }
+func (d *emuDevice) memInfo() (uint64, uint64, error) {
+	return 64 << 30, 80 << 30, nil
+}
+func (d *emuDevice) bind() func() { return func() {} }
+func (d *emuDevice) close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.mem) != 0 {
+		return fmt.Errorf("emu: %d device allocations leaked", len(d.mem))
+	}
+	return nil
+}
+
+func u32s(b []byte) []uint32 {
+	if len(b) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*uint32)(unsafe.Pointer(&b[0])), len(b)/4)
+}
+func u64s(b []byte) []uint64 {
+	if len(b) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*uint64)(unsafe.Pointer(&b[0])), len(b)/8)
+}
+func f32s(b []byte) []float32 {
+	if len(b) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*float32)(unsafe.Pointer(&b[0])), len(b)/4)
+}
+
+func (d *emuDevice) launch(name string, grid, block [3]int, _ stream, params []uint64) error {
+	if !d.entries[name] {
+		return fmt.Errorf("emu: no kernel %q in the embedded PTX", name)
+	}
+	if block != [3]int{threads, 1, 1} {
+		return fmt.Errorf("emu: %s: block %v, the kernels are built for %d threads", name, block, threads)
+	}
+	if grid[1] > maxGridY || grid[2] != 1 {
+		return fmt.Errorf("emu: %s: grid %v", name, grid)
+	}
+	switch {
+	case name == "topk_select":
+		a, err := fromWords[selectArgs](params)
+		if err != nil {
+			return err
+		}
+		if grid[0] != int(a.NQ) || grid[1] != 1 {
+			return fmt.Errorf("emu: topk_select: grid %v for %d queries", grid, a.NQ)
+		}
+		d.selectK(a)
+	case strings.HasPrefix(name, "centroid_sums_kernel1_"):
+		a, err := fromWords[sumArgs](params)
+		if err != nil {
+			return err
+		}
+		if grid[0] < 1 || grid[1] != 1 {
+			return fmt.Errorf("emu: %s: grid %v", name, grid)
+		}
+		d.sums(a, strings.HasSuffix(name, "_f16"))
+	default:
+		a, err := fromWords[simArgs](params)
+		if err != nil {
+			return err
+		}
+		var op string
+		var version int
+		var dt string
+		if _, err := fmt.Sscanf(strings.Replace(name, "_kernel", " ", 1), "%s %d_%s", &op, &version, &dt); err != nil {
+			return fmt.Errorf("emu: kernel name %q: %v", name, err)
+		}
+		tile := tileOf(version)
+		if grid[0] != ceilDiv(int(a.NA), tile) || grid[1] != ceilDiv(int(a.NB), tile) {
+			return fmt.Errorf("emu: %s: grid %v for %dx%d rows (tile %d)", name, grid, a.NA, a.NB, tile)
+		}
+		if a.LD%32 != 0 {
+			return fmt.Errorf("emu: %s: ld %d is not a multiple of 32", name, a.LD)
+		}
+		d.sim(op, dt == "f16", a)
+	}
+	return nil
+}
+
+// rowsF32 reads n rows of ld elements at p as float32.
+func (d *emuDevice) rowsF32(p dptr, n, ld int, f16 bool) []float32 {
+	if f16 {
+		h := unsafe.Slice((*uint16)(unsafe.Pointer(unsafe.SliceData(d.at(p, 2*n*ld)))), n*ld)
+		out := make([]float32, n*ld)
+		kernels.F16ToF32(out, h)
+		return out
+	}
+	return f32s(d.at(p, 4*n*ld)) // read only
+}
+
+// sim is the contract of every similarity kernel (common.cuh, topk.cu).
+func (d *emuDevice) sim(op string, f16 bool, a simArgs) {
+	nA, nB, ld := int(a.NA), int(a.NB), int(a.LD)
+	A := d.rowsF32(a.A, nA, ld, f16)
+	B := d.rowsF32(a.B, nB, ld, f16)
+	var scale, bias, thr []float32
+	var best []uint64
+	var count []uint32
+	var keys []uint64
+	switch op {
+	case "topk":
+		thr = f32s(d.at(a.Thr, 4*nA))
+		count = u32s(d.at(a.Count, 4*nA))
+		keys = u64s(d.at(a.Keys, 8*nA*int(a.Cap)))
+	default:
+		best = u64s(d.at(a.Best, 8*nA))
+		if a.Scale != 0 {
+			scale = f32s(d.at(a.Scale, 4*nB))
+		}
+		if a.Bias != 0 {
+			bias = f32s(d.at(a.Bias, 4*nB))
+		}
+	}
+	// B rows in a scrambled order: candidate slots fill as GPU atomics would
+	order := make([]int, nB)
+	for j := range order {
+		order[j] = j
+	}
+	d.perm = d.perm*6364136223846793005 + 1442695040888963407
+	seed := d.perm
+	sort.Slice(order, func(x, y int) bool {
+		hx, hy := uint64(order[x])*0x9e3779b97f4a7c15^seed, uint64(order[y])*0x9e3779b97f4a7c15^seed
+		return hx>>17 < hy>>17
+	})
+	for i := 0; i < nA; i++ {
+		ar := A[i*ld : (i+1)*ld]
+		for _, j := range order {
+			if op == "prefixmax" && a.BOff+int64(j) >= a.AOff+int64(i) {
+				continue
+			}
+			br := B[j*ld : (j+1)*ld]
+			var v float32
+			for k, x := range ar {
+				v += x * br[k]
+			}
+			if op == "topk" {
+				if v > thr[i] {
+					pos := count[i]
+					count[i]++
+					if int64(pos) < a.Cap {
+						keys[int64(i)*a.Cap+int64(pos)] = makeKey(v, a.BOff+int64(j))
+					}
+				}
+				continue
+			}
+			if scale != nil {
+				v *= scale[j]
+			}
+			if bias != nil {
+				v += bias[j]
+			}
+			if key := makeKey(v, a.BOff+int64(j)); key > best[i] {
+				best[i] = key
+			}
+		}
+	}
+}
+
+// selectK is the contract of topk_select.
+func (d *emuDevice) selectK(a selectArgs) {
+	nq, capacity, k := int(a.NQ), int(a.Cap), int(a.K)
+	keys := u64s(d.at(a.Keys, 8*nq*capacity))
+	count := u32s(d.at(a.Count, 4*nq))
+	thr := f32s(d.at(a.Thr, 4*nq))
+	var out []uint64
+	if a.Out != 0 {
+		out = u64s(d.at(a.Out, 8*nq*k))
+	}
+	for q := 0; q < nq; q++ {
+		kq := keys[q*capacity : (q+1)*capacity]
+		n := min(int(count[q]), capacity)
+		m := n
+		if n >= k {
+			s := slices.Clone(kq[:n])
+			slices.Sort(s)
+			kth := s[n-k]
+			w := 0
+			for _, key := range kq[:n] { // stable, in place
+				if key >= kth {
+					kq[w] = key
+					w++
+				}
+			}
+			m = k
+			count[q] = uint32(k)
+			thr[q] = keyValue(kth)
+		}
+		if out != nil {
+			for r := 0; r < k; r++ {
+				out[q*k+r] = 0
+				if r < m {
+					out[q*k+r] = kq[r]
+				}
+			}
+		}
+	}
+}
+
+// sums is the contract of centroid_sums_kernel1: fixed-point sums of each
+// assigned point into its centroid's row.
+func (d *emuDevice) sums(a sumArgs, f16 bool) {
+	n, dim, ld := int(a.N), int(a.Dim), int(a.LD)
+	X := d.rowsF32(a.X, n, ld, f16)
+	best := u64s(d.at(a.Best, 8*n))
+	for i := 0; i < n; i++ {
+		if best[i] == 0 {
+			continue
+		}
+		c := int(^uint32(best[i]))
+		s := u64s(d.at(a.Sums+dptr(8*c*dim), 8*dim))
+		for k := 0; k < dim; k++ {
+			s[k] += uint64(kernels.ToFixed(X[i*ld+k]))
+		}
+	}
+}

@@ -1,0 +1,134 @@
+package cuda
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"testing"
+
+	"hpcrun/kernels"
+	"hpcrun/kernels/kerneltest"
+)
+
+// The TestGPU* tests need a CUDA GPU (scripts/gpu-check.sh runs them there);
+// elsewhere they skip with the one-line reason.
+
+func newGPU(t *testing.T, version int) *Backend {
+	t.Helper()
+	if _, err := Available(); err != nil {
+		t.Skipf("no GPU: %v", err)
+	}
+	b, err := New(0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Version = version
+	t.Cleanup(func() { b.Close() })
+	t.Logf("%s, version %d", b.Name(), version)
+	return b
+}
+
+// TestGPUConformance runs every conformance suite on the GPU for both
+// kernel versions (version 2 applies to the float16 cases; float32 cases
+// use version 1 in both runs).
+func TestGPUConformance(t *testing.T) {
+	for _, v := range []int{1, 2} {
+		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) { kerneltest.All(t, newGPU(t, v)) })
+	}
+}
+
+// TestGPUSmallTunables crosses chunk, query-block, grid-slice and overflow
+// boundaries on the GPU.
+func TestGPUSmallTunables(t *testing.T) {
+	for _, v := range []int{1, 2} {
+		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) {
+			b := newGPU(t, v)
+			b.tun = tunables{chunkBytes: 64 << 10, topkHeadroom: 64, topkBytes: 40 * (8*(300+64) + 8*300 + 8 + 4*160), maxGridY: 2, residentFrac: 0.5}
+			kerneltest.TopK(t, b)
+			kerneltest.Merge(t, b)
+			kerneltest.NearestCentroid(t, b)
+			kerneltest.PrefixMax(t, b)
+			t.Logf("stats: %+v", b.stats)
+		})
+	}
+}
+
+// TestGPULargeK checks k = 1,000 and 20,000 (the paper's candidate count).
+func TestGPULargeK(t *testing.T) {
+	b := newGPU(t, 0)
+	q := kerneltest.Gen(1, 5, 24, kerneltest.Gauss, true)
+	base := kerneltest.Gen(2, 23000, 24, kerneltest.Gauss, true)
+	ck := kerneltest.NewTopKChecker(q.Rows, base.Rows)
+	for _, k := range []int{1000, 20000} {
+		for _, smallest := range []bool{false, true} {
+			opt := kernels.TopKOptions{K: k, Smallest: smallest}
+			got, err := b.TopK(q.M, base.M, opt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ck.Check(t, got, opt, false)
+		}
+	}
+}
+
+// TestGPURealShape: CLIP-sized rows (d = 512, float16) over many tiles,
+// TopK k = 1000 against exact scores, twice (bit-identical: the result
+// does not depend on atomics' order), and NearestCentroid against exact
+// scores with sums equal to those of the returned assignment.
+func TestGPURealShape(t *testing.T) {
+	for _, v := range []int{1, 2} {
+		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) {
+			b := newGPU(t, v)
+			q := kerneltest.Gen(3, 64, 512, kerneltest.Gauss, true)
+			base := kerneltest.Gen(4, 50000, 512, kerneltest.Duplicates, true)
+			opt := kernels.TopKOptions{K: 1000, BaseOffset: 1 << 20}
+			got, err := b.TopK(q.M, base.M, opt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			kerneltest.NewTopKChecker(q.Rows, base.Rows).Check(t, got, opt, false)
+			again, err := b.TopK(q.M, base.M, opt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(got.Idx, again.Idx) || !slices.Equal(got.Val, again.Val) {
+				t.Fatal("TopK is not deterministic")
+			}
+
+			x := kerneltest.Gen(5, 4096, 512, kerneltest.Gauss, true)
+			c := kerneltest.Gen(6, 256, 512, kerneltest.Gauss, true)
+			acc := kernels.NewAccum(256, 512)
+			res, err := b.NearestCentroid(x.M, c.M, kernels.L2, acc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := kernels.NewAccum(256, 512)
+			for i, a := range res.Idx {
+				best, bestJ := math.Inf(-1), -1
+				score := func(j int) float64 {
+					var s, n2 float64
+					for k, xv := range x.Rows[i] {
+						s += xv * c.Rows[j][k]
+						n2 += c.Rows[j][k] * c.Rows[j][k]
+					}
+					return s - n2/2
+				}
+				for j := range c.Rows {
+					if s := score(j); s > best {
+						best, bestJ = s, j
+					}
+				}
+				if a < 0 || score(int(a)) < best-2*kerneltest.Tol(512, 1, 1)-1e-6 {
+					t.Fatalf("point %d: centroid %d, best %d (%v vs %v)", i, a, bestJ, score(int(max(a, 0))), best)
+				}
+				want.Counts[a]++
+				for k, xv := range x.Rows[i] {
+					want.Sums[int(a)*512+k] += kernels.ToFixed(float32(xv))
+				}
+			}
+			if !slices.Equal(acc.Sums, want.Sums) || !slices.Equal(acc.Counts, want.Counts) {
+				t.Fatal("centroid sums differ from the sums of the returned assignment")
+			}
+		})
+	}
+}

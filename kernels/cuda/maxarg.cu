@@ -1,0 +1,22 @@
+/*
+MaxArg and ShiftedMax: for every base row, the best query. MaxArg maximises
+q·b; ShiftedMax maximises q·b - thr[q] (the exact prune rule) through the
+bias (bias[j] = -thr[j], added after the dot product exactly as the CPU
+backend does). Ties go to the smaller query index.
+
+CPU reference: kernels.Naive.MaxArg / ShiftedMax (maxArgRef, shiftedMaxRef).
+Host driver: kernels/cuda/ops.go (argmaxOp); emulated by kernels/cuda/emu.go.
+
+The kernels (A = a chunk of base rows, B = all queries; common.cuh argmax
+epilogue: best[i] = max over j of key(dot·scale[j] + bias[j], j)):
+  maxarg_kernel1_f32  version 1: FFMA 64x64 tile, float32 inputs
+  maxarg_kernel1_f16  version 1: FFMA 64x64 tile, float16 inputs
+  maxarg_kernel2_f16  version 2: mma.sync m16n8k16 128x128 tile, float16 inputs
+
+Regenerate the PTX (clang-19, no CUDA toolkit): scripts/ptx.sh
+*/
+#include "common.cuh"
+
+KERNEL __launch_bounds__(V1_THREADS) void maxarg_kernel1_f32(SimArgs a) { argmax_v1<float, false>(a); }
+KERNEL __launch_bounds__(V1_THREADS) void maxarg_kernel1_f16(SimArgs a) { argmax_v1<u16, false>(a); }
+KERNEL __launch_bounds__(V2_THREADS) void maxarg_kernel2_f16(SimArgs a) { argmax_v2<false>(a); }

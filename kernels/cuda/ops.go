@@ -1,0 +1,492 @@
+package cuda
+
+import (
+	"fmt"
+	"math"
+	"slices"
+
+	"hpcrun/kernels"
+)
+
+// The host side of the five ops: shapes and finiteness are checked, inputs
+// packed (pack.go), base-like sets streamed through the GPU in chunks while
+// the small set (queries, centroids) stays resident, kernels launched by
+// name, results decoded from keys (keys.go). Every op returns exactly what
+// kernels.Naive defines, within kerneltest's tolerances.
+
+func subRows(m kernels.Matrix, r0, r1 int) kernels.Matrix {
+	d := m.Dim
+	if m.F16 != nil {
+		return kernels.F16Matrix(m.F16[r0*d:r1*d], r1-r0, d)
+	}
+	if m.F32 != nil {
+		return kernels.F32Matrix(m.F32[r0*d:r1*d], r1-r0, d)
+	}
+	return kernels.Matrix{Rows: r1 - r0, Dim: d}
+}
+
+func newArgMax(n int) kernels.ArgMax {
+	r := kernels.ArgMax{Val: make([]float32, n), Idx: make([]int32, n)}
+	for i := range r.Val {
+		r.Val[i], r.Idx[i] = float32(math.Inf(-1)), -1
+	}
+	return r
+}
+
+// uploadF32 copies a small float32 array to a new device buffer.
+func (e *Backend) uploadF32(v []float32) (dptr, error) {
+	p, err := e.dev.alloc(4 * len(v))
+	if err != nil {
+		return 0, err
+	}
+	if err = e.dev.h2d(p, bytesOf(v), e.compute); err == nil {
+		err = e.dev.sync(e.compute)
+	}
+	if err != nil {
+		e.dev.free(p)
+		return 0, err
+	}
+	return p, nil
+}
+
+// ---------------------------------------------------------------------------
+// TopK
+
+// TopK implements kernels.Backend. Per query block (as many queries as
+// topkBytes of candidate slots allow), the queries stay on the GPU (negated
+// for Smallest: exact) and the base streams through in index order. Each
+// base range runs topk_kernelN, which appends every value above the query's
+// threshold to its slots; then topk_select keeps the k best and raises the
+// threshold to the k-th best. A range that overflowed some query's slots is
+// redone in halves from the saved counts (a range of at most headroom rows
+// cannot overflow), and range sizes adapt to the candidate rate. At the end
+// topk_select writes the k best keys per query, which the host sorts and
+// decodes.
+func (e *Backend) TopK(q, b kernels.Matrix, opt kernels.TopKOptions) (kernels.TopKResult, error) {
+	if err := checkPair(q, b, "queries", "base"); err != nil {
+		return kernels.TopKResult{}, err
+	}
+	k := opt.K
+	if k < 1 {
+		return kernels.TopKResult{}, fmt.Errorf("kernels: TopK: k=%d < 1", k)
+	}
+	res := kernels.TopKResult{NQ: q.Rows, K: k, Smallest: opt.Smallest,
+		Val: make([]float32, q.Rows*k), Idx: make([]int64, q.Rows*k)}
+	pad := float32(math.Inf(-1))
+	if opt.Smallest {
+		pad = float32(math.Inf(1))
+	}
+	for i := range res.Val {
+		res.Val[i], res.Idx[i] = pad, -1
+	}
+	if q.Rows == 0 || b.Rows == 0 {
+		if err := checkFinite(q, "queries", e.threads); err != nil {
+			return kernels.TopKResult{}, err
+		}
+		return res, checkFinite(b, "base", e.threads)
+	}
+	done, err := e.begin()
+	if err != nil {
+		return kernels.TopKResult{}, err
+	}
+	defer done()
+	l := layoutOf(q.Dim, q, b)
+	t := topkPlan{k: k, opt: opt, l: l, version: e.version(l)}
+	t.headroom = max(1, e.tun.topkHeadroom, int(e.tun.topkHeadroomPerK*float64(k)))
+	t.cap = k + t.headroom
+	perQuery := 8*t.cap + 8*k + 8 + l.rowBytes()
+	free, _, err := e.dev.memInfo()
+	if err != nil {
+		return kernels.TopKResult{}, err
+	}
+	budget := min(float64(e.tun.topkBytes), e.tun.residentFrac*float64(free))
+	qb := max(1, min(q.Rows, int(budget)/perQuery))
+	for q0 := 0; q0 < q.Rows; q0 += qb {
+		q1 := min(q.Rows, q0+qb)
+		if err := e.topkBlock(q, b, q0, q1, t, res, pad); err != nil {
+			return kernels.TopKResult{}, err
+		}
+	}
+	return res, nil
+}
+
+type topkPlan struct {
+	k, cap, headroom int
+	opt              kernels.TopKOptions
+	l                layout
+	version          int
+}
+
+func (e *Backend) topkBlock(q, b kernels.Matrix, q0, q1 int, t topkPlan, res kernels.TopKResult, pad float32) error {
+	e.stats.queryBlock++
+	nq, k, capacity := q1-q0, t.k, t.cap
+	l, rb := t.l, t.l.rowBytes()
+	qd, err := e.upload(subRows(q, q0, q1), l, t.opt.Smallest, "queries")
+	if err != nil {
+		return err
+	}
+	defer e.dev.free(qd)
+	var thr, count, keys, out dptr
+	for _, a := range []struct {
+		p     *dptr
+		bytes int
+	}{{&thr, 4 * nq}, {&count, 4 * nq}, {&keys, 8 * nq * capacity}, {&out, 8 * nq * k}} {
+		if *a.p, err = e.dev.alloc(a.bytes); err != nil {
+			return err
+		}
+		defer e.dev.free(*a.p)
+	}
+	if err := e.dev.memsetD32(thr, math.Float32bits(float32(math.Inf(-1))), nq, e.compute); err != nil {
+		return err
+	}
+	if err := e.dev.memsetD32(count, 0, nq, e.compute); err != nil {
+		return err
+	}
+	kname := kernelName("topk", t.version, l)
+	tile := tileOf(t.version)
+	maxRange := e.tun.maxGridY * tile
+	base := simArgs{A: qd, NA: int64(nq), LD: int64(l.ld), Thr: thr, Count: count, Keys: keys, Cap: int64(capacity)}
+	sel := selectArgs{Keys: keys, Count: count, Thr: thr, NQ: int64(nq), Cap: int64(capacity), K: int64(k)}
+	before := make([]uint32, nq) // counts after the last accepted range
+	cnt := make([]uint32, nq)
+	size := t.headroom // base rows per range: never overflows at headroom
+	err = e.stream(b, l, false, "base", func(buf dptr, r0, r1 int) error {
+		for pos := r0; pos < r1; {
+			n := min(size, r1-pos, maxRange)
+			a := base
+			a.B, a.NB, a.BOff = buf+dptr((pos-r0)*rb), int64(n), int64(pos)
+			e.stats.launches++
+			if err := e.dev.launch(kname, [3]int{ceilDiv(nq, tile), ceilDiv(n, tile), 1}, [3]int{threads, 1, 1}, e.compute, words(&a)); err != nil {
+				return err
+			}
+			if err := e.dev.d2h(bytesOf(cnt), count, e.compute); err != nil {
+				return err
+			}
+			if err := e.dev.sync(e.compute); err != nil {
+				return err
+			}
+			var maxNew, maxCnt uint32
+			over := false
+			for i, c := range cnt {
+				over = over || int(c) > capacity
+				maxNew = max(maxNew, c-before[i])
+				maxCnt = max(maxCnt, c)
+			}
+			if over {
+				if n <= t.headroom {
+					return fmt.Errorf("kernels/cuda: TopK: %d candidates from %d base rows (slots %d): kernel contract broken", maxNew, n, capacity)
+				}
+				// lost candidates: restore the counts, redo the range in halves
+				if err := e.dev.h2d(count, bytesOf(before), e.compute); err != nil {
+					return err
+				}
+				if err := e.dev.sync(e.compute); err != nil {
+					return err
+				}
+				e.stats.splits++
+				size = max(t.headroom, n/2)
+				continue
+			}
+			if int(maxCnt) >= k {
+				e.stats.selects++
+				if err := e.dev.launch("topk_select", [3]int{nq, 1, 1}, [3]int{threads, 1, 1}, e.compute, words(&sel)); err != nil {
+					return err
+				}
+				for i, c := range cnt {
+					before[i] = min(c, uint32(k))
+				}
+			} else {
+				copy(before, cnt)
+			}
+			pos += n
+			switch {
+			case 4*int(maxNew) <= t.headroom:
+				size = min(2*size, maxRange)
+			case 2*int(maxNew) > t.headroom:
+				size = max(t.headroom, size/2)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	sel.Out = out
+	e.stats.selects++
+	if err := e.dev.launch("topk_select", [3]int{nq, 1, 1}, [3]int{threads, 1, 1}, e.compute, words(&sel)); err != nil {
+		return err
+	}
+	outKeys := make([]uint64, nq*k)
+	if err := e.dev.d2h(bytesOf(outKeys), out, e.compute); err != nil {
+		return err
+	}
+	if err := e.dev.sync(e.compute); err != nil {
+		return err
+	}
+	return parallelFor(nq, e.threads, func(lo, hi int) error {
+		for i := lo; i < hi; i++ {
+			row := outKeys[i*k : (i+1)*k]
+			slices.Sort(row)
+			slices.Reverse(row) // best first, key 0 (padding) last
+			vals, idx := res.Row(q0 + i)
+			for j, key := range row {
+				if key == 0 {
+					vals[j], idx[j] = pad, -1
+					continue
+				}
+				v := keyValue(key)
+				if t.opt.Smallest {
+					v = -v
+				}
+				vals[j], idx[j] = v, keyIndex(key)+t.opt.BaseOffset
+			}
+		}
+		return nil
+	})
+}
+
+// ---------------------------------------------------------------------------
+// MaxArg, ShiftedMax, NearestCentroid, PrefixMax: argmax over a resident set
+
+// argmaxJob: for every row i of a (streamed), the best key over rows j of b
+// (resident) of a_i·b_j·scale[j] + bias[j] (with prefix: global j < i).
+type argmaxJob struct {
+	op           string // kernel family: maxarg | centroid | prefixmax
+	a, b         kernels.Matrix
+	aName, bName string
+	scale, bias  []float32
+	prefix       bool
+	after        func(buf dptr, best dptr, r0, r1 int) error // per chunk, before its buffer is reused
+}
+
+func (e *Backend) argmax(j argmaxJob, l layout) (kernels.ArgMax, error) {
+	res := newArgMax(j.a.Rows)
+	rb := l.rowBytes()
+	bd, err := e.upload(j.b, l, false, j.bName)
+	if err != nil {
+		return res, err
+	}
+	defer e.dev.free(bd)
+	var scale, bias dptr
+	if j.scale != nil {
+		if scale, err = e.uploadF32(j.scale); err != nil {
+			return res, err
+		}
+		defer e.dev.free(scale)
+	}
+	if j.bias != nil {
+		if bias, err = e.uploadF32(j.bias); err != nil {
+			return res, err
+		}
+		defer e.dev.free(bias)
+	}
+	rows := e.chunkRows(l, j.a.Rows)
+	best, err := e.dev.alloc(8 * rows)
+	if err != nil {
+		return res, err
+	}
+	defer e.dev.free(best)
+	v := e.version(l)
+	tile := tileOf(v)
+	kname := kernelName(j.op, v, l)
+	slice := e.tun.maxGridY * tile
+	keys := make([]uint64, rows)
+	err = e.stream(j.a, l, false, j.aName, func(buf dptr, r0, r1 int) error {
+		n := r1 - r0
+		if err := e.dev.memsetD32(best, 0, 2*n, e.compute); err != nil {
+			return err
+		}
+		nb := j.b.Rows
+		if j.prefix {
+			nb = min(nb, r1) // rows i < r1 only see j < r1
+		}
+		for j0 := 0; j0 < nb; j0 += slice {
+			j1 := min(nb, j0+slice)
+			a := simArgs{A: buf, B: bd + dptr(j0*rb), NA: int64(n), NB: int64(j1 - j0), LD: int64(l.ld),
+				AOff: int64(r0), BOff: int64(j0), Best: best}
+			if scale != 0 {
+				a.Scale = scale + dptr(4*j0)
+			}
+			if bias != 0 {
+				a.Bias = bias + dptr(4*j0)
+			}
+			e.stats.launches++
+			if err := e.dev.launch(kname, [3]int{ceilDiv(n, tile), ceilDiv(j1-j0, tile), 1}, [3]int{threads, 1, 1}, e.compute, words(&a)); err != nil {
+				return err
+			}
+		}
+		if j.after != nil {
+			if err := j.after(buf, best, r0, r1); err != nil {
+				return err
+			}
+		}
+		if err := e.dev.d2h(bytesOf(keys[:n]), best, e.compute); err != nil {
+			return err
+		}
+		if err := e.dev.sync(e.compute); err != nil {
+			return err
+		}
+		for i, key := range keys[:n] {
+			if key != 0 {
+				res.Val[r0+i], res.Idx[r0+i] = keyValue(key), int32(keyIndex(key))
+			}
+		}
+		return nil
+	})
+	return res, err
+}
+
+// MaxArg implements kernels.Backend: per base row, the best query.
+func (e *Backend) MaxArg(q, b kernels.Matrix) (kernels.ArgMax, error) {
+	if err := checkPair(q, b, "queries", "base"); err != nil {
+		return kernels.ArgMax{}, err
+	}
+	return e.runArgmax(argmaxJob{op: "maxarg", a: b, b: q, aName: "base", bName: "queries"})
+}
+
+// ShiftedMax implements kernels.Backend: per base row, the best query by
+// q·b - thr[q] (bias = -thr, added after the dot product as on the CPU).
+func (e *Backend) ShiftedMax(q, b kernels.Matrix, thr []float32) (kernels.ArgMax, error) {
+	if err := checkPair(q, b, "queries", "base"); err != nil {
+		return kernels.ArgMax{}, err
+	}
+	if len(thr) != q.Rows {
+		return kernels.ArgMax{}, fmt.Errorf("kernels: ShiftedMax: %d thresholds for %d queries", len(thr), q.Rows)
+	}
+	if err := checkFiniteF32("thresholds", thr); err != nil {
+		return kernels.ArgMax{}, err
+	}
+	bias := make([]float32, len(thr))
+	for i, t := range thr {
+		bias[i] = -t
+	}
+	return e.runArgmax(argmaxJob{op: "maxarg", a: b, b: q, aName: "base", bName: "queries", bias: bias})
+}
+
+// PrefixMax implements kernels.Backend: per row i, the best j < i.
+func (e *Backend) PrefixMax(x kernels.Matrix) (kernels.ArgMax, error) {
+	if err := checkMatrix(x, "x"); err != nil {
+		return kernels.ArgMax{}, err
+	}
+	return e.runArgmax(argmaxJob{op: "prefixmax", a: x, b: x, aName: "x", bName: "x", prefix: true})
+}
+
+func (e *Backend) runArgmax(j argmaxJob) (kernels.ArgMax, error) {
+	if j.a.Rows == 0 || j.b.Rows == 0 {
+		if err := checkFinite(j.a, j.aName, e.threads); err != nil {
+			return kernels.ArgMax{}, err
+		}
+		if err := checkFinite(j.b, j.bName, e.threads); err != nil {
+			return kernels.ArgMax{}, err
+		}
+		return newArgMax(j.a.Rows), nil
+	}
+	done, err := e.begin()
+	if err != nil {
+		return kernels.ArgMax{}, err
+	}
+	defer done()
+	res, err := e.argmax(j, layoutOf(j.a.Dim, j.a, j.b))
+	if err != nil {
+		return kernels.ArgMax{}, err
+	}
+	return res, nil
+}
+
+// NearestCentroid implements kernels.Backend. L2 uses bias[j] =
+// float32(-‖c_j‖²/2), Cosine scale[j] = float32(1/‖c_j‖) (norms in
+// float64, as the CPU backend). With acc, each chunk's points are added to
+// device fixed-point sums right after its assignment (centroid_sums); the
+// sums are copied back once at the end and the counts are a histogram of
+// the returned assignment.
+func (e *Backend) NearestCentroid(x, c kernels.Matrix, metric kernels.Metric, acc *kernels.Accum) (kernels.ArgMax, error) {
+	if err := checkPair(x, c, "points", "centroids"); err != nil {
+		return kernels.ArgMax{}, err
+	}
+	if acc != nil && (acc.K != c.Rows || acc.Dim != c.Dim || len(acc.Sums) < c.Rows*c.Dim || len(acc.Counts) < c.Rows) {
+		return kernels.ArgMax{}, fmt.Errorf("kernels: NearestCentroid: accumulator is %dx%d, centroids %dx%d", acc.K, acc.Dim, c.Rows, c.Dim)
+	}
+	if metric != kernels.L2 && metric != kernels.Cosine {
+		return kernels.ArgMax{}, fmt.Errorf("kernels: unknown metric %d", metric)
+	}
+	j := argmaxJob{op: "centroid", a: x, b: c, aName: "points", bName: "centroids"}
+	if x.Rows == 0 || c.Rows == 0 {
+		return e.runArgmax(j)
+	}
+	if err := checkFinite(c, "centroids", e.threads); err != nil {
+		return kernels.ArgMax{}, err
+	}
+	d := c.Dim
+	row := make([]float32, d)
+	norm2 := make([]float64, c.Rows)
+	for i := range norm2 {
+		if c.F16 != nil {
+			kernels.F16ToF32(row, c.F16[i*d:(i+1)*d])
+		} else {
+			copy(row, c.F32[i*d:(i+1)*d])
+		}
+		for _, v := range row {
+			norm2[i] += float64(v) * float64(v)
+		}
+	}
+	if metric == kernels.L2 {
+		j.bias = make([]float32, c.Rows)
+		for i, s := range norm2 {
+			j.bias[i] = float32(-0.5 * s)
+		}
+	} else {
+		j.scale = make([]float32, c.Rows)
+		for i, s := range norm2 {
+			j.scale[i] = 1
+			if s > 0 {
+				j.scale[i] = float32(1 / math.Sqrt(s))
+			}
+		}
+	}
+	done, err := e.begin()
+	if err != nil {
+		return kernels.ArgMax{}, err
+	}
+	defer done()
+	l := layoutOf(d, x, c)
+	var sums dptr
+	if acc != nil && d > 0 {
+		if sums, err = e.dev.alloc(8 * c.Rows * d); err != nil {
+			return kernels.ArgMax{}, err
+		}
+		defer e.dev.free(sums)
+		if err := e.dev.memsetD32(sums, 0, 2*c.Rows*d, e.compute); err != nil {
+			return kernels.ArgMax{}, err
+		}
+		sname := "centroid_sums_kernel1_" + l.dtypeShort
+		j.after = func(buf, best dptr, r0, r1 int) error {
+			a := sumArgs{X: buf, Best: best, Sums: sums, N: int64(r1 - r0), Dim: int64(d), LD: int64(l.ld)}
+			blocks := max(1, min(sumsBlocks, ceilDiv((r1-r0)*d, threads)))
+			return e.dev.launch(sname, [3]int{blocks, 1, 1}, [3]int{threads, 1, 1}, e.compute, words(&a))
+		}
+	}
+	res, err := e.argmax(j, l)
+	if err != nil {
+		return kernels.ArgMax{}, err
+	}
+	if acc != nil {
+		if sums != 0 {
+			part := make([]int64, c.Rows*d)
+			if err := e.dev.d2h(bytesOf(part), sums, e.compute); err != nil {
+				return kernels.ArgMax{}, err
+			}
+			if err := e.dev.sync(e.compute); err != nil {
+				return kernels.ArgMax{}, err
+			}
+			for i, v := range part {
+				acc.Sums[i] += v
+			}
+		}
+		for _, a := range res.Idx {
+			if a >= 0 {
+				acc.Counts[a]++
+			}
+		}
+	}
+	return res, nil
+}

@@ -1,0 +1,22 @@
+/*
+PrefixMax: for every row i of an ordered set x, max over j < i of x_i·x_j
+and the j reaching it (the semantic dedup order: a row is compared only with
+the rows before it). Tiles entirely at or above the diagonal exit at once,
+so the work is about half of x·xᵀ.
+
+CPU reference: kernels.Naive.PrefixMax (prefixMaxRef). Host driver:
+kernels/cuda/ops.go (argmaxOp with prefix); emulated by kernels/cuda/emu.go.
+
+The kernels (A = a chunk of x rows at global offset aOff, B = all of x;
+common.cuh argmax epilogue with the mask bOff+j < aOff+i):
+  prefixmax_kernel1_f32  version 1: FFMA 64x64 tile, float32 inputs
+  prefixmax_kernel1_f16  version 1: FFMA 64x64 tile, float16 inputs
+  prefixmax_kernel2_f16  version 2: mma.sync m16n8k16 128x128 tile, float16 inputs
+
+Regenerate the PTX (clang-19, no CUDA toolkit): scripts/ptx.sh
+*/
+#include "common.cuh"
+
+KERNEL __launch_bounds__(V1_THREADS) void prefixmax_kernel1_f32(SimArgs a) { argmax_v1<float, true>(a); }
+KERNEL __launch_bounds__(V1_THREADS) void prefixmax_kernel1_f16(SimArgs a) { argmax_v1<u16, true>(a); }
+KERNEL __launch_bounds__(V2_THREADS) void prefixmax_kernel2_f16(SimArgs a) { argmax_v2<true>(a); }

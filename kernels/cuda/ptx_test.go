@@ -1,0 +1,214 @@
+package cuda
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// staticSharedLimit is the static shared memory a kernel may declare
+// (48 KiB on every GPU since sm_20; more needs dynamic shared memory and an
+// opt-in attribute, which these kernels do not use).
+const staticSharedLimit = 48 << 10
+
+var (
+	reEntry   = regexp.MustCompile(`(?m)^\.visible \.entry (\w+)\(`)
+	reParam   = regexp.MustCompile(`\.param \.align 8 \.b8 (\w+)_param_(\d+)\[(\d+)\]`)
+	reShared  = regexp.MustCompile(`(?m)^\s*\.shared\s+\.align\s+\d+\s+\.(\w+)\s+\w+(?:\[(\d+)\])?;`)
+	reVersion = regexp.MustCompile(`(?m)^\.version (\d+)\.(\d+)$`)
+)
+
+// TestPTXStructure checks every embedded module without a GPU: PTX ISA
+// 7.0+ (mma.m16n8k16), target sm_80, 64-bit addresses, exactly the entry
+// points the host launches, one by-value parameter of the Go argument
+// struct's size, no calls or external functions, no local memory (no stack
+// or spills at the PTX level), 256-thread launch bounds, tensor-core
+// instructions exactly in the version-2 kernels, and static shared memory
+// per kernel within 48 KiB.
+func TestPTXStructure(t *testing.T) {
+	simSize := 8 * len(words(&simArgs{}))
+	paramSize := func(entry string) int {
+		switch {
+		case entry == "topk_select":
+			return 8 * len(words(&selectArgs{}))
+		case strings.HasPrefix(entry, "centroid_sums"):
+			return 8 * len(words(&sumArgs{}))
+		}
+		return simSize
+	}
+	largest := 0
+	for _, m := range ptxModules {
+		src, err := ptxSource(m.file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v := reVersion.FindStringSubmatch(src)
+		if v == nil {
+			t.Fatalf("%s: no .version", m.file)
+		}
+		if maj, _ := strconv.Atoi(v[1]); maj < 7 {
+			t.Errorf("%s: .version %s.%s, mma.m16n8k16 needs 7.0", m.file, v[1], v[2])
+		}
+		for _, want := range []string{"\n.target sm_80\n", "\n.address_size 64\n"} {
+			if !strings.Contains(src, want) {
+				t.Errorf("%s: missing %q", m.file, strings.TrimSpace(want))
+			}
+		}
+		for _, bad := range []string{".extern", "call.uni", "\tcall ", ".func ", ".local", "__local_depot"} {
+			if strings.Contains(src, bad) {
+				t.Errorf("%s: contains %q (calls, external functions or local memory)", m.file, bad)
+			}
+		}
+		var entries []string
+		for _, e := range reEntry.FindAllStringSubmatch(src, -1) {
+			entries = append(entries, e[1])
+		}
+		if !slices.Equal(entries, m.entries) {
+			t.Errorf("%s: entries %v, the host uses %v", m.file, entries, m.entries)
+		}
+		// per entry body: from its .entry to the next
+		locs := reEntry.FindAllStringIndex(src, -1)
+		moduleShared := sharedBytes(src[:locs[0][0]])
+		for i, loc := range locs {
+			end := len(src)
+			if i+1 < len(locs) {
+				end = locs[i+1][0]
+			}
+			body := src[loc[0]:end]
+			name := reEntry.FindStringSubmatch(body)[1]
+			params := reParam.FindAllStringSubmatch(body, -1)
+			if len(params) != 1 || params[0][2] != "0" {
+				t.Errorf("%s: %d parameters, want one by-value struct", name, len(params))
+			} else if n, _ := strconv.Atoi(params[0][3]); n != paramSize(name) {
+				t.Errorf("%s: parameter is %d bytes, the Go argument struct %d", name, n, paramSize(name))
+			}
+			if !strings.Contains(body, ".maxntid 256, 1, 1") {
+				t.Errorf("%s: no .maxntid 256 (launch bounds)", name)
+			}
+			mma := strings.Count(body, "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32")
+			switch {
+			case strings.Contains(name, "_kernel2_") && mma != 32:
+				t.Errorf("%s: %d mma.sync, want 32 (4x4 tiles x 2 k-steps)", name, mma)
+			case !strings.Contains(name, "_kernel2_") && mma != 0:
+				t.Errorf("%s: %d mma.sync in a non-tensor-core kernel", name, mma)
+			}
+			if strings.Contains(name, "_kernel1_") && !strings.HasPrefix(name, "centroid_sums") && !strings.Contains(body, "fma.rn.f32") {
+				t.Errorf("%s: no fma.rn.f32", name)
+			}
+			sh := moduleShared + sharedBytes(body)
+			if sh > staticSharedLimit {
+				t.Errorf("%s: %d bytes of static shared memory, limit %d", name, sh, staticSharedLimit)
+			}
+			largest = max(largest, sh)
+		}
+	}
+	t.Logf("largest static shared memory of a kernel: %d bytes", largest)
+}
+
+func sharedBytes(s string) int {
+	n := 0
+	for _, m := range reShared.FindAllStringSubmatch(s, -1) {
+		size := map[string]int{"b8": 1, "u8": 1, "b16": 2, "u16": 2, "b32": 4, "u32": 4, "f32": 4, "b64": 8, "u64": 8}[m[1]]
+		count := 1
+		if m[2] != "" {
+			count, _ = strconv.Atoi(m[2])
+		}
+		n += size * count
+	}
+	return n
+}
+
+// TestArgStructs compares the kernel argument structs of the .cu files
+// with their Go twins field by field (names, order, 8-byte types).
+func TestArgStructs(t *testing.T) {
+	for _, c := range []struct {
+		file, name string
+		goType     reflect.Type
+	}{
+		{"common.cuh", "SimArgs", reflect.TypeOf(simArgs{})},
+		{"topk.cu", "SelectArgs", reflect.TypeOf(selectArgs{})},
+		{"centroid.cu", "SumArgs", reflect.TypeOf(sumArgs{})},
+	} {
+		src, err := os.ReadFile(c.file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := regexp.MustCompile(`(?s)struct ` + c.name + ` \{(.*?)\n\};`).FindSubmatch(src)
+		if m == nil {
+			t.Fatalf("%s: struct %s not found", c.file, c.name)
+		}
+		var cFields []string
+		reField := regexp.MustCompile(`^\s*(const\s+)?(\w+)\s*(\*?)\s*(\w+);`)
+		for _, line := range strings.Split(string(m[1]), "\n") {
+			f := reField.FindStringSubmatch(line)
+			if f == nil {
+				continue
+			}
+			if f[3] != "*" && f[2] != "i64" && f[2] != "u64" {
+				t.Errorf("%s.%s: type %s is not 8 bytes", c.name, f[4], f[2])
+			}
+			cFields = append(cFields, strings.ToLower(f[4]))
+		}
+		var goFields []string
+		for i := 0; i < c.goType.NumField(); i++ {
+			f := c.goType.Field(i)
+			if f.Type.Size() != 8 {
+				t.Errorf("%s.%s is %d bytes", c.goType.Name(), f.Name, f.Type.Size())
+			}
+			goFields = append(goFields, strings.ToLower(f.Name))
+		}
+		if !slices.Equal(cFields, goFields) {
+			t.Errorf("%s: C fields %v, Go fields %v", c.name, cFields, goFields)
+		}
+	}
+}
+
+// TestPTXFresh regenerates the PTX with scripts/ptx.sh into a temp dir and
+// fails when a committed .ptx differs (run scripts/ptx.sh, i.e. make ptx).
+// Skipped without clang-19 (failed then with HPCRUN_REQUIRE_CLANG=1).
+func TestPTXFresh(t *testing.T) {
+	if _, err := exec.LookPath("clang-19"); err != nil {
+		if os.Getenv("HPCRUN_REQUIRE_CLANG") == "1" {
+			t.Fatal("clang-19 not installed (apt-get install clang-19) and HPCRUN_REQUIRE_CLANG=1")
+		}
+		t.Skip("clang-19 not installed: PTX staleness not checked (apt-get install clang-19)")
+	}
+	cus, _ := filepath.Glob("*.cu")
+	var mods []string
+	for _, m := range ptxModules {
+		mods = append(mods, strings.TrimSuffix(m.file, ".ptx"))
+	}
+	for i := range cus {
+		cus[i] = strings.TrimSuffix(cus[i], ".cu")
+	}
+	slices.Sort(cus)
+	slices.Sort(mods)
+	if !slices.Equal(cus, mods) {
+		t.Errorf(".cu files %v, embedded modules %v", cus, mods)
+	}
+	dir := t.TempDir()
+	cmd := exec.Command("bash", "../../scripts/ptx.sh", dir)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("scripts/ptx.sh: %v\n%s", err, out)
+	}
+	for _, m := range ptxModules {
+		fresh, err := os.ReadFile(filepath.Join(dir, m.file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		committed, err := ptxSource(m.file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(fresh, []byte(committed)) {
+			t.Errorf("%s is stale: regenerate with scripts/ptx.sh (make ptx) and commit it", m.file)
+		}
+	}
+}

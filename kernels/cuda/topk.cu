@@ -1,0 +1,188 @@
+/*
+Top-k similarities of every query over a base set, fused: C tiles are filtered
+against a per-query threshold and only candidates are written.
+
+CPU reference: kernels.Naive.TopK (topkRef, full sort). Host driver:
+kernels/cuda/ops.go (TopK), which owns the thresholds and the candidate
+buffers; emulated in plain Go by kernels/cuda/emu.go.
+
+The kernels:
+  topk_kernel1_f32  version 1: FFMA 64x64 tile (common.cuh v1), float32 inputs
+  topk_kernel1_f16  version 1: FFMA 64x64 tile, float16 inputs converted exactly to float32
+  topk_kernel2_f16  version 2: mma.sync m16n8k16 128x128 tile (common.cuh v2), float16 inputs
+  topk_select       one block per query: radix-select the k best of its candidates,
+                    compact them to the front, raise the threshold (and write the
+                    final k when out != null)
+
+Contract of topk_kernelN (A = queries, B = a range of base rows):
+  for every pair with v = A[i]·B[j] > thr[i]:
+      pos = atomicAdd(&count[i], 1); if (pos < cap) keys[i*cap + pos] = key(v, bOff + j)
+  count may pass cap: the host then restores the counts and redoes the range
+  in halves. Exactness: the host processes base rows in increasing index order
+  and thr[i] is the k-th best key of rows already seen (all of smaller index),
+  so a later value equal to thr[i] loses the tie and the strict > loses nothing.
+
+Regenerate the PTX (clang-19, no CUDA toolkit): scripts/ptx.sh
+*/
+#include "common.cuh"
+
+// ----------------------------------------------------------------------------
+// GPU kernels
+
+DEV void topk_emit(const SimArgs& a, i64 i, i64 j, float v, float thr) {
+    if (v > thr) {
+        const u32 pos = atomic_add_u32(&a.count[i], 1);
+        if ((i64)pos < a.cap) a.keys[i * a.cap + pos] = make_key(v, a.bOff + j);
+    }
+}
+
+template <typename T>
+DEV void topk_v1(const SimArgs& a) {
+    __shared__ float As[V1_BK][V1_TILE + 1];
+    __shared__ float Bs[V1_BK][V1_TILE + 1];
+    const i64 i0 = (i64)ctaid_x() * V1_TILE, j0 = (i64)ctaid_y() * V1_TILE;
+    float acc[4][4];
+    v1_tile<T>(a, i0, j0, acc, As, Bs);
+#pragma unroll
+    for (int r = 0; r < 4; r++) {
+        const i64 i = v1_row(i0, r);
+        if (i >= a.nA) continue;
+        const float thr = a.thr[i];
+#pragma unroll
+        for (int c = 0; c < 4; c++) {
+            const i64 j = v1_col(j0, c);
+            if (j < a.nB) topk_emit(a, i, j, acc[r][c], thr);
+        }
+    }
+}
+
+DEV void topk_v2(const SimArgs& a) {
+    __shared__ __attribute__((aligned(16))) u16 As[V2_TILE * V2_LDS];
+    __shared__ __attribute__((aligned(16))) u16 Bs[V2_TILE * V2_LDS];
+    const i64 i0 = (i64)ctaid_x() * V2_TILE, j0 = (i64)ctaid_y() * V2_TILE;
+    float acc[4][4][4];
+    v2_tile(a, i0, j0, acc, As, Bs);
+#pragma unroll
+    for (int mt = 0; mt < 4; mt++) {
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const i64 i = v2_row(i0, mt, 2 * h);
+            if (i >= a.nA) continue;
+            const float thr = a.thr[i];
+#pragma unroll
+            for (int nt = 0; nt < 4; nt++) {
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    const i64 j = v2_col(j0, nt, e);
+                    if (j < a.nB) topk_emit(a, i, j, acc[mt][nt][2 * h + e], thr);
+                }
+            }
+        }
+    }
+}
+
+KERNEL __launch_bounds__(V1_THREADS) void topk_kernel1_f32(SimArgs a) { topk_v1<float>(a); }
+KERNEL __launch_bounds__(V1_THREADS) void topk_kernel1_f16(SimArgs a) { topk_v1<u16>(a); }
+KERNEL __launch_bounds__(V2_THREADS) void topk_kernel2_f16(SimArgs a) { topk_v2(a); }
+
+// ----------------------------------------------------------------------------
+// selection
+
+// SelectArgs is the by-value parameter of topk_select (all fields 8 bytes;
+// Go twin: selectArgs in ptx.go).
+struct SelectArgs {
+    u64* keys;  // nq x cap candidate keys
+    u32* count; // nq: candidates held (<= cap)
+    float* thr; // nq: thresholds, raised here
+    u64* out;   // nq x k final keys (0 = padding), or null
+    i64 nq;
+    i64 cap;
+    i64 k;
+};
+
+#define SEL_THREADS 256
+
+// topk_select: grid.x = nq, 256 threads. With n = count[q] >= k it finds
+// the k-th largest key by MSB-first radix select (8 rounds of 8-bit
+// histograms in shared memory; keys are distinct, so exactly k keys are
+// >= it), moves those k keys to the front of the query's slots in index
+// order (in place: tile by tile, a ballot scan gives each kept key a slot
+// <= its own), sets count[q] = k and thr[q] = value of the k-th key.
+// With out set it then copies the first min(n, k) keys to out[q*k ...] and
+// pads with key 0.
+KERNEL __launch_bounds__(SEL_THREADS) void topk_select(SelectArgs s) {
+    __shared__ u32 hist[256];
+    __shared__ u32 wsum[SEL_THREADS / 32];
+    __shared__ u32 s_digit, s_rank;
+    const i64 q = ctaid_x();
+    if (q >= s.nq) return;
+    const int tid = tid_x(), lane = tid & 31, warp = tid >> 5;
+    u64* kq = s.keys + q * s.cap;
+    u32 n = s.count[q];
+    if ((i64)n > s.cap) n = (u32)s.cap; // the host redoes overflowed ranges first
+    const u32 k = (u32)s.k;
+    u32 m = n;
+    if (n >= k) {
+        u64 prefix = 0, mask = 0;
+        u32 rank = k; // 1-based rank, from the top, among keys matching prefix
+        for (int shift = 56; shift >= 0; shift -= 8) {
+            for (int b = tid; b < 256; b += SEL_THREADS) hist[b] = 0;
+            sync_threads();
+            for (u32 x = tid; x < n; x += SEL_THREADS) {
+                const u64 key = kq[x];
+                if ((key & mask) == prefix) atomic_add_u32(&hist[(key >> shift) & 255], 1);
+            }
+            sync_threads();
+            if (tid == 0) {
+                u32 cum = 0;
+                int d = 255;
+                for (; d > 0; d--) {
+                    if (cum + hist[d] >= rank) break;
+                    cum += hist[d];
+                }
+                s_digit = (u32)d;
+                s_rank = rank - cum;
+            }
+            sync_threads();
+            prefix |= (u64)s_digit << shift;
+            mask |= (u64)255 << shift;
+            rank = s_rank;
+            sync_threads();
+        }
+        const u64 kth = prefix;
+        if (n > k) {
+            u32 outBase = 0;
+            for (u32 base = 0; base < n; base += SEL_THREADS) {
+                const u32 x = base + tid;
+                u64 key = 0;
+                bool keep = false;
+                if (x < n) {
+                    key = kq[x];
+                    keep = key >= kth;
+                }
+                const u32 bal = ballot(keep);
+                const u32 before = __builtin_popcount(bal & ((1u << lane) - 1u));
+                if (lane == 0) wsum[warp] = __builtin_popcount(bal);
+                sync_threads(); // every key of this tile is read before any is written
+                u32 off = outBase, total = 0;
+                for (int w = 0; w < SEL_THREADS / 32; w++) {
+                    const u32 c = wsum[w];
+                    if (w < warp) off += c;
+                    total += c;
+                }
+                if (keep) kq[off + before] = key;
+                outBase += total;
+                sync_threads();
+            }
+        }
+        m = k;
+        if (tid == 0) {
+            s.thr[q] = key_value(kth);
+            s.count[q] = k;
+        }
+    }
+    if (s.out) {
+        sync_threads();
+        for (u32 r = tid; r < k; r += SEL_THREADS) s.out[q * s.k + r] = r < m ? kq[r] : 0;
+    }
+}

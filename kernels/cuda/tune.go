@@ -1,0 +1,43 @@
+package cuda
+
+// tunables of the host side, in one place (FAISS style). Every Backend
+// copies defaultTunables; the tests shrink them so that every chunk, split
+// and block boundary is crossed on tiny inputs.
+type tunables struct {
+	// chunkBytes bounds one streamed chunk of packed rows (base rows for
+	// TopK/MaxArg/ShiftedMax, points for NearestCentroid, rows of x for
+	// PrefixMax). Two device buffers and two page-locked staging buffers of
+	// this size exist while an op runs: chunk c is computed while chunk c+1
+	// is packed and copied (see stream in pack.go).
+	chunkBytes int
+
+	// topkHeadroom is the minimum number of candidate slots per query
+	// beyond k; the headroom is max(topkHeadroom, topkHeadroomPerK·k) and
+	// the slots k + headroom. A base range of at most headroom rows can
+	// never overflow them; ranges double while the fullest query gains at
+	// most a quarter of the headroom per range, and halve above a half.
+	topkHeadroom     int
+	topkHeadroomPerK float64
+
+	// topkBytes bounds the device memory of one query block's candidate
+	// slots; more queries than fit are processed in query blocks, each
+	// streaming the whole base.
+	topkBytes int
+
+	// maxGridY is CUDA's limit on grid.y: one launch covers at most
+	// maxGridY*tile B rows; larger B sets are launched in slices.
+	maxGridY int
+
+	// residentFrac: the sets kept whole on the device (queries, centroids,
+	// PrefixMax's x) may take at most this fraction of free device memory.
+	residentFrac float64
+}
+
+var defaultTunables = tunables{
+	chunkBytes:       256 << 20,
+	topkHeadroom:     4096,
+	topkHeadroomPerK: 1,
+	topkBytes:        4 << 30,
+	maxGridY:         maxGridY,
+	residentFrac:     0.5,
+}
