@@ -9,7 +9,7 @@ QUICK     := data/quickstart
 SHARED    ?= ../shared
 TEST_TIMEOUT ?= 1200s
 
-.PHONY: all deps build run test test-go test-noasm lint bench slurm-up parquet-testdata clean
+.PHONY: all deps build run test test-go test-noasm lint bench slurm-up parquet-testdata clean ptx gpu-check
 
 all: build
 
@@ -40,7 +40,7 @@ lint:
 
 # With the local Slurm up, the tests that submit real jobs must run (not skip).
 test-go:
-	HPCRUN_REQUIRE_REFS=1 HPCRUN_REQUIRE_SLURM=$$(test -f .slurm-up && echo 1 || echo 0) \
+	HPCRUN_REQUIRE_REFS=1 HPCRUN_REQUIRE_CLANG=1 HPCRUN_REQUIRE_SLURM=$$(test -f .slurm-up && echo 1 || echo 0) \
 	  $(GO) test -timeout $(TEST_TIMEOUT) ./...
 
 # the pure-Go twins of every assembly kernel
@@ -61,6 +61,14 @@ parquet-testdata:
 	tmp=$$(mktemp -d) && cp scripts/make-parquet-testdata.mjs $$tmp/ && \
 	  (cd $$tmp && npm init -y >/dev/null && npm install --silent @duckdb/node-api@1.5.6-r.1 && \
 	   node make-parquet-testdata.mjs $(CURDIR)/dataset/testdata) && rm -rf $$tmp
+
+# Regenerates kernels/cuda/*.ptx from the .cu files (Debian clang-19, no CUDA toolkit).
+ptx:
+	bash scripts/ptx.sh
+
+# Builds gpu-bundle/ (git-ignored); then on a GPU node: bash gpu-bundle/run.sh [quick]
+gpu-check:
+	bash scripts/gpu-check.sh
 
 clean:
 	rm -rf bin runs

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"testing"
 
+	"hpcrun/kernels/cuda"
 	"hpcrun/synth"
 )
 
@@ -188,5 +189,27 @@ func TestRunLaunchesRankProcesses(t *testing.T) {
 		if strings.Contains(strings.ToLower(line), "secret=") {
 			t.Fatalf("secret logged: %s", line)
 		}
+	}
+}
+
+// runtime.backend = "cuda" without a GPU fails with one clear line; auto
+// falls back to the CPU and says so.
+func TestBackendChoice(t *testing.T) {
+	if _, err := cuda.Available(); err == nil {
+		t.Skip("a CUDA device answers here; this checks the machine without one")
+	}
+	dir := t.TempDir()
+	world := filepath.Join(dir, "world")
+	if _, err := synth.Write(world, synth.Presets["tiny"], 1); err != nil {
+		t.Fatal(err)
+	}
+	cfg := writeConfig(t, dir, tinyConfig(world, filepath.Join(dir, "work")))
+	code, out := run(t, "run", cfg, "--ranks", "1", "--set", `runtime.backend="cuda"`)
+	if first := strings.SplitN(out, "\n", 2)[0]; code != 1 || !strings.Contains(first, `runtime.backend = "cuda": kernels/cuda: no CUDA driver`) {
+		t.Fatalf("cuda without a GPU: exit %d, first line %q", code, first)
+	}
+	code, out = run(t, "run", cfg, "--ranks", "1", "--set", `runtime.backend="auto"`)
+	if code != 0 || !strings.Contains(out, "backend auto: using cpu") || !strings.Contains(out, "no CUDA driver") {
+		t.Fatalf("auto without a GPU: exit %d\n%s", code, out)
 	}
 }

@@ -2,17 +2,18 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 
 	"hpcrun/collective"
 	"hpcrun/configs"
 	"hpcrun/kernels"
+	"hpcrun/kernels/cuda"
 	"hpcrun/slurm"
 	"hpcrun/stages"
 )
@@ -83,6 +84,11 @@ func cmdRun(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if c, ok := backend.(interface{ Close() error }); ok {
+		defer c.Close()
+	} else if c, ok := backend.(interface{ Close() }); ok {
+		defer c.Close()
+	}
 	comm, err := collective.Connect(ctx, *opts)
 	if err != nil {
 		return fmt.Errorf("rank %d: joining the job: %w", opts.Rank, err)
@@ -144,16 +150,51 @@ func rankOptions(cfg *configs.Config) (*collective.Options, int, error) {
 // pickBackend chooses the similarity engine: cpu, or cuda when asked for
 // and available; auto falls back to cpu with one log line.
 func pickBackend(cfg *configs.Config, threads int, log *slog.Logger, narrate bool) (kernels.Backend, error) {
+	gpu := gpuOrdinal()
 	switch cfg.Runtime.Backend {
 	case "cuda":
-		return nil, errors.New(`runtime.backend = "cuda": the CUDA backend is not built into this hpcrun yet (use "cpu" or "auto")`)
-	case "auto":
-		if !narrate {
-			break
+		b, err := cuda.New(gpu, threads)
+		if err != nil {
+			return nil, fmt.Errorf(`runtime.backend = "cuda": %w`, err)
 		}
-		log.Info("backend auto: using cpu", "threads", threads, "features", kernels.CPUFeatures())
+		if narrate {
+			log.Info("backend cuda", "gpu", gpu)
+		}
+		return b, nil
+	case "auto":
+		desc, err := cuda.Available()
+		if err == nil {
+			b, nerr := cuda.New(gpu, threads)
+			if nerr == nil {
+				if narrate {
+					log.Info("backend auto: using cuda", "device", desc, "gpu", gpu)
+				}
+				return b, nil
+			}
+			err = nerr
+		}
+		if narrate {
+			log.Info("backend auto: using cpu", "reason", err.Error(), "threads", threads, "features", kernels.CPUFeatures())
+		}
 	}
 	return kernels.NewCPU(threads), nil
+}
+
+// gpuOrdinal is the GPU this rank uses: under Slurm the one its local rank
+// and CUDA_VISIBLE_DEVICES give it; otherwise local rank mod device count.
+func gpuOrdinal() int {
+	if slurm.InSlurm() {
+		if se, err := slurm.LoadEnv(os.Getenv); err == nil {
+			if g := se.GPU(); g.OK() {
+				return g.Ordinal
+			}
+		}
+	}
+	local, _ := strconv.Atoi(os.Getenv(collective.EnvLocalRank))
+	if n, err := cuda.DeviceCount(); err == nil && n > 0 {
+		return local % n
+	}
+	return 0
 }
 
 func firstNonEmpty(a ...string) string {
