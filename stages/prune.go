@@ -16,12 +16,15 @@ package stages
 //     that image's threshold. Every base row is tested: nothing is missed;
 //     - near/far (when near_far_sizes is set): Backend.MaxArg per eval set,
 //     and this rank's n most / least similar rows among those kept;
-//     - the paper's approximate rule: the exact top-`prune.candidates` of
-//     every eval image (sims.go's runTopK), then the threshold; rank 0
-//     counts how many exactly-pruned ids it misses.
-//  3. Each rank writes its sorted id lists (pruned and kept, per eval set
+//     - every eval image's nearest base point (top-1, for the report).
+//  3. The paper's approximate rule (top-`prune.candidates` of every eval
+//     image, then the threshold), computed exactly from the pruned rows
+//     alone (see approxRule for why that is the same set, at a fraction of
+//     a k = 20,000 search over the whole base); rank 0 counts how many
+//     exactly-pruned ids it misses.
+//  4. Each rank writes its sorted id lists (pruned and kept, per eval set
 //     and combined) as part files; rank 0 merges them into the outputs.
-//  4. Rank 0 writes the subsets (random ones from job.seed; near/far from
+//  5. Rank 0 writes the subsets (random ones from job.seed; near/far from
 //     the merged per-rank candidates), prune/<eval>/thresholds.npy, the
 //     report entry and done.json.
 //
@@ -32,6 +35,7 @@ import (
 	"bufio"
 	"container/heap"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"math"
@@ -43,6 +47,7 @@ import (
 	"hpcrun/collective"
 	"hpcrun/configs"
 	"hpcrun/dataset"
+	"hpcrun/kernels"
 )
 
 func init() { registry["prune"] = runPrune }
@@ -66,11 +71,11 @@ func runPrune(ctx context.Context, env *Env) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	scan, err := openBaseScan(env, p.Base, max(cfg.Runtime.BlockRows, 2*p.Candidates))
+	scan, err := openBaseScan(env, p.Base, scanBlockRows(cfg, p.Candidates))
 	if err != nil {
 		return nil, fmt.Errorf("base %s: %w", p.Base, err)
 	}
-	ref, err := openBaseScan(env, p.Reference, cfg.Runtime.BlockRows)
+	ref, err := openBaseScan(env, p.Reference, scanBlockRows(cfg, 1))
 	if err != nil {
 		return nil, fmt.Errorf("reference %s: %w", p.Reference, err)
 	}
@@ -118,32 +123,35 @@ func runPrune(ctx context.Context, env *Env) (*Result, error) {
 		return nil, err
 	}
 
-	// 2. one scan of the base: exact rule, near/far candidates, approximate rule
+	// 2. one scan of the base: exact rule, near/far candidates, nearest base
+	// neighbour of every eval image (top-1)
 	nmax := 0
 	for _, n := range p.NearFarSizes {
 		nmax = max(nmax, n)
 	}
 	ps := newPruneSink(env, evals, thr, nmax)
-	approx := make([][]int64, len(evals))
 	nnBase := make([][]float32, len(evals))
 	sets = sets[:0]
 	for e, ev := range evals {
-		sets = append(sets, topkSet{Q: ev.Q, Tag: "cand-" + ev.Name, owner: e})
+		sets = append(sets, topkSet{Q: ev.Q, Tag: "nn-" + ev.Name, owner: e})
 	}
-	k := p.Candidates
-	err = runTopK(ctx, env, scan, sets, k, []scanSink{ps}, xfer, func(e, q0 int, s *topkState) error {
-		for i := 0; i < s.nq; i++ {
-			t := thr[e][q0+i]
-			nnBase[e] = append(nnBase[e], s.val[i*k])
-			for j := i * k; j < (i+1)*k && s.row[j] >= 0 && s.val[j] > t; j++ {
-				approx[e] = append(approx[e], s.id[j])
-			}
-		}
+	err = runTopK(ctx, env, scan, sets, 1, []scanSink{ps}, xfer, func(e, _ int, s *topkState) error {
+		nnBase[e] = append(nnBase[e], s.val...)
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("base %s: %w", p.Base, err)
 	}
+	// the paper's approximate rule, from the pruned rows alone
+	k := p.Candidates
+	approx := make([][]int64, len(evals))
+	over := make([]int, len(evals))
+	for e := range evals {
+		if approx[e], over[e], err = ps.approxRule(ctx, e, k, xfer); err != nil {
+			return nil, err
+		}
+	}
+	ps.pF16, ps.pF32 = nil, nil
 
 	// 3. id lists: per-rank parts, merged on rank 0
 	counts, err := ps.writeLists(ctx, dir)
@@ -182,14 +190,15 @@ func runPrune(ctx context.Context, env *Env) (*Result, error) {
 			return nil, err
 		}
 		extra[ev.Name] = map[string]any{
-			"queries":                ev.Q.Rows,
-			"pruned":                 counts[pruneList(ev.Name, "prune")],
-			"kept":                   counts[pruneList(ev.Name, "keep")],
-			"approx_pruned":          len(a),
-			"approx_missed":          len(diffSorted(exact, a)),
-			"approx_not_exact":       len(diffSorted(a, exact)),
-			"nn_base_quantiles":      quantileMap(nnBase[e]),
-			"nn_reference_quantiles": quantileMap(thr[e]),
+			"queries":                 ev.Q.Rows,
+			"pruned":                  counts[pruneList(ev.Name, "prune")],
+			"kept":                    counts[pruneList(ev.Name, "keep")],
+			"approx_pruned":           len(a),
+			"approx_missed":           len(diffSorted(exact, a)),
+			"approx_not_exact":        len(diffSorted(a, exact)),
+			"queries_over_candidates": over[e],
+			"nn_base_quantiles":       quantileMap(nnBase[e]),
+			"nn_reference_quantiles":  quantileMap(thr[e]),
 		}
 	}
 	exact, err := dataset.ReadInt64(filepath.Join(dir, "combined", "prune_ids.npy"))
@@ -261,6 +270,10 @@ type pruneSink struct {
 	near, far []*topkState
 	comb      []bool
 	cand      []int
+	// the pruned rows (for any eval set): the approximate rule's input
+	pRows, pIDs []int64
+	pF16        []uint16
+	pF32        []float32
 }
 
 func newPruneSink(env *Env, evals []*evalSet, thr [][]float32, nmax int) *pruneSink {
@@ -293,7 +306,19 @@ func (p *pruneSink) add(b scanBlock) error {
 		}
 	}
 	p.kept = append(p.kept, b.IDs...)
-	if p.near[0] == nil {
+	d := b.M.Dim
+	for j, pruned := range p.comb {
+		if !pruned {
+			continue
+		}
+		p.pRows, p.pIDs = append(p.pRows, b.Rows[j]), append(p.pIDs, b.IDs[j])
+		if b.M.F16 != nil {
+			p.pF16 = append(p.pF16, b.M.F16[j*d:(j+1)*d]...)
+		} else {
+			p.pF32 = append(p.pF32, b.M.F32[j*d:(j+1)*d]...)
+		}
+	}
+	if len(p.evals) == 0 || p.near[0] == nil {
 		return nil
 	}
 	for e, ev := range p.evals {
@@ -323,6 +348,128 @@ func (p *pruneSink) add(b scanBlock) error {
 		}
 	}
 	return nil
+}
+
+// approxRule is the paper's approximate rule for eval set e: an id is
+// pruned when it is among the top-cand base points of some eval image q and
+// its similarity exceeds thr[q]. It is computed from the exactly pruned rows
+// alone, with the same result as a top-cand search over the whole base:
+// every point ranked above an exceeding point x in q's list also exceeds
+// thr[q], hence is pruned, so x's rank in q's list is its rank among q's
+// exceeding pruned points (value, then base row, as TopK orders them), and
+// the similarities are the same dot products the scan computed. The result
+// (on rank 0) is sorted; over counts the eval images with more than cand
+// exceeding points, the only ones whose list can miss any.
+//
+// Each rank finds, for every eval image, its exceeding pruned rows in TopK
+// order (at most cand+1 of them: a rank's share of the global top cand is
+// within its own top cand); rank 0 merges.
+func (p *pruneSink) approxRule(ctx context.Context, e, cand int, dir string) (ids []int64, over int, err error) {
+	env := p.env
+	ev, thr := p.evals[e], p.thr[e]
+	nq, n, d := ev.Q.Rows, len(p.pRows), ev.Q.Dim
+	P := kernels.F32Matrix(p.pF32, n, d)
+	if p.pF16 != nil {
+		P = kernels.F16Matrix(p.pF16, n, d)
+	}
+	type hit struct {
+		v       float32
+		row, id int64
+	}
+	// TopK of every eval image over this rank's pruned rows, with K grown
+	// (x8) only for the images whose K best all exceed the threshold; K
+	// stops at cand+1 (enough to tell "more than cand").
+	lists := make([][]hit, nq)
+	pending := make([]int, nq)
+	for i := range pending {
+		pending[i] = i
+	}
+	for K := min(n, 64, cand+1); n > 0 && len(pending) > 0; K = min(n, 8*K, cand+1) {
+		qc := max(1, (64<<20)/(12*K)) // a TopK result of at most 64 MiB
+		var next []int
+		for c0 := 0; c0 < len(pending); c0 += qc {
+			chunk := pending[c0:min(len(pending), c0+qc)]
+			qx := make([]float32, 0, len(chunk)*d)
+			for _, q := range chunk {
+				qx = append(qx, ev.Q.F32[q*d:(q+1)*d]...)
+			}
+			r, err := env.Backend.TopK(kernels.F32Matrix(qx, len(chunk), d), P, kernels.TopKOptions{K: K})
+			if err != nil {
+				return nil, 0, err
+			}
+			for i, q := range chunk {
+				vals, idx := r.Row(i)
+				var h []hit
+				for j, x := range idx {
+					if x < 0 || !(vals[j] > thr[q]) {
+						break
+					}
+					h = append(h, hit{vals[j], p.pRows[x], p.pIDs[x]})
+				}
+				if len(h) == K && K < min(n, cand+1) {
+					next = append(next, q) // saturated: look further
+					continue
+				}
+				lists[q] = h
+			}
+		}
+		pending = next
+	}
+	// per eval image: its exceeding count, then its best cand hits
+	sortHits := func(h []hit) {
+		slices.SortFunc(h, func(a, b hit) int {
+			if topkBefore(false, a.v, a.row, b.v, b.row) {
+				return -1
+			}
+			return 1
+		})
+	}
+	var buf []byte
+	for _, h := range lists {
+		buf = binary.LittleEndian.AppendUint64(buf, uint64(len(h))) // at most cand+1
+		h = h[:min(len(h), cand)]
+		buf = binary.LittleEndian.AppendUint64(buf, uint64(len(h)))
+		for _, x := range h {
+			buf = binary.LittleEndian.AppendUint32(buf, math.Float32bits(x.v))
+			buf = binary.LittleEndian.AppendUint64(buf, uint64(x.row))
+			buf = binary.LittleEndian.AppendUint64(buf, uint64(x.id))
+		}
+	}
+	parts, err := gatherBytes(ctx, env, dir, "approx-"+ev.Name, buf)
+	if err != nil || env.Rank() != 0 {
+		return nil, 0, err
+	}
+	counts := make([]uint64, nq)
+	lists = make([][]hit, nq)
+	for r, b := range parts {
+		for q := 0; q < nq; q++ {
+			if len(b) < 16 {
+				return nil, 0, fmt.Errorf("approximate rule: short data from rank %d", r)
+			}
+			counts[q] += binary.LittleEndian.Uint64(b)
+			m := int(binary.LittleEndian.Uint64(b[8:]))
+			b = b[16:]
+			if len(b) < 20*m {
+				return nil, 0, fmt.Errorf("approximate rule: short data from rank %d", r)
+			}
+			for j := 0; j < m; j++ {
+				lists[q] = append(lists[q], hit{math.Float32frombits(binary.LittleEndian.Uint32(b)),
+					int64(binary.LittleEndian.Uint64(b[4:])), int64(binary.LittleEndian.Uint64(b[12:]))})
+				b = b[20:]
+			}
+		}
+	}
+	ids = []int64{}
+	for q, h := range lists {
+		if counts[q] > uint64(cand) {
+			over++
+		}
+		sortHits(h)
+		for _, x := range h[:min(len(h), cand)] {
+			ids = append(ids, x.id)
+		}
+	}
+	return uniqueSorted(ids), over, nil
 }
 
 // pruneList names an output list: prune/<set>/<kind>_ids.npy.

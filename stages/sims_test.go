@@ -18,6 +18,7 @@ import (
 	"strings"
 	"testing"
 
+	"hpcrun/collective"
 	"hpcrun/configs"
 	"hpcrun/dataset"
 	"hpcrun/kernels"
@@ -69,6 +70,9 @@ path = "data/imagenet-sketch"
 
 func simsRun(t testing.TB, cfg *configs.Config, ranks int, only ...string) {
 	t.Helper()
+	// blocks of runtime.block_rows (700): several per shard
+	defer func(n int) { simsScanRows = n }(simsScanRows)
+	simsScanRows = 0
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if err := RunInProcess(context.Background(), cfg, ranks, only, log); err != nil {
 		t.Fatal(err)
@@ -559,7 +563,7 @@ func checkPruneCombined(t *testing.T, cfg *configs.Config, work, ref string, nea
 // second run skips; the dedup filter matches the numpy reference.
 func TestSimsPruneRanksIdentical(t *testing.T) {
 	dir, truth := simsWorld(t)
-	extra := fmt.Sprintf(simsPruneTOML, 3500, 3200) + `
+	extra := fmt.Sprintf(simsPruneTOML, 3500, 1) + `
 [kmeans]
 dataset = "laion"
 [dedup]
@@ -619,7 +623,7 @@ dataset = "laion"
 		t.Fatalf("%d padding entries, want %d", pads, want)
 	}
 	// the numpy reference with the dedup filter (k above the base size)
-	ref := simsRef(t, cfg1, dir, "laion", keepPath, 3500, true, 3200, []int{5, 40})
+	ref := simsRef(t, cfg1, dir, "laion", keepPath, 3500, true, 1, []int{5, 40})
 	for _, ev := range []string{"imagenet-val", "imagenet-sketch"} {
 		rs := loadRefSims(t, ref, ev)
 		got := filepath.Join(cfg1.Job.Workdir, "sims", "laion", ev)
@@ -782,6 +786,72 @@ func TestQuantileMap(t *testing.T) {
 	for key, want := range map[string]float64{"q0": 1, "q0.25": 1.75, "q0.5": 2.5, "q0.99": 3.97, "q1": 4, "mean": 2.5} {
 		if math.Abs(q[key]-want) > 1e-9 {
 			t.Fatalf("%s = %v, want %v", key, q[key], want)
+		}
+	}
+}
+
+// TestApproxRuleGrowth: the approximate rule from the pruned rows equals the
+// literal rule (top-cand of every eval image over all rows, then the
+// threshold) when many rows exceed a threshold, so that K grows (64, then
+// cand+1) and lists are cut at cand.
+func TestApproxRuleGrowth(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	const nq, n, d = 7, 900, 8
+	gen := func(rows int) []float32 {
+		x := make([]float32, rows*d)
+		for i := range x {
+			x[i] = float32(rng.NormFloat64())
+		}
+		return x
+	}
+	q, b := gen(nq), gen(n)
+	be := kernels.Naive{}
+	full, err := be.TopK(kernels.F32Matrix(q, nq, d), kernels.F32Matrix(b, n, d), kernels.TopKOptions{K: n})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cand := range []int{1, 5, 100, 2000} {
+		// thresholds: the 300th best of each query (many exceed), the last one none
+		thr := make([]float32, nq)
+		for i := range thr {
+			vals, _ := full.Row(i)
+			thr[i] = vals[300]
+		}
+		thr[nq-1] = 1e9
+		ev := &evalSet{Name: "e", Q: kernels.F32Matrix(q, nq, d)}
+		env := &Env{Comm: collective.NewNetwork(1, collective.NetworkOptions{}).Comms()[0], Backend: be}
+		ps := newPruneSink(env, []*evalSet{ev}, [][]float32{thr}, 0)
+		rows, ids := make([]int64, n), make([]int64, n)
+		for i := range rows {
+			rows[i], ids[i] = int64(i), int64(5000+i)
+		}
+		if err := ps.add(scanBlock{M: kernels.F32Matrix(b, n, d), Rows: rows, IDs: ids}); err != nil {
+			t.Fatal(err)
+		}
+		got, over, err := ps.approxRule(context.Background(), 0, cand, t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want []int64
+		wantOver := 0
+		for i := 0; i < nq; i++ {
+			vals, idx := full.Row(i)
+			c := 0
+			for j := range vals {
+				if vals[j] > thr[i] {
+					c++
+					if j < cand {
+						want = append(want, 5000+idx[j])
+					}
+				}
+			}
+			if c > cand {
+				wantOver++
+			}
+		}
+		want = uniqueSorted(want)
+		if !slices.Equal(got, want) || over != wantOver {
+			t.Fatalf("cand=%d: %d ids (over %d), want %d (over %d)", cand, len(got), over, len(want), wantOver)
 		}
 	}
 }
