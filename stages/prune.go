@@ -9,7 +9,10 @@ package stages
 //  1. Thresholds: thr[q] = the top-1 similarity of eval image q to
 //     prune.reference (the sims machinery with k = 1: exact, over all
 //     reference rows, sharded across ranks). Rank 0 broadcasts them.
-//  2. One scan of the base (after dedup, when dedup ran on it), with sinks:
+//  2. One scan of the base (after dedup, when dedup ran on it), with sinks
+//     (what the sims stage already computed from the same inputs, each eval
+//     image's nearest base point and every base point's maxsim, is read
+//     instead; report.json lists those eval sets under from_sims):
 //     - the exact rule: Backend.ShiftedMax(eval, block, thr) gives, per base
 //     row, max_q (sim(q, row) - thr[q]); the row is pruned for that eval set
 //     when it is > 0, i.e. when its similarity to some eval image exceeds
@@ -71,7 +74,7 @@ func runPrune(ctx context.Context, env *Env) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	scan, err := openBaseScan(env, p.Base, scanBlockRows(cfg, p.Candidates))
+	scan, err := openBaseScan(env, p.Base, scanBlockRows(cfg, 1))
 	if err != nil {
 		return nil, fmt.Errorf("base %s: %w", p.Base, err)
 	}
@@ -123,6 +126,17 @@ func runPrune(ctx context.Context, env *Env) (*Result, error) {
 		return nil, err
 	}
 
+	// What the sims stage computed for (base, eval) from the same inputs is
+	// read, not computed again: each eval image's nearest base point, and
+	// every base point's maxsim (near/far).
+	var none []map[string]any
+	fresh, err := agreeTodo(ctx, env, len(evals), func(e int) (bool, map[string]any) {
+		return simsPairReusable(cfg, scan, evals[e]), nil
+	}, &none)
+	if err != nil {
+		return nil, err
+	}
+
 	// 2. one scan of the base: exact rule, near/far candidates, nearest base
 	// neighbour of every eval image (top-1)
 	nmax := 0
@@ -133,12 +147,27 @@ func runPrune(ctx context.Context, env *Env) (*Result, error) {
 	nnBase := make([][]float32, len(evals))
 	sets = sets[:0]
 	for e, ev := range evals {
-		sets = append(sets, topkSet{Q: ev.Q, Tag: "nn-" + ev.Name, owner: e})
+		if slices.Contains(fresh, e) {
+			sets = append(sets, topkSet{Q: ev.Q, Tag: "nn-" + ev.Name, owner: e})
+			continue
+		}
+		if env.Rank() == 0 {
+			if nnBase[e], err = readColumn0(filepath.Join(simsPairDir(cfg, "sims", p.Base, ev.Name), "topk_sims.npy"), ev.Q.Rows); err != nil {
+				return nil, err
+			}
+		}
+		if nmax > 0 {
+			if err := ps.reuseMaxsim(ctx, e, scan, simsPairDir(cfg, "maxsim", p.Base, ev.Name)); err != nil {
+				return nil, err
+			}
+		}
 	}
-	err = runTopK(ctx, env, scan, sets, 1, []scanSink{ps}, xfer, func(e, _ int, s *topkState) error {
+	err = runTopK(ctx, env, scan, sets, 1, []scanSink{ps}, xfer, func(set, _ int, s *topkState) error {
+		e := sets[set].owner
 		nnBase[e] = append(nnBase[e], s.val...)
 		return nil
 	})
+	ps.closeMaxsim()
 	if err != nil {
 		return nil, fmt.Errorf("base %s: %w", p.Base, err)
 	}
@@ -175,6 +204,13 @@ func runPrune(ctx context.Context, env *Env) (*Result, error) {
 
 	// 4. rank 0: approximate rule vs exact, subsets, report
 	extra := map[string]any{"base": p.Base, "reference": p.Reference, "base_rows": nBase, "candidates": k}
+	var reused []string
+	for e, ev := range evals {
+		if !slices.Contains(fresh, e) {
+			reused = append(reused, ev.Name)
+		}
+	}
+	extra["from_sims"] = nonNilStrings(reused)
 	approxAll := []int64{}
 	for e, ev := range evals {
 		exact, err := dataset.ReadInt64(filepath.Join(dir, ev.Name, "prune_ids.npy"))
@@ -217,7 +253,7 @@ func runPrune(ctx context.Context, env *Env) (*Result, error) {
 		return nil, err
 	}
 	extra["subsets"] = subsets
-	if err := writeStamp(dir, stamp, extra); err != nil {
+	if err := writeStamp(dir, stageStamp{Stamp: stamp, Extra: extra}); err != nil {
 		return nil, err
 	}
 	return &Result{Items: nBase, Extra: extra}, nil
@@ -274,11 +310,13 @@ type pruneSink struct {
 	pRows, pIDs []int64
 	pF16        []uint16
 	pF32        []float32
+	// per eval set: the sims stage's maxsim, read instead of computed (nil: compute)
+	maxsim []*maxsimReader
 }
 
 func newPruneSink(env *Env, evals []*evalSet, thr [][]float32, nmax int) *pruneSink {
 	p := &pruneSink{env: env, evals: evals, thr: thr, pruned: make([][]int64, len(evals)),
-		near: make([]*topkState, len(evals)), far: make([]*topkState, len(evals))}
+		near: make([]*topkState, len(evals)), far: make([]*topkState, len(evals)), maxsim: make([]*maxsimReader, len(evals))}
 	if nmax > 0 {
 		for e := range evals {
 			p.near[e] = newTopkState(1, nmax, false)
@@ -322,7 +360,13 @@ func (p *pruneSink) add(b scanBlock) error {
 		return nil
 	}
 	for e, ev := range p.evals {
-		am, err := be.MaxArg(ev.Q, b.M)
+		var am kernels.ArgMax
+		var err error
+		if p.maxsim[e] != nil {
+			am.Val, err = p.maxsim[e].next(b.IDs)
+		} else {
+			am, err = be.MaxArg(ev.Q, b.M)
+		}
 		if err != nil {
 			return err
 		}
@@ -348,6 +392,111 @@ func (p *pruneSink) add(b scanBlock) error {
 		}
 	}
 	return nil
+}
+
+// reuseMaxsim makes near/far for eval set e read this rank's rows of the
+// sims stage's maxsim (dir/sims.npy, ids.npy: every kept base row in scan
+// order, so this rank's rows start after the rows of the ranks before it).
+func (p *pruneSink) reuseMaxsim(ctx context.Context, e int, scan *baseScan, dir string) error {
+	rows := []int64{scan.rows}
+	all, err := p.env.Comm.Allgatherv(ctx, collective.AsBytes(rows))
+	if err != nil {
+		return err
+	}
+	var off int64
+	for r := 0; r < p.env.Rank(); r++ {
+		v, err := collective.FromBytes[int64](all[r])
+		if err != nil || len(v) != 1 {
+			return fmt.Errorf("row count of rank %d: %d bytes", r, len(all[r]))
+		}
+		off += v[0]
+	}
+	m := &maxsimReader{}
+	for i, name := range []string{"sims.npy", "ids.npy"} {
+		path := filepath.Join(dir, name)
+		f, h, err := dataset.OpenNPY(path)
+		if err != nil {
+			m.close()
+			return err
+		}
+		m.files[i], m.names[i] = f, path
+		want := [2]dataset.DType{dataset.Float32, dataset.Int64}[i]
+		if len(h.Shape) != 1 || h.DType != want || int64(h.Shape[0]) < off+scan.rows {
+			m.close()
+			return fmt.Errorf("%s: %s %v, want %s of at least %d rows (rerun sims)", path, h.DType.Name(), h.Shape, want.Name(), off+scan.rows)
+		}
+		if _, err := f.Seek(h.DataOffset+off*int64(want.Size()), io.SeekStart); err != nil {
+			m.close()
+			return err
+		}
+		m.r[i] = bufio.NewReaderSize(f, 1<<20)
+	}
+	p.maxsim[e] = m
+	return nil
+}
+
+func (p *pruneSink) closeMaxsim() {
+	for _, m := range p.maxsim {
+		if m != nil {
+			m.close()
+		}
+	}
+}
+
+// maxsimReader streams a rank's rows of maxsim/<base>/<eval>/{sims,ids}.npy.
+type maxsimReader struct {
+	files [2]*os.File
+	names [2]string
+	r     [2]*bufio.Reader
+	vals  []float32
+	ids   []int64
+}
+
+// next returns the maxsim of the next len(ids) rows, checking that they
+// are these ids.
+func (m *maxsimReader) next(ids []int64) ([]float32, error) {
+	n := len(ids)
+	m.vals = slices.Grow(m.vals[:0], n)[:n]
+	m.ids = slices.Grow(m.ids[:0], n)[:n]
+	if _, err := io.ReadFull(m.r[0], collective.AsBytes(m.vals)); err != nil {
+		return nil, fmt.Errorf("%s: %w", m.names[0], err)
+	}
+	if _, err := io.ReadFull(m.r[1], collective.AsBytes(m.ids)); err != nil {
+		return nil, fmt.Errorf("%s: %w", m.names[1], err)
+	}
+	if !slices.Equal(m.ids, ids) {
+		return nil, fmt.Errorf("%s does not list the base rows this scan sees (rerun sims)", m.names[1])
+	}
+	return m.vals, nil
+}
+
+func (m *maxsimReader) close() {
+	for _, f := range m.files {
+		if f != nil {
+			f.Close()
+		}
+	}
+}
+
+// readColumn0 reads column 0 of a float32 [rows, k] .npy.
+func readColumn0(path string, rows int) ([]float32, error) {
+	f, h, err := dataset.OpenNPY(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if len(h.Shape) != 2 || h.DType != dataset.Float32 || h.Shape[0] != rows {
+		return nil, fmt.Errorf("%s: %s %v, want float32 [%d, k] (rerun sims)", path, h.DType.Name(), h.Shape, rows)
+	}
+	out := make([]float32, rows)
+	var b [4]byte
+	for i := range out {
+		if _, err := f.ReadAt(b[:], h.DataOffset+int64(i*h.Shape[1])*4); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		out[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[:]))
+	}
+	return out, nil
 }
 
 // approxRule is the paper's approximate rule for eval set e: an id is
@@ -673,6 +822,13 @@ func writeSubsets(cfg *configs.Config, dir string, nKeep int64, evals []*evalSet
 		}
 	}
 	return out, nil
+}
+
+func nonNilStrings(x []string) []string {
+	if x == nil {
+		return []string{}
+	}
+	return x
 }
 
 func nonNil(x []int64) []int64 {

@@ -288,7 +288,8 @@ func simsPairs(ctx context.Context, env *Env, scan *baseScan, evals []*evalSet, 
 			}
 			e[key] = quantileMap(o.first)
 		}
-		if err := writeStamp(simsPairDir(cfg, "sims", bname, ev.Name), stamps[i], e); err != nil {
+		st := stageStamp{Stamp: stamps[i], Extra: e, Inputs: simsPairInputs(scan, ev)}
+		if err := writeStamp(simsPairDir(cfg, "sims", bname, ev.Name), st); err != nil {
 			return nil, err
 		}
 		extra[ev.Name] = e
@@ -298,6 +299,34 @@ func simsPairs(ctx context.Context, env *Env, scan *baseScan, evals []*evalSet, 
 
 func simsPairDir(cfg *configs.Config, stage, base, eval string) string {
 	return filepath.Join(cfg.Job.Workdir, stage, base, eval)
+}
+
+// simsPairInputs stamps what a pair's outputs depend on besides k and
+// worst: every input file (base, dedup keep list, eval).
+func simsPairInputs(scan *baseScan, ev *evalSet) string {
+	return hashJSON([]string{scan.d.Name, scan.stamp, ev.Name, ev.stamp})
+}
+
+// simsPairReusable reports whether the sims stage's outputs for (base, ev)
+// are there and were made from the same inputs: then prune reads the
+// nearest-neighbour similarities and maxsim instead of computing them again.
+func simsPairReusable(cfg *configs.Config, scan *baseScan, ev *evalSet) bool {
+	dir := simsPairDir(cfg, "sims", scan.d.Name, ev.Name)
+	b, err := os.ReadFile(filepath.Join(dir, "done.json"))
+	if err != nil {
+		return false
+	}
+	var s stageStamp
+	if json.Unmarshal(b, &s) != nil || s.Inputs != simsPairInputs(scan, ev) {
+		return false
+	}
+	for _, p := range []string{filepath.Join(dir, "topk_sims.npy"), filepath.Join(cfg.Job.Workdir, "maxsim", scan.d.Name, ev.Name, "sims.npy"),
+		filepath.Join(cfg.Job.Workdir, "maxsim", scan.d.Name, ev.Name, "ids.npy")} {
+		if _, err := os.Stat(p); err != nil {
+			return false
+		}
+	}
+	return true
 }
 
 // ---------------------------------------------------------------- eval sets
@@ -1126,8 +1155,9 @@ func hashJSON(v any) string {
 // stageStamp is a done.json: the stamp of what made the outputs beside it,
 // and their report entry. It is written last.
 type stageStamp struct {
-	Stamp string         `json:"stamp"`
-	Extra map[string]any `json:"extra,omitempty"`
+	Stamp  string         `json:"stamp"`
+	Extra  map[string]any `json:"extra,omitempty"`
+	Inputs string         `json:"inputs,omitempty"` // sims pairs: the inputs' stamp alone (prune reuses the pair's outputs when it matches)
 }
 
 // readStamp reports whether dir/done.json holds stamp, and its extra.
@@ -1143,8 +1173,8 @@ func readStamp(dir, stamp string) (bool, map[string]any) {
 	return true, s.Extra
 }
 
-func writeStamp(dir, stamp string, extra map[string]any) error {
-	b, err := json.MarshalIndent(stageStamp{Stamp: stamp, Extra: extra}, "", "  ")
+func writeStamp(dir string, st stageStamp) error {
+	b, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		return err
 	}

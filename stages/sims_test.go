@@ -632,6 +632,26 @@ dataset = "laion"
 		checkPrune(t, cfg1.Job.Workdir, ref, ev, rs)
 	}
 
+	// prune without the sims stage's outputs (computing nearest neighbours
+	// and maxsim itself) writes the same files
+	cfgP := simsConfig(t, dir, "runP", extra)
+	if err := dataset.WriteInt64(filepath.Join(cfgP.Job.Workdir, "dedup", "keep_ids.npy"), keep); err != nil {
+		t.Fatal(err)
+	}
+	simsRun(t, cfgP, 2, "prune")
+	pOnly := outputFiles(t, cfgP.Job.Workdir)
+	for name, x := range a {
+		if strings.HasPrefix(name, "prune") && !bytes.Equal(x, pOnly[name]) {
+			t.Fatalf("%s differs when prune computes what sims computed", name)
+		}
+	}
+	if got, want := fmt.Sprint(reportExtra(t, cfgP.Job.Workdir, "prune")["from_sims"]), "[]"; got != want {
+		t.Fatalf("prune alone: from_sims = %s", got)
+	}
+	if got, want := fmt.Sprint(reportExtra(t, cfg1.Job.Workdir, "prune")["from_sims"]), "[imagenet-val imagenet-sketch]"; got != want {
+		t.Fatalf("sims then prune: from_sims = %s, want %s", got, want)
+	}
+
 	// a second run is skipped and changes nothing
 	simsRun(t, cfg3, 3, "sims", "prune")
 	status := reportStatus(t, cfg3.Job.Workdir)
@@ -673,6 +693,23 @@ func reportStatus(t testing.TB, work string) map[string]string {
 		out[k] = v.Status
 	}
 	return out
+}
+
+func reportExtra(t testing.TB, work, stage string) map[string]any {
+	t.Helper()
+	var rep struct {
+		Stages map[string]struct {
+			Extra map[string]any `json:"extra"`
+		} `json:"stages"`
+	}
+	b, err := os.ReadFile(filepath.Join(work, "report.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	return rep.Stages[stage].Extra
 }
 
 // outputFiles reads every .npy and .tar under work (relative name -> bytes).

@@ -233,7 +233,7 @@ func runSubsample(ctx context.Context, env *Env) (*Result, error) {
 	if s.WriteCls {
 		res.Extra["cls"] = "k-means cluster (kmeans/assignments.npy)"
 	}
-	return res, writeStamp(out, stamp, res.Extra)
+	return res, writeStamp(out, stageStamp{Stamp: stamp, Extra: res.Extra})
 }
 
 // listTars is dir's *.tar files, sorted by name.
