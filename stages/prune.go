@@ -53,7 +53,7 @@ import (
 	"hpcrun/kernels"
 )
 
-func init() { registry["prune"] = runPrune }
+func init() { registry["prune"] = barrierAfter(runPrune) }
 
 // pruneStampOf is what decides whether prune's outputs are up to date.
 type pruneStampOf struct {

@@ -93,7 +93,23 @@ const topkEntryBytes = 52
 
 // ---------------------------------------------------------------- the stage
 
-func init() { registry["sims"] = runSims }
+func init() { registry["sims"] = barrierAfter(runSims) }
+
+// barrierAfter ends a stage with a barrier: rank 0 writes the merged
+// outputs last, and no rank may start the next stage (which reads them)
+// before they are there.
+func barrierAfter(f StageFunc) StageFunc {
+	return func(ctx context.Context, env *Env) (*Result, error) {
+		res, err := f(ctx, env)
+		if err != nil {
+			return nil, err
+		}
+		if err := env.Comm.Barrier(ctx); err != nil {
+			return nil, err
+		}
+		return res, nil
+	}
+}
 
 // simsPairStamp is what decides whether a (base, eval) pair is up to date.
 type simsPairStamp struct {

@@ -19,6 +19,7 @@ import (
 	"testing"
 
 	"hpcrun/collective"
+	"hpcrun/collective/natstest"
 	"hpcrun/configs"
 	"hpcrun/dataset"
 	"hpcrun/kernels"
@@ -891,4 +892,49 @@ func TestApproxRuleGrowth(t *testing.T) {
 			t.Fatalf("cand=%d: %d ids (over %d), want %d (over %d)", cand, len(got), over, len(want), wantOver)
 		}
 	}
+}
+
+// TestStagesOverNATS: sims, prune and subsample with 3 ranks joined by a
+// real embedded NATS server (partials of 3.5 MB, above its 1 MiB
+// max_payload) write the same bytes as one in-process rank.
+func TestStagesOverNATS(t *testing.T) {
+	dir, _ := simsWorld(t)
+	extra := fmt.Sprintf(simsPruneTOML, 3500, 2) + `
+[subsample]
+tars = "data/laion-tars"
+n_per_tar = 400
+`
+	cfg1 := simsConfig(t, dir, "run1", extra)
+	simsRun(t, cfg1, 1)
+	cfg3 := simsConfig(t, dir, "run3", extra)
+	comms := natstest.Ranks(t, 3)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	errs := make(chan error, 3)
+	defer func(n int) { simsScanRows = n }(simsScanRows)
+	simsScanRows = 0
+	for r, c := range comms {
+		go func() {
+			err := Run(context.Background(), &Env{Cfg: cfg3, Log: log, Comm: c, Threads: 1}, nil)
+			if err != nil {
+				c.Abort(err)
+				err = fmt.Errorf("rank %d: %w", r, err)
+			}
+			errs <- err
+		}()
+	}
+	for range comms {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, b := outputFiles(t, cfg1.Job.Workdir), outputFiles(t, cfg3.Job.Workdir)
+	if len(a) < 40 || !slices.Equal(keysOf(a), keysOf(b)) {
+		t.Fatalf("outputs differ: %v vs %v", keysOf(a), keysOf(b))
+	}
+	for name, x := range a {
+		if !bytes.Equal(x, b[name]) {
+			t.Fatalf("%s differs between 1 rank and 3 NATS ranks", name)
+		}
+	}
+	noLeftovers(t, cfg3.Job.Workdir)
 }

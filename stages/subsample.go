@@ -47,7 +47,7 @@ import (
 	"hpcrun/dataset"
 )
 
-func init() { registry["subsample"] = runSubsample }
+func init() { registry["subsample"] = barrierAfter(runSubsample) }
 
 // tarCount is one input tar's share of the layout.
 type tarCount struct {
