@@ -53,7 +53,7 @@ import (
 	"hpcrun/kernels"
 )
 
-func init() { registry["prune"] = barrierAfter(runPrune) }
+func init() { registry["prune"] = barrierAfter("prune", runPrune) }
 
 // pruneStampOf is what decides whether prune's outputs are up to date.
 type pruneStampOf struct {
@@ -97,7 +97,14 @@ func runPrune(ctx context.Context, env *Env) (*Result, error) {
 	}
 	stamp := hashJSON(st)
 	var extras []map[string]any
-	todo, err := agreeTodo(ctx, env, 1, func(int) (bool, map[string]any) { return readStamp(dir, stamp) }, &extras)
+	outs := []string{pruneList("combined", "prune"), pruneList("combined", "keep")}
+	for _, ev := range evals {
+		outs = append(outs, pruneList(ev.Name, "prune"), pruneList(ev.Name, "keep"))
+	}
+	for _, n := range p.RandomSizes {
+		outs = append(outs, filepath.Join("subsets", fmt.Sprintf("random_%d.npy", n)))
+	}
+	todo, err := agreeTodo(ctx, env, 1, func(int) (bool, map[string]any) { return readStamp(dir, stamp, outs...) }, &extras)
 	if err != nil {
 		return nil, err
 	}
@@ -200,7 +207,6 @@ func runPrune(ctx context.Context, env *Env) (*Result, error) {
 	if env.Rank() != 0 {
 		return &Result{Items: nBase}, nil
 	}
-	os.Remove(xfer)
 
 	// 4. rank 0: approximate rule vs exact, subsets, report
 	extra := map[string]any{"base": p.Base, "reference": p.Reference, "base_rows": nBase, "candidates": k}

@@ -93,12 +93,13 @@ const topkEntryBytes = 52
 
 // ---------------------------------------------------------------- the stage
 
-func init() { registry["sims"] = barrierAfter(runSims) }
+func init() { registry["sims"] = barrierAfter("sims", runSims) }
 
 // barrierAfter ends a stage with a barrier: rank 0 writes the merged
 // outputs last, and no rank may start the next stage (which reads them)
-// before they are there.
-func barrierAfter(f StageFunc) StageFunc {
+// before they are there. Then rank 0 removes the stage's transfer folder
+// (<stage>/.xfer, when empty): only now is no rank using it.
+func barrierAfter(stage string, f StageFunc) StageFunc {
 	return func(ctx context.Context, env *Env) (*Result, error) {
 		res, err := f(ctx, env)
 		if err != nil {
@@ -106,6 +107,9 @@ func barrierAfter(f StageFunc) StageFunc {
 		}
 		if err := env.Comm.Barrier(ctx); err != nil {
 			return nil, err
+		}
+		if env.Rank() == 0 {
+			os.Remove(filepath.Join(env.Cfg.Job.Workdir, stage, ".xfer"))
 		}
 		return res, nil
 	}
@@ -147,7 +151,14 @@ func runSims(ctx context.Context, env *Env) (*Result, error) {
 		}
 		var extras []map[string]any
 		todo, err := agreeTodo(ctx, env, len(evals), func(i int) (bool, map[string]any) {
-			return readStamp(simsPairDir(cfg, "sims", bname, evals[i].Name), stamps[i])
+			outs := []string{"topk_sims.npy", "topk_ids.npy"}
+			if sc.Worst {
+				outs = append(outs, "bottomk_sims.npy", "bottomk_ids.npy")
+			}
+			for _, f := range maxsimNames {
+				outs = append(outs, filepath.Join("..", "..", "..", "maxsim", bname, evals[i].Name, f+".npy"))
+			}
+			return readStamp(simsPairDir(cfg, "sims", bname, evals[i].Name), stamps[i], outs...)
 		}, &extras)
 		if err != nil {
 			return nil, err
@@ -897,9 +908,6 @@ func runTopK(ctx context.Context, env *Env, scan *baseScan, sets []topkSet, k in
 		}
 		pass++
 	}
-	if env.Rank() == 0 {
-		os.Remove(dir) // the transfer folder, when empty
-	}
 	return nil
 }
 
@@ -1176,11 +1184,17 @@ type stageStamp struct {
 	Inputs string         `json:"inputs,omitempty"` // sims pairs: the inputs' stamp alone (prune reuses the pair's outputs when it matches)
 }
 
-// readStamp reports whether dir/done.json holds stamp, and its extra.
-func readStamp(dir, stamp string) (bool, map[string]any) {
+// readStamp reports whether dir/done.json holds stamp and the outputs
+// (paths relative to dir) are all there, and the stamp's extra.
+func readStamp(dir, stamp string, outputs ...string) (bool, map[string]any) {
 	b, err := os.ReadFile(filepath.Join(dir, "done.json"))
 	if err != nil {
 		return false, nil
+	}
+	for _, o := range outputs {
+		if _, err := os.Stat(filepath.Join(dir, o)); err != nil {
+			return false, nil
+		}
 	}
 	var s stageStamp
 	if json.Unmarshal(b, &s) != nil || s.Stamp != stamp {

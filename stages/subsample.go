@@ -47,7 +47,7 @@ import (
 	"hpcrun/dataset"
 )
 
-func init() { registry["subsample"] = barrierAfter(runSubsample) }
+func init() { registry["subsample"] = barrierAfter("subsample", runSubsample) }
 
 // tarCount is one input tar's share of the layout.
 type tarCount struct {
@@ -97,7 +97,15 @@ func runSubsample(ctx context.Context, env *Env) (*Result, error) {
 		Format int
 	}{*s, st, 1})
 	var extras []map[string]any
-	todo, err := agreeTodo(ctx, env, 1, func(int) (bool, map[string]any) { return readStamp(out, stamp) }, &extras)
+	todo, err := agreeTodo(ctx, env, 1, func(int) (bool, map[string]any) {
+		ok, extra := readStamp(out, stamp)
+		n, _ := extra["output_tars"].(float64)
+		for j := 0; ok && j < int(n); j++ {
+			_, err := os.Stat(filepath.Join(out, fmt.Sprintf("%05d.tar", j)))
+			ok = err == nil
+		}
+		return ok, extra
+	}, &extras)
 	if err != nil {
 		return nil, err
 	}

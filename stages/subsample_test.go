@@ -175,7 +175,7 @@ print(n)`
 			t.Fatalf("python tarfile: %v %s, want %d members", err, outp, len(keep)*4)
 		}
 	}
-	// rerun: skipped; a lost tar (and done.json) is rewritten, the others kept
+	// rerun: skipped; a lost tar is rewritten, the others kept
 	simsRun(t, cfg3, 3, "subsample")
 	if s := reportStatus(t, cfg3.Job.Workdir)["subsample"]; s != "skipped" {
 		t.Fatalf("rerun: %s", s)
@@ -183,8 +183,10 @@ print(n)`
 	lost := out3[2]
 	st0, _ := os.Stat(out3[0])
 	os.Remove(lost)
-	os.Remove(filepath.Join(cfg3.Job.Workdir, "subsample", "done.json"))
 	simsRun(t, cfg3, 3, "subsample")
+	if s := reportStatus(t, cfg3.Job.Workdir)["subsample"]; s != "done" {
+		t.Fatalf("rerun with a tar lost: %s", s)
+	}
 	b1, _ := os.ReadFile(out1[2])
 	b3, err := os.ReadFile(lost)
 	if err != nil || !bytes.Equal(b1, b3) {
