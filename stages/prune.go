@@ -115,6 +115,9 @@ func runPrune(ctx context.Context, env *Env) (*Result, error) {
 	if len(todo) == 0 {
 		return &Result{Items: nBase, Extra: extras[0], Skipped: true}, nil
 	}
+	if env.Rank() == 0 {
+		os.Remove(filepath.Join(dir, "done.json")) // outputs half replaced are never "up to date"
+	}
 
 	// 1. thresholds: every eval image's top-1 similarity to the reference
 	thr := make([][]float32, len(evals))

@@ -202,16 +202,11 @@ func simsPairs(ctx context.Context, env *Env, scan *baseScan, evals []*evalSet, 
 		vals, ids *npyStream
 		first     []float32 // top-1 (or bottom-1) of every query
 	}
-	top := map[int]*outs{}
-	bottom := map[int]*outs{}
+	files := map[int]*outs{} // rank 0: per set
 	var first []scanSink
 	var maxsims []*maxsimSink
 	abort := func() {
-		for _, o := range top {
-			o.vals.abort()
-			o.ids.abort()
-		}
-		for _, o := range bottom {
+		for _, o := range files {
 			o.vals.abort()
 			o.ids.abort()
 		}
@@ -220,6 +215,10 @@ func simsPairs(ctx context.Context, env *Env, scan *baseScan, evals []*evalSet, 
 		}
 	}
 	for _, i := range todo {
+		if env.Rank() == 0 {
+			// the old stamp goes first: outputs half replaced are never "up to date"
+			os.Remove(filepath.Join(simsPairDir(cfg, "sims", bname, evals[i].Name), "done.json"))
+		}
 		ev := evals[i]
 		sets = append(sets, topkSet{Q: ev.Q, Tag: ev.Name + "-top", owner: i})
 		if sc.Worst {
@@ -252,9 +251,7 @@ func simsPairs(ctx context.Context, env *Env, scan *baseScan, evals []*evalSet, 
 		}
 		return o, nil
 	}
-	var files map[int]*outs
 	if env.Rank() == 0 {
-		files = map[int]*outs{}
 		for s := range sets {
 			o, err := open(s)
 			if err != nil {
@@ -262,11 +259,6 @@ func simsPairs(ctx context.Context, env *Env, scan *baseScan, evals []*evalSet, 
 				return nil, err
 			}
 			files[s] = o
-			if sets[s].Smallest {
-				bottom[s] = o
-			} else {
-				top[s] = o
-			}
 		}
 	}
 	onChunk := func(set, q0 int, st *topkState) error {

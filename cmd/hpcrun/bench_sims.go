@@ -135,11 +135,16 @@ func warm(paths ...string) error {
 	return nil
 }
 
-// scriptPath finds scripts/NAME beside the binary (bin/../scripts) or in
-// the current folder.
+// scriptPath finds scripts/NAME beside the binary (bin/../scripts), or in
+// the current folder or one above it (tests run in cmd/hpcrun).
 func scriptPath(name string) string {
+	var dirs []string
 	if exe, err := os.Executable(); err == nil {
-		p := filepath.Join(filepath.Dir(exe), "..", "scripts", name)
+		dirs = append(dirs, filepath.Join(filepath.Dir(exe), ".."))
+	}
+	dirs = append(dirs, ".", "..", filepath.Join("..", ".."))
+	for _, d := range dirs {
+		p := filepath.Join(d, "scripts", name)
 		if _, err := os.Stat(p); err == nil {
 			return p
 		}
