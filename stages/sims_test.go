@@ -938,3 +938,64 @@ n_per_tar = 400
 	}
 	noLeftovers(t, cfg3.Job.Workdir)
 }
+
+// TestSimsFloat32Base: a float32 copy of the float16 base (exact, so the
+// same dot products), deduplicated, gives the same bytes as the original.
+func TestSimsFloat32Base(t *testing.T) {
+	dir, truth := simsWorld(t)
+	cfg0 := simsConfig(t, dir, "run16", "")
+	laion, err := OpenDataset(cfg0, "laion")
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, err := laion.ReadAll(1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &dataset.EmbeddingsWriter{Root: filepath.Join(dir, "data", "laion32"), DType: dataset.Float32, Dim: laion.Dim, ShardRows: 1100}
+	if err := w.Add(x, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	removed := truth.ExpectedDedupRemoved()
+	var keep []int64
+	for id := int64(0); id < int64(truth.BaseRows); id++ { // synth's ids are the row numbers
+		if _, ok := slices.BinarySearch(removed, id); !ok {
+			keep = append(keep, id)
+		}
+	}
+	run := func(work, base string, ranks int) map[string][]byte {
+		cfg := simsConfig(t, dir, work, fmt.Sprintf(`
+[datasets.laion32]
+path = "data/laion32"
+[sims]
+base = [%q]
+eval = ["imagenet-val"]
+k = 20
+worst = true
+[kmeans]
+dataset = %q
+[dedup]
+`, base, base))
+		if err := dataset.WriteInt64(filepath.Join(cfg.Job.Workdir, "dedup", "keep_ids.npy"), keep); err != nil {
+			t.Fatal(err)
+		}
+		simsRun(t, cfg, ranks, "sims")
+		out := map[string][]byte{}
+		for name, b := range outputFiles(t, cfg.Job.Workdir) {
+			out[strings.Replace(name, base+"/", "BASE/", 1)] = b
+		}
+		return out
+	}
+	a, b := run("run16", "laion", 1), run("run32", "laion32", 2)
+	if len(a) != 7 || !slices.Equal(keysOf(a), keysOf(b)) {
+		t.Fatalf("outputs: %v vs %v", keysOf(a), keysOf(b))
+	}
+	for name, x := range a {
+		if !bytes.Equal(x, b[name]) {
+			t.Fatalf("%s differs between the float16 base and its float32 copy", name)
+		}
+	}
+}
