@@ -8,7 +8,9 @@ package stages
 //
 //  1. Thresholds: thr[q] = the top-1 similarity of eval image q to
 //     prune.reference (the sims machinery with k = 1: exact, over all
-//     reference rows, sharded across ranks). Rank 0 broadcasts them.
+//     reference rows, sharded across ranks; or column 0 of the sims stage's
+//     top-k when it ran on the same inputs, listed in report.json under
+//     thresholds_from_sims). Rank 0 broadcasts them.
 //  2. One scan of the base (after dedup, when dedup ran on it), with sinks
 //     (what the sims stage already computed from the same inputs, each eval
 //     image's nearest base point and every base point's maxsim, is read
@@ -120,13 +122,28 @@ func runPrune(ctx context.Context, env *Env) (*Result, error) {
 	}
 
 	// 1. thresholds: every eval image's top-1 similarity to the reference
+	// (read from the sims stage's top-k when it ran on the same inputs)
+	var none []map[string]any
+	freshRef, err := agreeTodo(ctx, env, len(evals), func(e int) (bool, map[string]any) {
+		return simsPairReusable(cfg, ref, evals[e]), nil
+	}, &none)
+	if err != nil {
+		return nil, err
+	}
 	thr := make([][]float32, len(evals))
 	var sets []topkSet
 	for e, ev := range evals {
-		sets = append(sets, topkSet{Q: ev.Q, Tag: "ref-" + ev.Name, owner: e})
+		if slices.Contains(freshRef, e) {
+			sets = append(sets, topkSet{Q: ev.Q, Tag: "ref-" + ev.Name, owner: e})
+		} else if env.Rank() == 0 {
+			if thr[e], err = readColumn0(filepath.Join(simsPairDir(cfg, "sims", p.Reference, ev.Name), "topk_sims.npy"), ev.Q.Rows); err != nil {
+				return nil, err
+			}
+		}
 	}
 	err = runTopK(ctx, env, ref, sets, 1, nil, xfer, func(set, _ int, s *topkState) error {
-		thr[set] = append(thr[set], s.val...)
+		e := sets[set].owner
+		thr[e] = append(thr[e], s.val...)
 		return nil
 	})
 	if err != nil {
@@ -139,7 +156,6 @@ func runPrune(ctx context.Context, env *Env) (*Result, error) {
 	// What the sims stage computed for (base, eval) from the same inputs is
 	// read, not computed again: each eval image's nearest base point, and
 	// every base point's maxsim (near/far).
-	var none []map[string]any
 	fresh, err := agreeTodo(ctx, env, len(evals), func(e int) (bool, map[string]any) {
 		return simsPairReusable(cfg, scan, evals[e]), nil
 	}, &none)
@@ -213,13 +229,17 @@ func runPrune(ctx context.Context, env *Env) (*Result, error) {
 
 	// 4. rank 0: approximate rule vs exact, subsets, report
 	extra := map[string]any{"base": p.Base, "reference": p.Reference, "base_rows": nBase, "candidates": k}
-	var reused []string
+	var reused, reusedRef []string
 	for e, ev := range evals {
 		if !slices.Contains(fresh, e) {
 			reused = append(reused, ev.Name)
 		}
+		if !slices.Contains(freshRef, e) {
+			reusedRef = append(reusedRef, ev.Name)
+		}
 	}
 	extra["from_sims"] = nonNilStrings(reused)
+	extra["thresholds_from_sims"] = nonNilStrings(reusedRef)
 	approxAll := []int64{}
 	for e, ev := range evals {
 		exact, err := dataset.ReadInt64(filepath.Join(dir, ev.Name, "prune_ids.npy"))

@@ -646,11 +646,13 @@ dataset = "laion"
 			t.Fatalf("%s differs when prune computes what sims computed", name)
 		}
 	}
-	if got, want := fmt.Sprint(reportExtra(t, cfgP.Job.Workdir, "prune")["from_sims"]), "[]"; got != want {
-		t.Fatalf("prune alone: from_sims = %s", got)
-	}
-	if got, want := fmt.Sprint(reportExtra(t, cfg1.Job.Workdir, "prune")["from_sims"]), "[imagenet-val imagenet-sketch]"; got != want {
-		t.Fatalf("sims then prune: from_sims = %s, want %s", got, want)
+	for _, key := range []string{"from_sims", "thresholds_from_sims"} {
+		if got, want := fmt.Sprint(reportExtra(t, cfgP.Job.Workdir, "prune")[key]), "[]"; got != want {
+			t.Fatalf("prune alone: %s = %s", key, got)
+		}
+		if got, want := fmt.Sprint(reportExtra(t, cfg1.Job.Workdir, "prune")[key]), "[imagenet-val imagenet-sketch]"; got != want {
+			t.Fatalf("sims then prune: %s = %s, want %s", key, got, want)
+		}
 	}
 
 	// a second run is skipped and changes nothing
