@@ -289,11 +289,11 @@ func runPrune(ctx context.Context, env *Env) (*Result, error) {
 }
 
 // Stamp is the eval set's input file stamp.
-func (ev *evalSet) Stamp() string { return ev.Name + "=" + ev.stamp }
+func (ev *simsEval) Stamp() string { return ev.Name + "=" + ev.stamp }
 
 // bcastThresholds sends rank 0's thresholds to every rank; an eval image
 // with no reference neighbour (empty reference) is an error.
-func bcastThresholds(ctx context.Context, env *Env, evals []*evalSet, thr [][]float32, ref string) error {
+func bcastThresholds(ctx context.Context, env *Env, evals []*simsEval, thr [][]float32, ref string) error {
 	var all []float32
 	if env.Rank() == 0 {
 		for e, t := range thr {
@@ -328,7 +328,7 @@ func bcastThresholds(ctx context.Context, env *Env, evals []*evalSet, thr [][]fl
 // rank's near/far candidates.
 type pruneSink struct {
 	env       *Env
-	evals     []*evalSet
+	evals     []*simsEval
 	thr       [][]float32
 	pruned    [][]int64 // per eval set: ids pruned (this rank)
 	kept      []int64   // every id scanned (after dedup)
@@ -343,7 +343,7 @@ type pruneSink struct {
 	maxsim []*maxsimReader
 }
 
-func newPruneSink(env *Env, evals []*evalSet, thr [][]float32, nmax int) *pruneSink {
+func newPruneSink(env *Env, evals []*simsEval, thr [][]float32, nmax int) *pruneSink {
 	p := &pruneSink{env: env, evals: evals, thr: thr, pruned: make([][]int64, len(evals)),
 		near: make([]*topkState, len(evals)), far: make([]*topkState, len(evals)), maxsim: make([]*maxsimReader, len(evals))}
 	if nmax > 0 {
@@ -814,7 +814,7 @@ func (h *idHeap) Pop() any {
 // near_<eval>_<n> / far_<eval>_<n> (the n kept ids most / least similar to
 // the eval set, ties by base row). A size above what is available takes
 // everything. It returns each subset's size.
-func writeSubsets(cfg *configs.Config, dir string, nKeep int64, evals []*evalSet, ps *pruneSink) (map[string]int, error) {
+func writeSubsets(cfg *configs.Config, dir string, nKeep int64, evals []*simsEval, ps *pruneSink) (map[string]int, error) {
 	p := cfg.Prune
 	out := map[string]int{}
 	sub := filepath.Join(dir, "subsets")

@@ -193,7 +193,7 @@ func runSims(ctx context.Context, env *Env) (*Result, error) {
 
 // simsPairs runs the out-of-date pairs (base, evals[i] for i in todo) and
 // returns their report entries (on rank 0).
-func simsPairs(ctx context.Context, env *Env, scan *baseScan, evals []*evalSet, todo []int, stamps []string) (map[string]map[string]any, error) {
+func simsPairs(ctx context.Context, env *Env, scan *baseScan, evals []*simsEval, todo []int, stamps []string) (map[string]map[string]any, error) {
 	cfg := env.Cfg
 	sc := cfg.Sims
 	bname := scan.d.Name
@@ -322,14 +322,14 @@ func simsPairDir(cfg *configs.Config, stage, base, eval string) string {
 
 // simsPairInputs stamps what a pair's outputs depend on besides k and
 // worst: every input file (base, dedup keep list, eval).
-func simsPairInputs(scan *baseScan, ev *evalSet) string {
+func simsPairInputs(scan *baseScan, ev *simsEval) string {
 	return hashJSON([]string{scan.d.Name, scan.stamp, ev.Name, ev.stamp})
 }
 
 // simsPairReusable reports whether the sims stage's outputs for (base, ev)
 // are there and were made from the same inputs: then prune reads the
 // nearest-neighbour similarities and maxsim instead of computing them again.
-func simsPairReusable(cfg *configs.Config, scan *baseScan, ev *evalSet) bool {
+func simsPairReusable(cfg *configs.Config, scan *baseScan, ev *simsEval) bool {
 	dir := simsPairDir(cfg, "sims", scan.d.Name, ev.Name)
 	b, err := os.ReadFile(filepath.Join(dir, "done.json"))
 	if err != nil {
@@ -350,16 +350,16 @@ func simsPairReusable(cfg *configs.Config, scan *baseScan, ev *evalSet) bool {
 
 // ---------------------------------------------------------------- eval sets
 
-// evalSet is a query set held whole in memory (eval sets are small).
-type evalSet struct {
+// simsEval is a query set held whole in memory (eval sets are small).
+type simsEval struct {
 	Name  string
 	Q     kernels.Matrix // float32 [rows, dim]
 	IDs   []int64        // the dataset's ids of the rows
 	stamp string         // input file stamps
 }
 
-func loadEvalSets(cfg *configs.Config, names []string) ([]*evalSet, error) {
-	var out []*evalSet
+func loadEvalSets(cfg *configs.Config, names []string) ([]*simsEval, error) {
+	var out []*simsEval
 	for _, n := range names {
 		ev, err := loadEvalSet(cfg, n)
 		if err != nil {
@@ -370,7 +370,7 @@ func loadEvalSets(cfg *configs.Config, names []string) ([]*evalSet, error) {
 	return out, nil
 }
 
-func loadEvalSet(cfg *configs.Config, name string) (*evalSet, error) {
+func loadEvalSet(cfg *configs.Config, name string) (*simsEval, error) {
 	d, err := OpenDataset(cfg, name)
 	if err != nil {
 		return nil, err
@@ -387,7 +387,7 @@ func loadEvalSet(cfg *configs.Config, name string) (*evalSet, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &evalSet{Name: name, Q: kernels.F32Matrix(x, int(d.Rows), d.Dim), IDs: ids, stamp: st}, nil
+	return &simsEval{Name: name, Q: kernels.F32Matrix(x, int(d.Rows), d.Dim), IDs: ids, stamp: st}, nil
 }
 
 // ---------------------------------------------------------------- base scan
@@ -944,7 +944,7 @@ func TopKScan(ctx context.Context, env *Env, name string, q kernels.Matrix, k in
 type maxsimSink struct {
 	env   *Env
 	dir   string
-	ev    *evalSet
+	ev    *simsEval
 	parts [3]*os.File
 	w     [3]*bufio.Writer
 	arg   []int64
@@ -952,7 +952,7 @@ type maxsimSink struct {
 
 var maxsimNames = [3]string{"ids", "sims", "argmax"}
 
-func newMaxsimSink(env *Env, dir string, ev *evalSet) (*maxsimSink, error) {
+func newMaxsimSink(env *Env, dir string, ev *simsEval) (*maxsimSink, error) {
 	m := &maxsimSink{env: env, dir: dir, ev: ev}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err

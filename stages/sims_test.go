@@ -858,9 +858,9 @@ func TestApproxRuleGrowth(t *testing.T) {
 			thr[i] = vals[300]
 		}
 		thr[nq-1] = 1e9
-		ev := &evalSet{Name: "e", Q: kernels.F32Matrix(q, nq, d)}
+		ev := &simsEval{Name: "e", Q: kernels.F32Matrix(q, nq, d)}
 		env := &Env{Comm: collective.NewNetwork(1, collective.NetworkOptions{}).Comms()[0], Backend: be}
-		ps := newPruneSink(env, []*evalSet{ev}, [][]float32{thr}, 0)
+		ps := newPruneSink(env, []*simsEval{ev}, [][]float32{thr}, 0)
 		rows, ids := make([]int64, n), make([]int64, n)
 		for i := range rows {
 			rows[i], ids[i] = int64(i), int64(5000+i)
