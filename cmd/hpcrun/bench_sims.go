@@ -119,8 +119,8 @@ path = "eval"
 	return configs.Parse([]byte(doc), filepath.Join(dir, "bench.toml"), nil)
 }
 
-// warm reads files once so that both implementations start from the page cache.
-func warm(paths ...string) error {
+// warmFiles reads files once so that both implementations start from the page cache.
+func warmFiles(paths ...string) error {
 	for _, p := range paths {
 		f, err := os.Open(p)
 		if err != nil {
@@ -135,9 +135,9 @@ func warm(paths ...string) error {
 	return nil
 }
 
-// scriptPath finds scripts/NAME beside the binary (bin/../scripts), or in
+// simsScriptPath finds scripts/NAME beside the binary (bin/../scripts), or in
 // the current folder or one above it (tests run in cmd/hpcrun).
-func scriptPath(name string) string {
+func simsScriptPath(name string) string {
 	var dirs []string
 	if exe, err := os.Executable(); err == nil {
 		dirs = append(dirs, filepath.Join(filepath.Dir(exe), ".."))
@@ -152,7 +152,7 @@ func scriptPath(name string) string {
 	return filepath.Join("scripts", name)
 }
 
-func refPython() string {
+func simsBenchPython() string {
 	if p := os.Getenv("HPCRUN_PYTHON"); p != "" {
 		return p
 	}
@@ -172,7 +172,7 @@ type faissRunner struct {
 
 func startFaiss(ctx context.Context, base, queries string, k int, outIDs string) (*faissRunner, error) {
 	f := &faissRunner{}
-	f.cmd = exec.CommandContext(ctx, refPython(), scriptPath("bench_sims_faiss.py"), base, queries, fmt.Sprint(k), outIDs)
+	f.cmd = exec.CommandContext(ctx, simsBenchPython(), simsScriptPath("bench_sims_faiss.py"), base, queries, fmt.Sprint(k), outIDs)
 	f.cmd.Stderr = &f.stderr
 	var err error
 	if f.in, err = f.cmd.StdinPipe(); err != nil {
@@ -256,7 +256,7 @@ func benchSims(ctx context.Context, o *benchOpts) ([]Measurement, error) {
 	}
 	env := &stages.Env{Cfg: cfg, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Comm: collective.NewNetwork(1, collective.NetworkOptions{}).Comms()[0], Backend: kernels.NewCPU(threads), Threads: threads}
-	if err := warm(basePath); err != nil {
+	if err := warmFiles(basePath); err != nil {
 		return nil, err
 	}
 	flops := 2 * float64(o.nq) * float64(o.nb) * float64(o.dim)
@@ -267,14 +267,14 @@ func benchSims(ctx context.Context, o *benchOpts) ([]Measurement, error) {
 	sec, cpu := math.Inf(1), 0.0
 	fsec, fcpu := math.Inf(1), 0.0
 	for r := 0; r < reps; r++ {
-		c0 := cpuSeconds()
+		c0 := simsCPUSeconds()
 		t0 := time.Now()
 		_, ids, err = stages.TopKScan(ctx, env, "base", q, o.k, false)
 		if err != nil {
 			return nil, err
 		}
 		if s := time.Since(t0).Seconds(); s < sec {
-			sec, cpu = s, cpuSeconds()-c0
+			sec, cpu = s, simsCPUSeconds()-c0
 		}
 		if ferr == nil {
 			s, c, err := fr.search()
@@ -310,8 +310,8 @@ func benchSims(ctx context.Context, o *benchOpts) ([]Measurement, error) {
 	}, nil
 }
 
-// cpuSeconds is this process's user+system CPU time.
-func cpuSeconds() float64 {
+// simsCPUSeconds is this process's user+system CPU time.
+func simsCPUSeconds() float64 {
 	var ru syscall.Rusage
 	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
 		return 0
@@ -419,15 +419,15 @@ candidates = %d
 	if err != nil {
 		return nil, err
 	}
-	if err := warm(filepath.Join(dir, "base", "images", "img_emb_0.npy")); err != nil {
+	if err := warmFiles(filepath.Join(dir, "base", "images", "img_emb_0.npy")); err != nil {
 		return nil, err
 	}
-	c0 := cpuSeconds()
+	c0 := simsCPUSeconds()
 	t0 := time.Now()
 	if err := stages.RunInProcess(ctx, cfg, cfg.Runtime.Ranks, nil, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
 		return nil, err
 	}
-	total, cpu := time.Since(t0).Seconds(), cpuSeconds()-c0
+	total, cpu := time.Since(t0).Seconds(), simsCPUSeconds()-c0
 	var rep stages.Report
 	b, err := os.ReadFile(filepath.Join(cfg.Job.Workdir, "report.json"))
 	if err != nil {

@@ -23,7 +23,7 @@ func TestBenchSimsSmall(t *testing.T) {
 	if hp.Impl != "hpcrun" || hp.Seconds <= 0 || hp.NB != 3000 {
 		t.Fatalf("hpcrun measurement: %+v", hp)
 	}
-	if exec.Command(refPython(), "-c", "import faiss").Run() == nil {
+	if exec.Command(simsBenchPython(), "-c", "import faiss").Run() == nil {
 		if len(ms) != 2 || ms[0].Impl != "faiss" || !strings.Contains(hp.Note, "agree 100.0000%") {
 			t.Fatalf("with faiss: %+v", ms)
 		}
