@@ -740,15 +740,18 @@ func outputFiles(t testing.TB, work string) map[string][]byte {
 	return out
 }
 
-// noLeftovers fails on temp files (parts, transfers) left under work.
+// noLeftovers fails on temp files (parts, transfers) left in the folders
+// of sims, prune and subsample.
 func noLeftovers(t testing.TB, work string) {
 	t.Helper()
-	filepath.Walk(work, func(p string, fi os.FileInfo, err error) error {
-		if err == nil && strings.HasPrefix(fi.Name(), ".") {
-			t.Errorf("left over: %s", p)
-		}
-		return nil
-	})
+	for _, stage := range []string{"sims", "maxsim", "prune", "subsample"} {
+		filepath.Walk(filepath.Join(work, stage), func(p string, fi os.FileInfo, err error) error {
+			if err == nil && strings.HasPrefix(fi.Name(), ".") {
+				t.Errorf("left over: %s", p)
+			}
+			return nil
+		})
+	}
 }
 
 func keysOf[V any](m map[string]V) []string {
