@@ -55,6 +55,7 @@ bench: deps build
 	/usr/bin/python3 scripts/bench_faiss.py --json bench-faiss.json
 	bash scripts/bench-embed.sh
 	bash scripts/bench-kmeans.sh
+	bash scripts/bench-sims.sh
 
 # Regenerates dataset/testdata/duckdb_*.parquet with DuckDB (npm).
 parquet-testdata:

@@ -158,6 +158,10 @@ func Run(ctx context.Context, env *Env, only []string) error {
 		if err != nil {
 			return fmt.Errorf("stage %s: %w", name, err)
 		}
+		// a stage ends on every rank before the next reads its outputs
+		if err := env.Comm.Barrier(ctx); err != nil {
+			return fmt.Errorf("stage %s: %w", name, err)
+		}
 		sec := time.Since(t0).Seconds()
 		sr := StageReport{Status: "done", Seconds: sec, Items: res.Items, Ranks: env.Size(), Extra: res.Extra}
 		if res.Skipped {
