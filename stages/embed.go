@@ -117,6 +117,14 @@ type embedItem struct {
 	data  []byte
 }
 
+// where names the image in messages: its file, or its place in a tar.
+func (it embedItem) where() string {
+	if it.file != "" {
+		return it.file
+	}
+	return it.rel
+}
+
 // embedFailure names a skipped image.
 type embedFailure struct {
 	Path  string `json:"path"`
@@ -751,9 +759,9 @@ func (p *embedPipeline) consume(ctx context.Context, ready <-chan *embedBatch, f
 		for i, it := range b.items {
 			if b.errs[i] != nil {
 				if p.ec.FailCorrupt {
-					return fmt.Errorf("%s: %w (embed.%s.fail_on_corrupt = true)", it.rel, b.errs[i], p.name)
+					return fmt.Errorf("%s: %w (embed.%s.fail_on_corrupt = true)", it.where(), b.errs[i], p.name)
 				}
-				p.env.Log.Warn("embed: corrupt image skipped", "set", p.name, "path", it.rel, "err", b.errs[i])
+				p.env.Log.Warn("embed: corrupt image skipped", "set", p.name, "path", it.where(), "err", b.errs[i])
 				failed = append(failed, embedFailure{Path: it.rel, Error: b.errs[i].Error()})
 				continue
 			}

@@ -41,6 +41,7 @@ type ImageSpec struct {
 // ImageSpecs gives the presets that write images.
 var ImageSpecs = map[string]ImageSpec{
 	"quickstart": {Name: "imagenet-images", Classes: 100, PerClass: 4, MinSide: 120, MaxSide: 320, ImageSize: 224, Grid: 8},
+	"tiny":       {Name: "imagenet-images", Classes: 10, PerClass: 2, MinSide: 40, MaxSide: 80, ImageSize: 32, Grid: 8},
 }
 
 // ModelFile is where the encoder goes, relative to the world's folder.
