@@ -193,10 +193,6 @@ func notBuilt(what, issue string) error {
 	return usagef("%s is not built yet (%s)", what, issue)
 }
 
-func cmdReport(ctx context.Context, args []string) error {
-	return notBuilt("hpcrun report", "the report issue")
-}
-
 func sortedNames[V any](m map[string]V) []string {
 	out := make([]string, 0, len(m))
 	for k := range m {

@@ -99,7 +99,13 @@ func cmdRun(ctx context.Context, args []string) error {
 		comm.Abort(runErr)
 		return runErr
 	}
-	return comm.Close()
+	if err := comm.Close(); err != nil {
+		return err
+	}
+	if opts.Rank == 0 {
+		runReport(cfg, log)
+	}
+	return nil
 }
 
 // rankOptions says how this process joins the job: nil when it is the
