@@ -59,6 +59,8 @@ type StageReport struct {
 	Throughput float64        `json:"throughput"` // items per second
 	Ranks      int            `json:"ranks"`
 	Extra      map[string]any `json:"extra,omitempty"`
+	// RankSeconds is each rank's wall time in the stage (a slow rank shows).
+	RankSeconds []float64 `json:"rank_seconds,omitempty"`
 }
 
 // Report is report.json.
@@ -170,6 +172,14 @@ func Run(ctx context.Context, env *Env, only []string) error {
 		if sec > 0 {
 			sr.Throughput = float64(res.Items) / sec
 		}
+		if env.Size() > 1 {
+			rs := make([]float64, env.Size())
+			rs[env.Rank()] = sec
+			if err := collective.Allreduce(ctx, env.Comm, rs, collective.Sum); err != nil {
+				return fmt.Errorf("stage %s: gathering stage times: %w", name, err)
+			}
+			sr.RankSeconds = rs
+		}
 		rep.Stages[name] = sr
 		note("stage done", "stage", name, "status", sr.Status, "seconds", fmt.Sprintf("%.2f", sec), "items", res.Items)
 	}
@@ -179,11 +189,14 @@ func Run(ctx context.Context, env *Env, only []string) error {
 	return writeReport(cfg.Job.Workdir, rep)
 }
 
-// writeReport merges rep into workdir/report.json, so a run of some stages
-// keeps the entries of the others.
+// writeReport merges rep into workdir/report.json: a run of some stages
+// keeps the entries of the others, and keys written by others (the
+// report's "report") stay.
 func writeReport(workdir string, rep *Report) error {
 	path := filepath.Join(workdir, "report.json")
+	out := map[string]json.RawMessage{}
 	if old, err := os.ReadFile(path); err == nil {
+		_ = json.Unmarshal(old, &out)
 		var prev Report
 		if json.Unmarshal(old, &prev) == nil {
 			for k, v := range prev.Stages {
@@ -193,7 +206,14 @@ func writeReport(workdir string, rep *Report) error {
 			}
 		}
 	}
-	b, err := json.MarshalIndent(rep, "", "  ")
+	for k, v := range map[string]any{"job": rep.Job, "datasets": rep.Datasets, "stages": rep.Stages} {
+		b, err := json.Marshal(v)
+		if err != nil {
+			return err
+		}
+		out[k] = b
+	}
+	b, err := json.MarshalIndent(out, "", "  ")
 	if err != nil {
 		return err
 	}

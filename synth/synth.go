@@ -66,11 +66,16 @@ const (
 	textNoise     = 1.0  // class text embedding around its class centre (text and image towers disagree)
 )
 
+// Version changes whenever the same seed would give different bytes; a
+// world written by another version is rewritten rather than reused.
+const Version = 3
+
 // Truth is what synth planted, written as truth/truth.json.
 type Truth struct {
-	Seed   uint64 `json:"seed"`
-	Preset string `json:"preset"`
-	Dim    int    `json:"dim"`
+	Version int    `json:"version"`
+	Seed    uint64 `json:"seed"`
+	Preset  string `json:"preset"`
+	Dim     int    `json:"dim"`
 	// LAION rows, and ids: image_path = webdataset key = tar*PerTar+index.
 	BaseRows int `json:"base_rows"`
 	// DupGroups lists each near-duplicate group's ids in file order; a
@@ -103,7 +108,7 @@ func Write(out string, p Preset, seed uint64) (*Truth, error) {
 		normalize(t)
 	}
 	style := g.unitSet(2, 1)
-	truth := &Truth{Seed: seed, Preset: p.Name, Dim: p.Dim, Classes: p.Classes,
+	truth := &Truth{Version: Version, Seed: seed, Preset: p.Name, Dim: p.Dim, Classes: p.Classes,
 		NearEval: map[string][]NearPoint{}, Sets: map[string]int{}}
 
 	// Labelled ImageNet-like sets around the first Classes topics.
@@ -428,9 +433,15 @@ func writeTar(path string, lo, hi int, id func(int) int64, row func(int) []float
 	return f.Commit()
 }
 
-// Exists reports whether out already holds a finished world (truth.json is
-// written last).
+// Exists reports whether out already holds a finished world of this
+// version (truth.json is written last).
 func Exists(out string) bool {
-	_, err := os.Stat(filepath.Join(out, "truth", "truth.json"))
-	return err == nil
+	b, err := os.ReadFile(filepath.Join(out, "truth", "truth.json"))
+	if err != nil {
+		return false
+	}
+	var t struct {
+		Version int `json:"version"`
+	}
+	return json.Unmarshal(b, &t) == nil && t.Version == Version
 }

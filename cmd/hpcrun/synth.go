@@ -31,7 +31,7 @@ func cmdSynth(ctx context.Context, args []string) error {
 	}
 	log := newLogger(0, stderrW)
 	if synth.Exists(*out) && !*force {
-		log.Info("synth: world already present, nothing to do (use --force to rewrite)", "out", *out)
+		log.Info("synth: a world of this version is already there, nothing to do (use --force to rewrite)", "out", *out)
 		return nil
 	}
 	t0 := time.Now()
