@@ -103,7 +103,7 @@ func cmdBench(ctx context.Context, args []string) error {
 	byteList := fs.String("bytes", "", "payload sizes for allreduce/pubsub, comma-separated (default 1MiB,4MiB,16MiB,64MiB,256MiB)")
 	fs.StringVar(&o.file, "file", "", "read: the .npy shard to read (default: a generated 1 GiB float16 shard)")
 	fs.IntVar(&o.threads, "threads", 0, "compute threads per rank (0 = the rank's share of the cores)")
-	jsonOut := fs.String("json", "", "write the measurements as a JSON array to FILE (- = stdout)")
+	jsonOut := fs.String("json", "", "write the measurements as a JSON array to FILE (- = stdout; %j = the Slurm job id)")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -234,6 +234,7 @@ func cmdBench(ctx context.Context, args []string) error {
 		printSummary(os.Stdout, all)
 	}
 	if *jsonOut != "" {
+		*jsonOut = strings.ReplaceAll(*jsonOut, "%j", firstNonEmpty(os.Getenv("SLURM_JOB_ID"), "local"))
 		b, err := json.MarshalIndent(all, "", "  ")
 		if err != nil {
 			return err

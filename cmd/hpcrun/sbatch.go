@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"hpcrun/configs"
 	"hpcrun/slurm"
@@ -27,6 +28,8 @@ func cmdSbatch(ctx context.Context, args []string) error {
 	submit := fs.Bool("submit", false, "submit with sbatch and print the job id")
 	wait := fs.Bool("wait", false, "with --submit: wait for the job and exit with its status")
 	bin := fs.String("binary", "", "the hpcrun binary the job runs (default: this one)")
+	benchOps := fs.String("bench", "", "run `hpcrun bench --ops OPS` on every task instead of the experiment; JSON to WORKDIR/bench-JOBID.json")
+	benchArgs := fs.String("bench-args", "", "more `hpcrun bench` flags, space-separated (e.g. \"--nq 4096 --nb 65536\")")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -75,6 +78,10 @@ func cmdSbatch(ctx context.Context, args []string) error {
 	}
 	if *gpn >= 0 {
 		opts.GPUsPerNode = *gpn
+	}
+	if *benchOps != "" {
+		// every task is a rank of the bench job; rank 0 prints the per-rank table
+		opts.Command = append([]string{exe, "bench", "--ops", *benchOps, "--json", filepath.Join(cfg.Job.Workdir, "bench-%j.json")}, strings.Fields(*benchArgs)...)
 	}
 	var script string
 	if sc.Template != "" {

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -155,4 +157,45 @@ func TestSlurmQuickstartMatchesLocal(t *testing.T) {
 	if err == nil || !strings.Contains(out, "ended FAILED") {
 		t.Fatalf("a job with a failing rank: err %v\n%s", err, out)
 	}
+}
+
+// TestSlurmBenchPerRankTable runs `hpcrun bench` as a 4-task Slurm job
+// (`hpcrun sbatch --bench`): rank 0 prints a line per rank and the
+// min/median/max summary into the job's output, and writes the JSON.
+func TestSlurmBenchPerRankTable(t *testing.T) {
+	slurmUp(t)
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	os.Chmod(dir, 0o755)
+	work := filepath.Join(dir, "work")
+	cfg := writeConfig(t, dir, "[job]\nname = \"bench\"\nworkdir = \""+work+"\"\n")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bin, "sbatch", cfg, "--ntasks-per-node", "4", "--time", "00:10:00",
+		"--bench", "peak,maxarg", "--bench-args", "--nq 256 --nb 4096 --dim 64 --dtype float32", "--submit", "--wait").CombinedOutput()
+	if err != nil {
+		t.Fatalf("bench job: %v\n%s", err, out)
+	}
+	id := strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0])
+	table, err := os.ReadFile(filepath.Join(work, "slurm-"+id+".out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for r := 0; r < 4; r++ {
+		if !strings.Contains(string(table), fmt.Sprintf("  maxarg  hpcrun     %d  float32", r)) {
+			t.Errorf("no maxarg line for rank %d:\n%s", r, table)
+		}
+	}
+	if !strings.Contains(string(table), "median") || !strings.Contains(string(table), "slowest") {
+		t.Errorf("no min/median/max summary:\n%s", table)
+	}
+	var ms []Measurement
+	b, err := os.ReadFile(filepath.Join(work, "bench-"+id+".json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &ms); err != nil || len(ms) != 8 {
+		t.Fatalf("bench JSON: %d measurements, %v", len(ms), err)
+	}
+	t.Logf("job %s:\n%s", id, table)
 }
