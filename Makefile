@@ -9,7 +9,7 @@ QUICK     := data/quickstart
 SHARED    ?= ../shared
 TEST_TIMEOUT ?= 1200s
 
-.PHONY: all deps build run test test-go test-noasm lint bench slurm-up parquet-testdata clean ptx gpu-check
+.PHONY: all deps build run test test-go test-noasm lint bench slurm-up parquet-testdata clean ptx gpu-check soak
 
 all: build
 
@@ -54,6 +54,18 @@ bench: deps build
 	bash scripts/bench-embed.sh
 	bash scripts/bench-kmeans.sh
 	bash scripts/bench-sims.sh
+
+# Longer fault injection and fuzzing: every stage struck SOAK_ROUNDS more times
+# at random points, and each fuzz target run FUZZTIME (new corpus entries stay).
+SOAK_ROUNDS ?= 3
+FUZZTIME ?= 2m
+soak: deps build
+	HPCRUN_REQUIRE_REFS=1 $(GO) test -timeout 0 -count=$(SOAK_ROUNDS) -run 'TestFaultEveryStage|TestKillRankMidKMeansThenResume|TestSeveralHostsLinkCut' ./cmd/hpcrun/
+	$(GO) test -run XXX -fuzz FuzzReadHeader -fuzztime $(FUZZTIME) ./dataset/
+	$(GO) test -run XXX -fuzz FuzzParse -fuzztime $(FUZZTIME) ./configs/
+	$(GO) test -run XXX -fuzz FuzzExpandHostlist -fuzztime $(FUZZTIME) ./slurm/
+	$(GO) test -run XXX -fuzz FuzzLoadEnv -fuzztime $(FUZZTIME) ./slurm/
+	$(GO) test -run XXX -fuzz FuzzTarReader -fuzztime $(FUZZTIME) ./stages/
 
 # Regenerates dataset/testdata/duckdb_*.parquet with DuckDB (npm).
 parquet-testdata:

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"hpcrun/collective"
@@ -253,10 +254,15 @@ func RunInProcess(ctx context.Context, cfg *configs.Config, ranks int, only []st
 	return nil
 }
 
-// injectedFault is a test hook: HPCRUN_FAULT="rank=R,stage=S" makes rank R
-// fail as stage S starts, as a crashing rank would (the job must then fail
-// on every rank, naming R). "exit" instead of an error ends the process
-// at once with status 3, without a goodbye to the other ranks.
+// injectedFault is a test hook: HPCRUN_FAULT="rank=R,stage=S[,mode=M][,after=D]"
+// strikes rank R when stage S starts (any stage when S is empty):
+//
+//	mode=error (default)  the stage fails with an error, as a failing rank
+//	mode=exit             the process exits at once with status 3
+//	mode=kill             the process SIGKILLs itself D later (a crash at a random point)
+//	mode=term             the process gets SIGTERM D later (graceful stop)
+//
+// Every other rank must then fail, naming R, and a restart must resume.
 func injectedFault(rank int, stage string) error {
 	spec := os.Getenv("HPCRUN_FAULT")
 	if spec == "" {
@@ -270,9 +276,32 @@ func injectedFault(rank int, stage string) error {
 	if want["rank"] != strconv.Itoa(rank) || (want["stage"] != "" && want["stage"] != stage) {
 		return nil
 	}
-	if want["mode"] == "exit" {
+	after, _ := time.ParseDuration(firstNonEmpty(want["after"], "0s"))
+	self, _ := os.FindProcess(os.Getpid())
+	switch want["mode"] {
+	case "exit":
 		fmt.Fprintf(os.Stderr, "hpcrun: rank %d: injected fault (HPCRUN_FAULT), exiting at stage %s\n", rank, stage)
 		os.Exit(3)
+	case "kill", "term":
+		time.AfterFunc(after, func() {
+			// the test measures from this line to the end of the job
+			fmt.Fprintf(os.Stderr, "hpcrun: rank %d: HPCRUN_FAULT strikes (%s) at %s\n", rank, want["mode"], time.Now().UTC().Format(time.RFC3339Nano))
+			if want["mode"] == "kill" {
+				self.Kill()
+			} else {
+				self.Signal(syscall.SIGTERM)
+			}
+		})
+		return nil
 	}
 	return fmt.Errorf("rank %d: injected fault at stage %s (HPCRUN_FAULT)", rank, stage)
+}
+
+func firstNonEmpty(a ...string) string {
+	for _, s := range a {
+		if s != "" {
+			return s
+		}
+	}
+	return ""
 }

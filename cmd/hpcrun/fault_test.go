@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -196,5 +198,87 @@ func TestKillRankMidKMeansThenResume(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestFaultEveryStage strikes rank 1 of a 3-process quickstart job at a
+// random point of every stage — SIGKILL (a crash) and SIGTERM (a graceful
+// stop) — and checks: the job fails within timeout + 10 s, an error names
+// rank 1 (for the crash), and the job started again ends with outputs
+// byte-identical to an uninterrupted run.
+func TestFaultEveryStage(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the quickstart 29 times")
+	}
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	cfg := quickstartCopy(t, dir)
+	if os.Getenv("HPCRUN_ORT_LIB") == "" {
+		lib, _ := filepath.Abs("../../third_party/onnxruntime/libonnxruntime.so.1")
+		t.Setenv("HPCRUN_ORT_LIB", lib)
+	}
+	const timeout = 4 * time.Second
+	job := func(work, fault string) (string, time.Duration, error) {
+		cmd := exec.Command(bin, "run", cfg, "--ranks", "3", "--set", "job.workdir=\""+work+"\"",
+			"--set", "runtime.timeout=\""+timeout.String()+"\"")
+		cmd.Env = append(os.Environ(), "HPCRUN_FAULT="+fault)
+		out, err := cmd.CombinedOutput()
+		// from the fault to the end of the job
+		end := time.Now()
+		var since time.Duration
+		if i := bytes.Index(out, []byte("HPCRUN_FAULT strikes")); i >= 0 {
+			line := string(out[i:])
+			line = line[strings.Index(line, " at ")+4:]
+			if at, perr := time.Parse(time.RFC3339Nano, strings.TrimSpace(strings.SplitN(line, "\n", 2)[0])); perr == nil {
+				since = end.Sub(at)
+			}
+		}
+		return string(out), since, err
+	}
+	ref := filepath.Join(dir, "ref")
+	out, _, err := job(ref, "")
+	if err != nil {
+		t.Fatalf("uninterrupted run: %v\n%s", err, out)
+	}
+	want := outputs(t, ref)
+	t.Logf("uninterrupted: %d outputs", len(want))
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
+	for _, stage := range []string{"embed", "kmeans", "dedup", "sims", "prune", "subsample", "zeroshot"} {
+		for _, mode := range []string{"kill", "term"} {
+			t.Run(stage+"/"+mode, func(t *testing.T) {
+				after := time.Duration(rng.IntN(300)) * time.Millisecond
+				if stage == "zeroshot" {
+					after = 0 // it lasts milliseconds
+				}
+				work := filepath.Join(dir, stage+"-"+mode)
+				out, took, err := job(work, fmt.Sprintf("rank=1,stage=%s,mode=%s,after=%s", stage, mode, after))
+				if err == nil {
+					t.Fatalf("the job succeeded though rank 1 got SIG%s %v into %s:\n%s", strings.ToUpper(mode), after, stage, out)
+				}
+				if took == 0 {
+					t.Fatalf("the fault never struck:\n%s", out)
+				}
+				if took > timeout+10*time.Second {
+					t.Errorf("the job ended %v after the fault, more than timeout + 10 s", took)
+				}
+				t.Logf("SIG%s %v into %s: the job ended %v after it", strings.ToUpper(mode), after, stage, took.Round(time.Millisecond))
+				if mode == "kill" && !strings.Contains(out, "rank 1") {
+					t.Errorf("no error names rank 1:\n%s", out)
+				}
+				out, _, err = job(work, "")
+				if err != nil {
+					t.Fatalf("restart: %v\n%s", err, out)
+				}
+				got := outputs(t, work)
+				if len(got) != len(want) {
+					t.Errorf("%d outputs after the restart, want %d", len(got), len(want))
+				}
+				for name, b := range want {
+					if !bytes.Equal(got[name], b) {
+						t.Errorf("%s differs from the uninterrupted run", name)
+					}
+				}
+			})
+		}
 	}
 }
