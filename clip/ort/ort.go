@@ -168,6 +168,11 @@ func NewSession(model string, o SessionOptions) (*Session, error) {
 				return err
 			}
 		}
+		// Idle ORT threads would spin-wait for the next batch, taking the
+		// cores the decode workers need between batches.
+		if err := opts.AddSessionConfigEntry("session.intra_op.allow_spinning", "0"); err != nil {
+			return err
+		}
 		if cuda {
 			co, err := ortgo.NewCUDAProviderOptions()
 			if err != nil {
