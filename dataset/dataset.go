@@ -200,6 +200,9 @@ func (d *Dataset) IDs(i int) ([]int64, error) {
 		if len(ids) != s.Rows {
 			return nil, fmt.Errorf("%s: %d ids for %d rows of %s", s.Meta, len(ids), s.Rows, s.Emb)
 		}
+		if err := uniqueIDs(ids); err != nil {
+			return nil, fmt.Errorf("%s: column %q: %w", s.Meta, d.Opts.IDColumn, err)
+		}
 		return ids, nil
 	}
 	ids := make([]int64, s.Rows)
@@ -207,6 +210,23 @@ func (d *Dataset) IDs(i int) ([]int64, error) {
 		ids[j] = s.Offset + int64(j)
 	}
 	return ids, nil
+}
+
+// uniqueIDs fails on the first id that occurs twice (ids name samples: a
+// duplicate would merge two images in every output).
+func uniqueIDs(ids []int64) error {
+	sorted := append([]int64(nil), ids...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i] < sorted[j] })
+	for i := 1; i < len(sorted); i++ {
+		if sorted[i] == sorted[i-1] {
+			for r, id := range ids {
+				if id == sorted[i] {
+					return fmt.Errorf("id %d appears more than once (first at row %d)", id, r)
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // Labels returns shard i's labels (embeddings layout with labels_N.npy).

@@ -222,3 +222,19 @@ func BenchmarkReadShard(b *testing.B) {
 		m.Close()
 	}
 }
+
+func TestDuplicateIDs(t *testing.T) {
+	root := t.TempDir()
+	clipRetrieval(t, root, []int{3, 3}, 4)
+	WriteMetadata(filepath.Join(root, "metadata", "metadata_1.parquet"), []MetadataRow{{ImagePath: 7}, {ImagePath: 8}, {ImagePath: 7}})
+	d, err := Open("laion", root, Options{Layout: ClipRetrieval})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.IDs(1); err == nil || !strings.Contains(err.Error(), "metadata_1.parquet") || !strings.Contains(err.Error(), "id 7 appears more than once (first at row 0)") {
+		t.Fatalf("duplicate ids: %v", err)
+	}
+	if _, err := d.IDs(0); err != nil {
+		t.Fatal(err)
+	}
+}

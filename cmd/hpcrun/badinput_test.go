@@ -25,8 +25,8 @@ var updateCorpus = flag.Bool("update-corpus", false, "rewrite testdata/bad from 
 //
 // Formats and where a case goes:
 //
-//	npy/*      laion/img_emb/img_emb_1.npy
-//	parquet/*  laion/metadata/metadata_1.parquet
+//	npy/*      laion/img_emb/img_emb_1.npy     (run --only kmeans: values are read)
+//	parquet/*  laion/metadata/metadata_1.parquet (run --only kmeans: ids are read)
 //	tar/*      laion-tars/00001.tar            (run --only subsample)
 //	onnx/*     models/clip-visual.onnx         (run --only embed)
 //	image/*    images/imagenet-images/n00000000/img_000.jpg (fail_on_corrupt)
@@ -120,6 +120,21 @@ func writeCorpus(t *testing.T, world, out string) {
 	}
 	b, _ := os.ReadFile(short)
 	put("parquet", "rows_mismatch.parquet", b)
+	ids, err := dataset.ReadIDColumn(filepath.Join(world, corpusTargets["parquet"]), "image_path")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dup := make([]dataset.MetadataRow, len(ids))
+	for i, id := range ids {
+		dup[i] = dataset.MetadataRow{ImagePath: id}
+	}
+	dup[len(dup)-1].ImagePath = ids[0]
+	dupPath := filepath.Join(t.TempDir(), "dup.parquet")
+	if err := dataset.WriteMetadata(dupPath, dup); err != nil {
+		t.Fatal(err)
+	}
+	b, _ = os.ReadFile(dupPath)
+	put("parquet", "duplicate_ids.parquet", b)
 	nullIDs, err := os.ReadFile("../../dataset/testdata/duckdb_null.parquet")
 	if err != nil {
 		t.Fatal(err)
@@ -191,7 +206,7 @@ func TestBadInputCorpus(t *testing.T) {
 			dir := t.TempDir()
 			var cfg, named string
 			// npy values (NaN, norms) are checked when a stage reads the rows
-			only := map[string]string{"tar": "subsample", "onnx": "embed", "image": "embed", "npy": "kmeans"}[format]
+			only := map[string]string{"tar": "subsample", "onnx": "embed", "image": "embed", "npy": "kmeans", "parquet": "kmeans"}[format]
 			if format == "toml" {
 				cfg = filepath.Join(dir, "exp.toml")
 				doc := corpusConfig(world, work, "") + "\n" + string(bad)
@@ -234,7 +249,9 @@ func TestBadInputCorpus(t *testing.T) {
 				switch {
 				case strings.Contains(name, ".tmp-"):
 					t.Errorf("temp file left: %s", p)
-				case name == "report.json" || name == "done.json" || strings.HasSuffix(name, ".npy") && !strings.Contains(p, ".parts"):
+				case strings.Contains(p, "/checkpoint/") || strings.Contains(p, ".parts"):
+					// resumable intermediate state, not a final output
+				case name == "report.json" || name == "done.json" || strings.HasSuffix(name, ".npy"):
 					t.Errorf("final output written by a failed run: %s", p)
 				}
 				return nil
