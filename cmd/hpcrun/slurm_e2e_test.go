@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"testing"
@@ -148,6 +149,20 @@ func TestSlurmQuickstartMatchesLocal(t *testing.T) {
 		}
 	}
 	t.Logf("%d outputs byte-identical", len(want))
+
+	// The script made the job secret (64 hex digits) at run time: it must not
+	// appear in the job's output files (which slurmd creates world-readable).
+	hex64 := regexp.MustCompile(`[0-9a-f]{64}`)
+	logs, _ := filepath.Glob(filepath.Join(job, "slurm-*"))
+	if len(logs) != 2 {
+		t.Fatalf("want the job's .out and .err, got %v", logs)
+	}
+	for _, l := range logs {
+		b, _ := os.ReadFile(l)
+		if hex64.Match(b) || bytes.Contains(b, []byte("HPCRUN_JOB_SECRET=")) {
+			t.Errorf("%s may hold the job secret:\n%s", l, b)
+		}
+	}
 
 	// A job whose rank 2 fails: --wait exits non-zero and names the job.
 	t.Setenv("HPCRUN_FAULT", "rank=2,stage=kmeans")
