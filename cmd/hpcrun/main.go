@@ -144,14 +144,7 @@ func cmdConfig(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("config", flag.ContinueOnError)
 	var sets multiFlag
 	fs.Var(&sets, "set", "override a config key: KEY=VALUE (repeatable)")
-	pos, err := parseFlags(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return usagef("config: want exactly one CONFIG file")
-	}
-	cfg, err := configs.Load(pos[0], sets)
+	cfg, err := loadConfigArgs(fs, &sets, args)
 	if err != nil {
 		return err
 	}
@@ -200,4 +193,18 @@ func sortedNames[V any](m map[string]V) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// loadConfigArgs parses a command's flags (which may follow the CONFIG
+// argument), wants exactly one CONFIG, and loads it with the --set
+// overrides gathered in sets.
+func loadConfigArgs(fs *flag.FlagSet, sets *multiFlag, args []string) (*configs.Config, error) {
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return nil, err
+	}
+	if len(pos) != 1 {
+		return nil, usagef("%s: want exactly one CONFIG file", fs.Name())
+	}
+	return configs.Load(pos[0], *sets)
 }

@@ -10,7 +10,6 @@ import (
 	"sort"
 	"text/tabwriter"
 
-	"hpcrun/configs"
 	"hpcrun/stages"
 )
 
@@ -52,19 +51,12 @@ func cmdPlan(ctx context.Context, args []string) error {
 	evalN := fs.Float64("eval", 0, "eval images over all eval sets (default: the config's)")
 	refN := fs.Float64("reference", 0, "reference (ImageNet-train) points (default: the config's)")
 	jsonOut := fs.Bool("json", false, "print JSON instead of a table")
-	pos, err := parseFlags(fs, args)
+	cfg, err := loadConfigArgs(fs, &sets, args)
 	if err != nil {
 		return err
-	}
-	if len(pos) != 1 {
-		return usagef("plan: want exactly one CONFIG file")
 	}
 	if *nodes < 1 {
 		return usagef("plan: --nodes N is required")
-	}
-	cfg, err := configs.Load(pos[0], sets)
-	if err != nil {
-		return err
 	}
 	kind := "cpu"
 	ranksPerNode := 1

@@ -17,14 +17,7 @@ func cmdReport(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("report", flag.ContinueOnError)
 	var sets multiFlag
 	fs.Var(&sets, "set", "override a config key: KEY=VALUE (repeatable)")
-	pos, err := parseFlags(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return usagef("report: want exactly one CONFIG file")
-	}
-	cfg, err := configs.Load(pos[0], sets)
+	cfg, err := loadConfigArgs(fs, &sets, args)
 	if err != nil {
 		return err
 	}

@@ -32,14 +32,7 @@ func cmdRun(ctx context.Context, args []string) error {
 	fs.Var(&sets, "set", "override a config key: KEY=VALUE (repeatable)")
 	only := fs.String("only", "", "run only these stages (comma-separated)")
 	ranks := fs.Int("ranks", 0, "local ranks to launch outside Slurm (default runtime.ranks)")
-	pos, err := parseFlags(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return usagef("run: want exactly one CONFIG file")
-	}
-	cfg, err := configs.Load(pos[0], sets)
+	cfg, err := loadConfigArgs(fs, &sets, args)
 	if err != nil {
 		return err
 	}

@@ -30,19 +30,12 @@ func cmdSbatch(ctx context.Context, args []string) error {
 	bin := fs.String("binary", "", "the hpcrun binary the job runs (default: this one)")
 	benchOps := fs.String("bench", "", "run `hpcrun bench --ops OPS` on every task instead of the experiment; JSON to WORKDIR/bench-JOBID.json")
 	benchArgs := fs.String("bench-args", "", "more `hpcrun bench` flags, space-separated (e.g. \"--nq 4096 --nb 65536\")")
-	pos, err := parseFlags(fs, args)
+	cfg, err := loadConfigArgs(fs, &sets, args)
 	if err != nil {
 		return err
-	}
-	if len(pos) != 1 {
-		return usagef("sbatch: want exactly one CONFIG file")
 	}
 	if *wait && !*submit {
 		return usagef("sbatch: --wait needs --submit")
-	}
-	cfg, err := configs.Load(pos[0], sets)
-	if err != nil {
-		return err
 	}
 	sc := cfg.Slurm
 	if sc == nil {
