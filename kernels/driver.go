@@ -8,11 +8,13 @@ import (
 
 // epilogue consumes one C tile: c[(i-i0)*ldc + (j-j0)] = A_i · B_j (B
 // negated when the plan says so) for i in [i0,i1), j in [j0,j1). Calls for
-// one A row arrive in increasing j0 order and never concurrently.
+// one A row arrive in increasing j0 order and never concurrently. tile
+// returns how many entries passed its first filter (engine 2 uses it to
+// decide when to filter again).
 // rowsDone(w, i0, i1) follows once rows [i0,i1) have seen all of B (it may
 // run concurrently with tiles or rowsDone of other rows).
 type epilogue interface {
-	tile(w *worker, c []float32, ldc, i0, i1, j0, j1 int)
+	tile(w *worker, c []float32, ldc, i0, i1, j0, j1 int) (accepted int)
 	rowsDone(w *worker, i0, i1 int) error
 }
 
@@ -30,6 +32,7 @@ type worker struct {
 	c       []float32 // C tile mcBlock x ncBlock
 	scratch []float32 // one converted row
 	cand    []int32   // epilogue candidate indices (ncBlock)
+	f       *fbuf     // engine 2 scratch
 }
 
 type parallel struct {

@@ -11,6 +11,10 @@ import (
 // plain Go otherwise. Threads <= 0 means GOMAXPROCS.
 type CPU struct {
 	Threads int
+	// NoAMX turns off the AMX-BF16 filter (engine 2, amx.go) and runs the
+	// float32 micro-kernels on every entry. Results are identical either
+	// way; HPCRUN_NO_AMX=1 does the same for every CPU backend.
+	NoAMX bool
 }
 
 // NewCPU returns a CPU backend using the given number of threads
@@ -18,7 +22,13 @@ type CPU struct {
 func NewCPU(threads int) *CPU { return &CPU{Threads: threads} }
 
 // Name reports the backend and the active instruction-set path.
-func (e *CPU) Name() string { return "cpu(" + CPUFeatures() + ")" }
+func (e *CPU) Name() string {
+	f := CPUFeatures()
+	if cpuFeat.amx && !e.useAMX() {
+		f += " noamx"
+	}
+	return "cpu(" + f + ")"
+}
 
 func (e *CPU) threads() int {
 	if e == nil || e.Threads <= 0 {
@@ -28,6 +38,19 @@ func (e *CPU) threads() int {
 }
 
 var _ Backend = (*CPU)(nil)
+
+// drive runs a plan on engine 2 (the AMX filter, amx.go) where the CPU
+// has it and it pays, else on engine 1 (driver.go). Both give the same
+// bits.
+func (e *CPU) drive(p *parallel, pl plan, ep fepilogue) error {
+	if e.useAMX() && pl.a.Dim >= amxMinDim {
+		return driveAMX(p, pl, ep)
+	}
+	return drive(p, pl, ep)
+}
+
+// useAMX reports whether this backend uses the AMX filter.
+func (e *CPU) useAMX() bool { return cpuFeat.amx && (e == nil || !e.NoAMX) }
 
 func newArgMax(n int) ArgMax {
 	r := ArgMax{Val: make([]float32, n), Idx: make([]int32, n)}
@@ -42,13 +65,15 @@ func newArgMax(n int) ArgMax {
 // argmaxEp keeps per A row the best (value, B index) over B, with an
 // optional per-B-row bias and the prefix restriction j < i.
 type argmaxEp struct {
-	res    ArgMax
-	bias   []float32
-	prefix bool
-	after  func(w *worker, i0, i1 int) error
+	res     ArgMax
+	bias    []float32
+	prefix  bool
+	after   func(w *worker, i0, i1 int) error
+	biasPad []float32 // engine 2: bias padded for whole-vector reads
+	biasMax float64   // engine 2: max |bias|
 }
 
-func (e *argmaxEp) tile(w *worker, c []float32, ldc, i0, i1, j0, j1 int) {
+func (e *argmaxEp) tile(w *worker, c []float32, ldc, i0, i1, j0, j1 int) int {
 	for i := i0; i < i1; i++ {
 		n := j1 - j0
 		if e.prefix {
@@ -63,12 +88,79 @@ func (e *argmaxEp) tile(w *worker, c []float32, ldc, i0, i1, j0, j1 int) {
 			bias = e.bias[j0 : j0+n]
 		}
 		v, j := rowArgmax(row, bias)
-		j += j0
-		if old := e.res.Val[i]; v > old || e.res.Idx[i] < 0 || (v == old && int32(j) < e.res.Idx[i]) {
-			e.res.Val[i] = v
-			e.res.Idx[i] = int32(j)
+		e.offer(i, v, j+j0)
+	}
+	return 0
+}
+
+// offer merges candidate (v, j) into row i's maximum (ties: smaller j).
+func (e *argmaxEp) offer(i int, v float32, j int) {
+	if old := e.res.Val[i]; v > old || e.res.Idx[i] < 0 || (v == old && int32(j) < e.res.Idx[i]) {
+		e.res.Val[i] = v
+		e.res.Idx[i] = int32(j)
+	}
+}
+
+func (e *argmaxEp) startApprox() bool { return true }
+
+// divs: rescoring an entry costs about 20 exact ones.
+func (e *argmaxEp) divs() (dense, sparse int) { return 24, 32 }
+
+// approx (engine 2): per row, L = max(current maximum, max_j x_j - S) is
+// a lower bound of the row's exact maximum (x_j = approximate entry +
+// bias, S its error bound); only entries with x_j >= L - S can reach it.
+// They are rescored exactly and merged as tile would.
+func (e *argmaxEp) approx(w *worker, t *atile) bool {
+	f := w.f
+	rows, cols := t.i1-t.i0, t.j1-t.j0
+	var bias []float32
+	if e.bias != nil {
+		if len(e.biasPad) < len(e.bias)+32 {
+			e.biasPad = make([]float32, len(e.bias)+32)
+			copy(e.biasPad, e.bias)
+			e.biasMax = 0
+			for _, b := range e.bias {
+				e.biasMax = max(e.biasMax, math.Abs(float64(b)))
+			}
+		}
+		bias = e.biasPad[t.j0:]
+	}
+	if e.prefix {
+		ninf := float32(math.Inf(-1))
+		for r := 0; r < rows; r++ {
+			if n := t.i0 + r - t.j0; n < cols {
+				row := t.c[r*t.ldc : r*t.ldc+cols]
+				for j := max(n, 0); j < cols; j++ {
+					row[j] = ninf
+				}
+			}
 		}
 	}
+	maxTileS(t.c, t.ldc, rows, cols, bias, f.mx[:rows])
+	for r := 0; r < rows; r++ {
+		i := t.i0 + r
+		s := t.e[r] + 0x1p-20*(t.mag[r]+t.e[r]+e.biasMax)
+		l := float64(f.mx[r]) - s
+		if e.res.Idx[i] >= 0 && float64(e.res.Val[i]) > l {
+			l = float64(e.res.Val[i])
+		}
+		f.thr[r] = math.Nextafter32(roundDown32(l-s), float32(math.Inf(-1)))
+	}
+	cnt := filterTileS(t.c, t.ldc, rows, cols, bias, f.thr[:rows], f.pairs, t.maxPairs)
+	if cnt > t.maxPairs {
+		return false
+	}
+	pairs := f.pairs[:cnt]
+	vals := t.rescore(w, pairs)
+	for l, pr := range pairs {
+		j := t.j0 + int(pr&0xffff)
+		v := vals[l]
+		if e.bias != nil {
+			v += e.bias[j]
+		}
+		e.offer(t.i0+int(pr>>16), v, j)
+	}
+	return true
 }
 
 func (e *argmaxEp) rowsDone(w *worker, i0, i1 int) error {
@@ -84,7 +176,7 @@ func (e *CPU) MaxArg(q, b Matrix) (ArgMax, error) {
 		return ArgMax{}, err
 	}
 	ep := &argmaxEp{res: newArgMax(b.Rows)}
-	if err := drive(newParallel(e.threads(), q.Dim), plan{a: b, b: q}, ep); err != nil {
+	if err := e.drive(newParallel(e.threads(), q.Dim), plan{a: b, b: q}, ep); err != nil {
 		return ArgMax{}, err
 	}
 	return ep.res, nil
@@ -106,7 +198,7 @@ func (e *CPU) ShiftedMax(q, b Matrix, thr []float32) (ArgMax, error) {
 		bias[i] = -t
 	}
 	ep := &argmaxEp{res: newArgMax(b.Rows), bias: bias}
-	if err := drive(newParallel(e.threads(), q.Dim), plan{a: b, b: q}, ep); err != nil {
+	if err := e.drive(newParallel(e.threads(), q.Dim), plan{a: b, b: q}, ep); err != nil {
 		return ArgMax{}, err
 	}
 	return ep.res, nil
@@ -118,7 +210,7 @@ func (e *CPU) PrefixMax(x Matrix) (ArgMax, error) {
 		return ArgMax{}, err
 	}
 	ep := &argmaxEp{res: newArgMax(x.Rows), prefix: true}
-	if err := drive(newParallel(e.threads(), x.Dim), plan{a: x, b: x, prefix: true}, ep); err != nil {
+	if err := e.drive(newParallel(e.threads(), x.Dim), plan{a: x, b: x, prefix: true}, ep); err != nil {
 		return ArgMax{}, err
 	}
 	return ep.res, nil
@@ -198,7 +290,7 @@ func (e *CPU) NearestCentroid(x, c Matrix, metric Metric, acc *Accum) (ArgMax, e
 			return nil
 		}
 	}
-	if err := drive(par, plan{a: x, b: F32Matrix(cf, c.Rows, d)}, ep); err != nil {
+	if err := e.drive(par, plan{a: x, b: F32Matrix(cf, c.Rows, d)}, ep); err != nil {
 		return ArgMax{}, err
 	}
 	return ep.res, nil

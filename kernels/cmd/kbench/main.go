@@ -16,6 +16,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"time"
 
 	"hpcrun/kernels"
@@ -34,7 +35,19 @@ func main() {
 	cf := flag.String("c", "", "initial centroids .npy (kmeans)")
 	out := flag.String("out", "", "prefix for result .npy files")
 	reps := flag.Int("reps", 1, "timed repetitions on file data (best is reported)")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run here")
 	flag.Parse()
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "kbench:", err)
+			os.Exit(1)
+		}
+		defer pprof.StopCPUProfile()
+	}
 
 	var res any
 	var err error
@@ -44,6 +57,7 @@ func main() {
 		res, err = fileBench(*op, *qf, *bf, *cf, *k, *threads, *reps, *out)
 	}
 	if err != nil {
+		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "kbench:", err)
 		os.Exit(1)
 	}

@@ -1,0 +1,748 @@
+package kernels
+
+// Engine 2: an AMX-BF16 filter in front of the exact float32 kernels.
+//
+// Every op reduces C = A·Bᵀ to a few entries per row (the k best, the
+// maximum). Engine 2 computes each mcAMX x ncBlock tile of C approximately
+// on the AMX unit (kern4 amxTile: operands rounded to bf16, products summed
+// in float32, ~15x the float32 FMA rate), bounds the error of every entry
+// rigorously, and recomputes exactly, with the very FMA chain of the
+// micro-kernels (dotGather), only the entries whose bound says they could
+// still matter. Results are therefore bit-identical to engine 1 (drive):
+// the same candidates reach the epilogue with the same float32 values in
+// the same order. A tile where too many entries survive (TopK while its
+// thresholds are still low) is recomputed by the exact micro-kernels
+// instead, and the next tile of that A block stays exact until few
+// candidates pass again.
+//
+// Error bound. For rows a (of A) and b (of B) with bf16 roundings ã, b̃
+// (subnormal results flushed to zero, as AMX reads them), s = the float32
+// FMA chain Σ a_k b_k and ŝ = the AMX value:
+//
+//	|s - a·b|  <= γ(d)·‖a‖‖b‖                 (one rounding per FMA)
+//	|a·b - ã·b̃| <= ‖a‖‖b-b̃‖ + ‖a-ã‖‖b̃‖          (Cauchy–Schwarz)
+//	|ã·b̃ - ŝ|  <= γ(2·dpad)·‖ã‖‖b̃‖ + flushes   (float32 accumulation, FTZ)
+//
+// with γ(n) = n·2⁻²⁴/(1-n·2⁻²⁴). Norms are per-row upper bounds from the
+// conversion (bf16Row); the B terms use the maximum over the B block, and
+// 2⁻⁹⁰ covers flushed subnormal products. Every float32 comparison made on
+// approximate values gets a further relative slack of 2⁻²⁰ of the
+// magnitudes involved, far above its rounding error. Rows whose norm
+// exceeds amxMaxNorm (or is not finite) are never filtered.
+//
+// Versions of the pieces (numbered with the rest of the package):
+//
+//	kern4   amxTile     AMX 2x2 tiles of 16x16, K step 32, p outer (amx_amd64.s)
+//	pack3   bf16Row     float32 -> bf16 rows with norm sums; vnniPack (gathers)
+//	refine1 dotGather   exact FMA chains of 16 pairs per zmm, operands gathered
+//	filter1 filterTile  per-row threshold over a whole tile (VCMPPS + VPCOMPRESSD)
+//
+// The plain-Go twins below (amxTileGo, bf16RowGo, vnniPackGo, dotGatherGo,
+// filterTileGo, maxTileGo) define each piece; tests hold the assembly to
+// them.
+
+import (
+	"fmt"
+	"math"
+	"os"
+	"sync/atomic"
+)
+
+// amxCount counts engine 2's tiles by outcome: approximate tiles that
+// were filtered, approximate tiles that turned out dense (recomputed), and
+// exact tiles. For tests and benchmarks.
+var amxCount struct{ filtered, dense, exact, rescored atomic.Int64 }
+
+var (
+	// mcAMX is the number of A rows per task in engine 2: a multiple of
+	// both mr (exact micro-kernel panels) and 32 (AMX row blocks).
+	mcAMX = 16 * mr
+
+	// amxMaxNorm: rows with a larger norm (or a non-finite one) are never
+	// filtered (bf16 products could overflow).
+	amxMaxNorm = 0x1p40
+
+	// amxMinDim: below this dimension the filter does not pay.
+	amxMinDim = 32
+)
+
+// amxCfg is the tile configuration (palette 1): tmm0-7 all 16 rows of 64
+// bytes (C: 16x16 float32; A: 16x32 bf16; B: 16x16 bf16 pairs).
+var amxCfg = func() (c [64]byte) {
+	c[0] = 1
+	for t := 0; t < 8; t++ {
+		c[16+2*t] = 64
+		c[48+t] = 16
+	}
+	return
+}()
+
+// amxAllowedByEnv: HPCRUN_NO_AMX=1 turns the filter off for the whole
+// process (results are the same; for benchmarks and debugging).
+func amxAllowedByEnv() bool {
+	v := os.Getenv("HPCRUN_NO_AMX")
+	return v == "" || v == "0"
+}
+
+// ---------------------------------------------------------------- plain-Go twins
+
+// fma32 returns a·b + c rounded once to float32 (nearest even), as
+// VFMADD231PS computes it: the float64 sum is made exact with TwoSum and
+// rounded to odd before the final rounding to float32.
+func fma32(a, b, c float32) float32 {
+	p := float64(a) * float64(b) // exact
+	cc := float64(c)
+	r := p + cc
+	bb := r - p
+	e := (p - (r - bb)) + (cc - bb)
+	if e != 0 && math.Float64bits(r)&1 == 0 {
+		r = math.Nextafter(r, math.Copysign(math.Inf(1), e))
+	}
+	return float32(r)
+}
+
+// bf16Bits rounds x to bf16 (nearest even) and flushes bf16 subnormals to
+// zero; it returns the rounded value's float32 bits. x must be finite.
+func bf16Bits(x float32) uint32 {
+	u := math.Float32bits(x)
+	r := (u + 0x7fff + (u>>16)&1) & 0xffff0000
+	if r&0x7f800000 == 0 {
+		r = 0
+	}
+	return r
+}
+
+// bf16RowGo: dst[j] = bf16(±src[j]) for j < len(src), 0 up to len(dst)
+// (a multiple of 16); per lane l = j%16 float32 FMA sums of x², x̃², (x-x̃)²
+// in sums[l], sums[16+l], sums[32+l].
+func bf16RowGo(dst []uint16, src []float32, neg bool, sums *[48]float32) {
+	*sums = [48]float32{}
+	for j := range dst {
+		var x float32
+		if j < len(src) {
+			x = src[j]
+			if neg {
+				x = -x
+			}
+		}
+		r := bf16Bits(x)
+		xt := math.Float32frombits(r)
+		dl := x - xt
+		l := j % 16
+		sums[l] = fma32(x, x, sums[l])
+		sums[16+l] = fma32(xt, xt, sums[16+l])
+		sums[32+l] = fma32(dl, dl, sums[32+l])
+		dst[j] = uint16(r >> 16)
+	}
+}
+
+// vnniPackGo packs 32·np rows of row-major bf16 (ld values per row, 32·ks
+// columns) into the AMX B-tile layout: for 32-row pair p, k step s, half h,
+// tile row r and column n, the bf16 pair (src[row][s·32+2r], src[row][s·32+2r+1])
+// of row = p·32+h·16+n goes to dword ((p·ks+s)·2+h)·256 + r·16 + n.
+func vnniPackGo(dst, src []uint16, ld, np, ks int) {
+	for p := 0; p < np; p++ {
+		for s := 0; s < ks; s++ {
+			for h := 0; h < 2; h++ {
+				for r := 0; r < 16; r++ {
+					for n := 0; n < 16; n++ {
+						row := p*32 + h*16 + n
+						o := 2 * ((((p*ks+s)*2+h)*256 + r*16) + n)
+						dst[o] = src[row*ld+s*32+2*r]
+						dst[o+1] = src[row*ld+s*32+2*r+1]
+					}
+				}
+			}
+		}
+	}
+}
+
+func bf16Value(h uint16) float64 { return float64(math.Float32frombits(uint32(h) << 16)) }
+
+// amxTileGo: c[i·ldc+j] ≈ Σ_k a[i·lda+k]·B[j][k] for i < 32·mb, j < 32·np,
+// k < 32·ks, B as packed by vnniPackGo (bf16 values; the sum here is
+// float64, the AMX unit's is float32 in its own order).
+func amxTileGo(a []uint16, lda int, b []uint16, c []float32, ldc int, mb, np, ks int) {
+	for i := 0; i < 32*mb; i++ {
+		for j := 0; j < 32*np; j++ {
+			p, h, n := j/32, (j%32)/16, j%16
+			var s float64
+			for k := 0; k < 32*ks; k++ {
+				st, r, e := k/32, (k%32)/2, k%2
+				bv := b[2*((((p*ks+st)*2+h)*256+r*16)+n)+e]
+				s += bf16Value(a[i*lda+k]) * bf16Value(bv)
+			}
+			c[i*ldc+j] = float32(s)
+		}
+	}
+}
+
+// dotGatherGo: out[l] = the float32 FMA chain over k < d of
+// a[offa[l]+k·sa]·b[offb[l]+k·sb], starting from 0.
+func dotGatherGo(a []float32, offa []int32, sa int, b []float32, offb []int32, sb int, d int, out []float32) {
+	for l := range offa {
+		var s float32
+		pa, pb := int(offa[l]), int(offb[l])
+		for k := 0; k < d; k++ {
+			s = fma32(a[pa+k*sa], b[pb+k*sb], s)
+		}
+		out[l] = s
+	}
+}
+
+// dotGather1Go: out[l] = the float32 FMA chain over k < d of
+// a[k·sa]·b[offb[l]+k·sb], starting from 0.
+func dotGather1Go(a []float32, sa int, b []float32, offb []int32, sb int, d int, out []float32) {
+	for l := range offb {
+		var s float32
+		pb := int(offb[l])
+		for k := 0; k < d; k++ {
+			s = fma32(a[k*sa], b[pb+k*sb], s)
+		}
+		out[l] = s
+	}
+}
+
+// filterTileGo appends i<<16 | j for every i < rows, j < n with
+// c[i·ldc+j] + bias[j] > thr[i] (bias may be nil), row-major; it returns
+// max+1 as soon as more than max pairs pass, else their count.
+func filterTileGo(c []float32, ldc, rows, n int, bias, thr []float32, out []int32, max int) int {
+	cnt := 0
+	for i := 0; i < rows; i++ {
+		for j := 0; j < n; j++ {
+			x := c[i*ldc+j]
+			if bias != nil {
+				x += bias[j]
+			}
+			if x > thr[i] {
+				if cnt == max {
+					return max + 1
+				}
+				out[cnt] = int32(i<<16 | j)
+				cnt++
+			}
+		}
+	}
+	return cnt
+}
+
+// maxTileGo: out[i] = max over j < n of c[i·ldc+j] + bias[j].
+func maxTileGo(c []float32, ldc, rows, n int, bias []float32, out []float32) {
+	for i := 0; i < rows; i++ {
+		m := float32(math.Inf(-1))
+		for j := 0; j < n; j++ {
+			x := c[i*ldc+j]
+			if bias != nil {
+				x += bias[j]
+			}
+			m = max(m, x)
+		}
+		out[i] = m
+	}
+}
+
+// ---------------------------------------------------------------- bounds
+
+// gamma is γ(n) = n·u/(1-n·u), u = 2⁻²⁴.
+func gamma(n int) float64 {
+	nu := float64(n) * 0x1p-24
+	return nu / (1 - nu)
+}
+
+// normBound turns the float32 lane sums of squares of one row (total s)
+// into an upper bound of the norm: each lane summed ⌈dpad/16⌉ terms with
+// one rounding each, and squares below 2⁻¹²⁶ may have underflowed.
+func normBound(s float64, dpad int) float64 {
+	return math.Sqrt(s*(1+gamma(dpad/16+2))+float64(dpad)*0x1p-126) * (1 + 0x1p-40)
+}
+
+// roundDown32 returns the largest float32 <= v.
+func roundDown32(v float64) float32 {
+	f := float32(v)
+	if float64(f) > v {
+		f = math.Nextafter32(f, float32(math.Inf(-1)))
+	}
+	return f
+}
+
+// bfRows is a bf16 copy of some rows with per-row norm bounds.
+type bfRows struct {
+	ld             int // values per row: the dimension padded to a multiple of 32
+	data           []uint16
+	nrm, tnrm, dlt []float64 // ‖x‖, ‖x̃‖, ‖x-x̃‖ (upper bounds)
+}
+
+func newBFRows(rows, d int) *bfRows {
+	ld := (d + 31) &^ 31
+	return &bfRows{ld: ld, data: make([]uint16, rows*ld),
+		nrm: make([]float64, rows), tnrm: make([]float64, rows), dlt: make([]float64, rows)}
+}
+
+// convert writes rows [r0, r1) of m (negated when neg) as rows o0.. of b;
+// it reports whether every row is finite and small enough to filter.
+// scratch must hold m.Dim floats.
+func (b *bfRows) convert(o0 int, m Matrix, r0, r1 int, neg bool, scratch []float32) bool {
+	ok := true
+	var sums [48]float32
+	for r := r0; r < r1; r++ {
+		o := o0 + r - r0
+		bf16RowS(b.data[o*b.ld:(o+1)*b.ld], m.row(r, scratch), neg, &sums)
+		var sx, st, sd float64
+		for l := 0; l < 16; l++ {
+			sx += float64(sums[l])
+			st += float64(sums[16+l])
+			sd += float64(sums[32+l])
+		}
+		b.nrm[o], b.tnrm[o], b.dlt[o] = normBound(sx, b.ld), normBound(st, b.ld), normBound(sd, b.ld)
+		if !(b.nrm[o] < amxMaxNorm && b.tnrm[o] < amxMaxNorm) {
+			ok = false
+		}
+	}
+	return ok
+}
+
+// zeroRows clears rows [o0, o1) (padding of a partial block).
+func (b *bfRows) zeroRows(o0, o1 int) {
+	clear(b.data[o0*b.ld : o1*b.ld])
+}
+
+// bStats are the B-side maxima of one ncBlock block.
+type bStats struct {
+	nrm, tnrm, dlt float64
+	ok             bool
+}
+
+func (b *bfRows) stats(o0, o1 int, ok bool) bStats {
+	s := bStats{ok: ok}
+	for o := o0; o < o1; o++ {
+		s.nrm = max(s.nrm, b.nrm[o])
+		s.tnrm = max(s.tnrm, b.tnrm[o])
+		s.dlt = max(s.dlt, b.dlt[o])
+	}
+	return s
+}
+
+// ---------------------------------------------------------------- epilogue contract
+
+// fepilogue is an epilogue that can also consume approximate tiles.
+type fepilogue interface {
+	epilogue
+	// startApprox: whether a fresh A block starts with approximate tiles.
+	startApprox() bool
+	// divs: an approximate tile with more than rows·cols/dense survivors
+	// is recomputed exactly; after an exact tile whose tile() accepted
+	// fewer than rows·cols/sparse entries the A block filters again.
+	divs() (dense, sparse int)
+	// approx consumes an approximate tile (see atile). It returns false,
+	// having changed nothing, when more than t.maxPairs entries survive;
+	// the driver then recomputes the tile exactly and calls tile.
+	approx(w *worker, t *atile) bool
+}
+
+// atile is one approximate tile handed to fepilogue.approx: c[(i-i0)·ldc +
+// (j-j0)] differs from the exact value of entry (i, j) by at most
+// e[i-i0]; |exact| <= mag[i-i0].
+type atile struct {
+	c              []float32
+	ldc            int
+	i0, i1, j0, j1 int
+	e, mag         []float64
+	maxPairs       int
+	d              int
+	as, bs         rside // exact operands for rescoring
+}
+
+// rside locates the float32 operand rows for rescoring: packed panels of
+// width w (k-major), or row-major rows of ld floats when w == 0. Row
+// indices are relative to the tile's i0 (A) or j0 (B).
+type rside struct {
+	data  []float32
+	w, ld int
+}
+
+func (s rside) off(i, d int) int32 {
+	if s.w == 0 {
+		return int32(i * s.ld)
+	}
+	return int32(i/s.w*s.w*d + i%s.w)
+}
+
+func (s rside) stride() int {
+	if s.w == 0 {
+		return 1
+	}
+	return s.w
+}
+
+// rescore returns the exact values (the micro-kernels' FMA chains) of the
+// tile entries pairs[l] = (i-i0)<<16 | (j-j0), in w.vals.
+func (t *atile) rescore(w *worker, pairs []int32) []float32 {
+	n := len(pairs)
+	if n == 0 {
+		return nil
+	}
+	n16 := (n + 15) &^ 15
+	offa, offb := w.f.offa[:n16], w.f.offb[:n16]
+	for l, pr := range pairs {
+		offa[l] = t.as.off(int(pr>>16), t.d)
+		offb[l] = t.bs.off(int(pr&0xffff), t.d)
+	}
+	for l := n; l < n16; l++ {
+		offa[l], offb[l] = offa[0], offb[0]
+	}
+	amxCount.rescored.Add(int64(n))
+	dotGatherS(t.as.data, offa, t.as.stride(), t.bs.data, offb, t.bs.stride(), t.d, w.f.vals[:n16])
+	return w.f.vals[:n]
+}
+
+// ---------------------------------------------------------------- driver
+
+// ablk is the state of one A block in engine 2.
+type ablk struct {
+	ok     bool // every row may be filtered
+	approx bool // next tile approximate
+	packed bool // float32 panels present (streaming mode packs them lazily)
+}
+
+// fbuf is per-worker scratch of engine 2.
+type fbuf struct {
+	as            rside // A operand of the block in rowsDone (rows from ai0)
+	ai0           int
+	bscr          []float32 // 16 converted B rows (rescoreRow)
+	js            []int32
+	idx           []int
+	rv            []float32
+	abf           *bfRows   // streaming mode: bf16 of the current A block
+	afl           []float32 // streaming mode: float32 rows of a float16 A block
+	pairs         []int32
+	offa, offb    []int32
+	vals, thr, mx []float32
+	e, mag        []float64
+}
+
+func (w *worker) fb(d, maxPairs int) *fbuf {
+	if w.f == nil {
+		w.f = &fbuf{}
+	}
+	f := w.f
+	if len(f.pairs) < maxPairs+16 {
+		f.pairs = make([]int32, maxPairs+16)
+		f.offa = make([]int32, maxPairs+16)
+		f.offb = make([]int32, maxPairs+16)
+		f.vals = make([]float32, maxPairs+16)
+	}
+	if len(f.thr) < mcAMX {
+		f.thr = make([]float32, mcAMX)
+		f.mx = make([]float32, mcAMX)
+		f.e = make([]float64, mcAMX)
+		f.mag = make([]float64, mcAMX)
+	}
+	if f.abf == nil || f.abf.ld != (d+31)&^31 || len(f.abf.nrm) < mcAMX {
+		f.abf = newBFRows(mcAMX, d)
+	}
+	return f
+}
+
+// driveAMX is engine 2 (see the top of this file). Same contract as drive.
+func driveAMX(p *parallel, pl plan, ep fepilogue) error {
+	a, b := pl.a, pl.b
+	m, n, d := a.Rows, b.Rows, a.Dim
+	if m == 0 {
+		_, err := toF32Checked(b)
+		return err
+	}
+	mc := mcAMX
+	nc := ncBlock
+	ks := (d + 31) / 32
+	super := pl.superRows
+	if super <= 0 {
+		super = aPackBytes / max(1, 4*d)
+	}
+	super = max(mc, super/mc*mc)
+	super = min(super, (m+mc-1)/mc*mc)
+	nPad := (n + nr - 1) / nr * nr
+	bOnce := nPad*d*4 <= bPackBytes
+	nb := min(n, nc)
+	if bOnce {
+		nb = n
+	}
+	nbPad := (nb + 31) &^ 31
+	dense, sparse := ep.divs()
+	maxPairs := mc * nc / dense
+	ldc := nc
+	for _, w := range p.workers {
+		if len(w.c) < mc*ldc {
+			w.c = make([]float32, mc*ldc)
+		}
+		if len(w.cand) < nc {
+			w.cand = make([]int32, nc)
+		}
+		w.fb(d, maxPairs)
+	}
+
+	// B side: float32 panels (exact tiles, rescoring), bf16 rows, the
+	// VNNI copy for amxTile and per-ncBlock bounds.
+	bpack := make([]float32, nbPad*d)
+	bbf := newBFRows(nbPad, d)
+	bvnni := make([]uint16, nbPad/32*ks*1024)
+	bst := make([]bStats, (nb+nc-1)/nc)
+	bok := make([]bool, (nbPad+127)/128)
+	packB := func(j0, j1 int) error {
+		const rowsPerTask = 128
+		nt := (j1 - j0 + rowsPerTask - 1) / rowsPerTask
+		err := p.run(nt, func(w *worker, t int) error {
+			r0 := j0 + t*rowsPerTask
+			r1 := min(j1, r0+rowsPerTask)
+			o0 := r0 - j0
+			if err := packRows(bpack[o0*d:], b, r0, r1, nr, pl.negB, w.scratch); err != nil {
+				return err
+			}
+			bok[t] = bbf.convert(o0, b, r0, r1, pl.negB, w.scratch)
+			o1 := (r1 - j0 + 31) &^ 31
+			bbf.zeroRows(r1-j0, o1)
+			vnniPackS(bvnni[o0/32*ks*1024:], bbf.data[o0*bbf.ld:], bbf.ld, (o1-o0)/32, ks)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for s := range bst[:(j1-j0+nc-1)/nc] {
+			o0, o1 := s*nc, min(j1-j0, (s+1)*nc)
+			ok := true
+			for t := o0 / rowsPerTask; t <= (o1-1)/rowsPerTask; t++ {
+				ok = ok && bok[t]
+			}
+			bst[s] = bbf.stats(o0, o1, ok)
+		}
+		return nil
+	}
+
+	// tile runs one A block x B block tile. The A block is rows [i0, i1);
+	// its bf16 copy starts at row ao of abf, as locates its float32 rows
+	// for rescoring and ap its float32 panels for the micro-kernels
+	// (packed by packA on first use unless st.packed). The B block starts
+	// at global row j0 and at row bo of the packed B; bs are its bounds.
+	gd, g2 := gamma(d), gamma(2*bbf.ld)
+	tile := func(w *worker, st *ablk, abf *bfRows, ao int, as rside, ap []float32, packA func() error,
+		i0, i1, j0, j1, bo int, bs bStats) error {
+		f := w.f
+		rows, cols := i1-i0, j1-j0
+		if st.approx && st.ok && bs.ok {
+			mb, np := (rows+31)/32, (cols+31)/32
+			amxTileS(abf.data[ao*abf.ld:], abf.ld, bvnni[bo/32*ks*1024:], w.c, ldc, mb, np, ks)
+			for r := 0; r < rows; r++ {
+				na, ta, da := abf.nrm[ao+r], abf.tnrm[ao+r], abf.dlt[ao+r]
+				e := gd*na*bs.nrm + na*bs.dlt + da*bs.tnrm + g2*ta*bs.tnrm + 0x1p-90
+				f.e[r] = e * (1 + 0x1p-30)
+				f.mag[r] = na * bs.nrm
+			}
+			t := atile{c: w.c, ldc: ldc, i0: i0, i1: i1, j0: j0, j1: j1, e: f.e[:rows], mag: f.mag[:rows],
+				maxPairs: rows * cols / dense, d: d, as: as,
+				bs: rside{data: bpack[bo*d:], w: nr}}
+			if ep.approx(w, &t) {
+				amxCount.filtered.Add(1)
+				return nil
+			}
+			amxCount.dense.Add(1)
+			st.approx = false
+		}
+		if !st.packed {
+			if err := packA(); err != nil {
+				return err
+			}
+			st.packed = true
+		}
+		nPanels := (cols + nr - 1) / nr
+		mp := (rows + mr - 1) / mr
+		bblk := bpack[bo*d:]
+		for q := 0; q < nPanels; q++ {
+			bp := bblk[q*nr*d : (q+1)*nr*d]
+			for r := 0; r < mp; r++ {
+				if pl.prefix && j0+q*nr >= i0+r*mr+mr-1 {
+					continue
+				}
+				microKernel(d, ap[r*mr*d:(r+1)*mr*d], bp, w.c[r*mr*ldc+q*nr:], ldc, false)
+			}
+		}
+		amxCount.exact.Add(1)
+		acc := ep.tile(w, w.c, ldc, i0, i1, j0, j1)
+		if st.ok && bs.ok && acc*sparse < rows*cols {
+			st.approx = true
+		}
+		return nil
+	}
+
+	if bOnce {
+		if err := packB(0, n); err != nil {
+			return err
+		}
+		return p.run((m+mc-1)/mc, func(w *worker, blk int) error {
+			f := w.f
+			i0 := blk * mc
+			i1 := min(m, i0+mc)
+			rows := i1 - i0
+			st := ablk{approx: ep.startApprox()}
+			var as rside
+			if a.F16 != nil {
+				if len(f.afl) < mc*d {
+					f.afl = make([]float32, mc*d)
+				}
+				F16ToF32(f.afl[:rows*d], a.F16[i0*d:i1*d])
+				as = rside{data: f.afl, ld: d}
+			} else {
+				as = rside{data: a.F32[i0*d : i1*d], ld: d}
+			}
+			am := F32Matrix(as.data, rows, d)
+			st.ok = f.abf.convert(0, am, 0, rows, false, w.scratch)
+			f.abf.zeroRows(rows, (rows+31)&^31)
+			if !st.ok {
+				if err := checkFiniteF32("A", as.data[:rows*d]); err != nil {
+					return wrapRows(err, i0, i1)
+				}
+			}
+			if len(w.apack) < mc*d {
+				w.apack = make([]float32, mc*d)
+			}
+			packA := func() error { return packRows(w.apack, a, i0, i1, mr, false, w.scratch) }
+			jEnd := n
+			if pl.prefix {
+				jEnd = min(n, i1-1)
+			}
+			for j0 := 0; j0 < jEnd; j0 += nc {
+				j1 := min(jEnd, j0+nc)
+				if err := tile(w, &st, f.abf, 0, as, w.apack, packA, i0, i1, j0, j1, j0, bst[j0/nc]); err != nil {
+					return err
+				}
+			}
+			f.as, f.ai0 = as, i0
+			return ep.rowsDone(w, i0, i1)
+		})
+	}
+
+	apack := make([]float32, super*d)
+	abf := newBFRows(super, d)
+	blocks := make([]ablk, super/mc)
+	for s0 := 0; s0 < m; s0 += super {
+		s1 := min(m, s0+super)
+		nA := (s1 - s0 + mc - 1) / mc
+		err := p.run(nA, func(w *worker, blk int) error {
+			i0 := s0 + blk*mc
+			i1 := min(s1, i0+mc)
+			if err := packRows(apack[blk*mc*d:], a, i0, i1, mr, false, w.scratch); err != nil {
+				return err
+			}
+			ok := abf.convert(blk*mc, a, i0, i1, false, w.scratch)
+			abf.zeroRows(blk*mc+i1-i0, blk*mc+(i1-i0+31)&^31)
+			blocks[blk] = ablk{ok: ok, approx: ep.startApprox(), packed: true}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		jEnd := n
+		if pl.prefix {
+			jEnd = min(n, s1-1)
+		}
+		for j0 := 0; j0 < jEnd; j0 += nc {
+			j1 := min(jEnd, j0+nc)
+			if err := packB(j0, j1); err != nil {
+				return err
+			}
+			err := p.run(nA, func(w *worker, blk int) error {
+				i0 := s0 + blk*mc
+				i1 := min(s1, i0+mc)
+				if pl.prefix && i1-1 <= j0 {
+					return nil
+				}
+				ap := apack[blk*mc*d:]
+				return tile(w, &blocks[blk], abf, blk*mc, rside{data: ap, w: mr}, ap, nil, i0, i1, j0, j1, 0, bst[0])
+			})
+			if err != nil {
+				return err
+			}
+		}
+		err = p.run(nA, func(w *worker, blk int) error {
+			i0 := s0 + blk*mc
+			w.f.as, w.f.ai0 = rside{data: apack[blk*mc*d:], w: mr}, i0
+			return ep.rowsDone(w, i0, min(s1, i0+mc))
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// roundUp32 returns the smallest float32 >= v.
+func roundUp32(v float64) float32 {
+	f := float32(v)
+	if float64(f) < v {
+		f = math.Nextafter32(f, float32(math.Inf(1)))
+	}
+	return f
+}
+
+// rescoreRow stores in out[l] the exact value (the micro-kernels' FMA
+// chain) of A row i · B row js[l], B negated when neg. A row i comes from
+// w.f.as (set by the driver for rowsDone), B rows from b itself.
+func rescoreRow(w *worker, i int, b Matrix, neg bool, js []int32, out []float32) {
+	f := w.f
+	d := b.Dim
+	n := len(js)
+	if n == 0 {
+		return
+	}
+	arow := f.as.data[f.as.off(i-f.ai0, d):]
+	sa := f.as.stride()
+	amxCount.rescored.Add(int64(n))
+	direct := b.F16 == nil && int64(b.Rows)*int64(d) < 1<<31
+	if direct {
+		// gather straight from b, prefetching the next batch's rows
+		n16 := (n + 15) &^ 15
+		if len(f.offb) < n16 {
+			f.offb = make([]int32, 2*n16)
+		}
+		offb := f.offb[:n16]
+		for l, j := range js {
+			offb[l] = int32(int(j) * d)
+		}
+		for l := n; l < n16; l++ {
+			offb[l] = offb[0]
+		}
+		for l0 := 0; l0 < n; l0 += 16 {
+			var pf []int32
+			if l0+16 < n16 {
+				pf = offb[l0+16 : l0+32]
+			}
+			dotGather1S(arow, sa, b.F32, offb[l0:l0+16], 1, d, f.vals[:16], pf)
+			for l := l0; l < min(n, l0+16); l++ {
+				out[l] = f.vals[l-l0]
+			}
+		}
+	} else {
+		// convert (or copy) 16 rows at a time
+		if len(f.bscr) < 16*d {
+			f.bscr = make([]float32, 16*d)
+		}
+		offb := f.offb[:16]
+		for l := range offb {
+			offb[l] = int32(l * d)
+		}
+		for l0 := 0; l0 < n; l0 += 16 {
+			l1 := min(n, l0+16)
+			for l := l0; l < 16+l0; l++ {
+				dst := f.bscr[(l-l0)*d : (l-l0+1)*d]
+				copy(dst, b.row(int(js[min(l, l1-1)]), dst))
+			}
+			dotGather1S(arow, sa, f.bscr, offb, 1, d, f.vals[:16], nil)
+			copy(out[l0:l1], f.vals[:l1-l0])
+		}
+	}
+	if neg {
+		for l := range out[:n] {
+			out[l] = -out[l]
+		}
+	}
+}
+
+func wrapRows(err error, i0, i1 int) error { return fmt.Errorf("%w (rows %d..%d)", err, i0, i1-1) }
