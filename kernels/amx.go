@@ -45,6 +45,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"sync"
 	"sync/atomic"
 )
 
@@ -112,12 +113,13 @@ func bf16Bits(x float32) uint32 {
 	return r
 }
 
-// bf16RowGo: dst[j] = bf16(±src[j]) for j < len(src), 0 up to len(dst)
-// (a multiple of 16); per lane l = j%16 float32 FMA sums of x², x̃², (x-x̃)²
-// in sums[l], sums[16+l], sums[32+l].
-func bf16RowGo(dst []uint16, src []float32, neg bool, sums *[48]float32) {
+// bf16RowGo: value j of the row, bf16(±src[j]) for j < len(src) and 0 up
+// to npad (a multiple of 32), goes to dst[(j/32)·cstride + j%32]; per lane
+// l = j%16 float32 FMA sums of x², x̃², (x-x̃)² in sums[l], sums[16+l],
+// sums[32+l].
+func bf16RowGo(dst []uint16, src []float32, npad, cstride int, neg bool, sums *[48]float32) {
 	*sums = [48]float32{}
-	for j := range dst {
+	for j := 0; j < npad; j++ {
 		var x float32
 		if j < len(src) {
 			x = src[j]
@@ -132,7 +134,7 @@ func bf16RowGo(dst []uint16, src []float32, neg bool, sums *[48]float32) {
 		sums[l] = fma32(x, x, sums[l])
 		sums[16+l] = fma32(xt, xt, sums[16+l])
 		sums[32+l] = fma32(dl, dl, sums[32+l])
-		dst[j] = uint16(r >> 16)
+		dst[j/32*cstride+j%32] = uint16(r >> 16)
 	}
 }
 
@@ -159,10 +161,18 @@ func vnniPackGo(dst, src []uint16, ld, np, ks int) {
 
 func bf16Value(h uint16) float64 { return float64(math.Float32frombits(uint32(h) << 16)) }
 
-// amxTileGo: c[i·ldc+j] ≈ Σ_k a[i·lda+k]·B[j][k] for i < 32·mb, j < 32·np,
-// k < 32·ks, B as packed by vnniPackGo (bf16 values; the sum here is
-// float64, the AMX unit's is float32 in its own order).
-func amxTileGo(a []uint16, lda int, b []uint16, c []float32, ldc int, mb, np, ks int) {
+// tiledIndex is the position of value k of row i in the tiled bf16 layout
+// of amxTile's A operand (ks k steps of 32 per row): per 32-row block and
+// k step a 16x32 tile of rows 0-15 then one of rows 16-31.
+func tiledIndex(i, k, ks int) int {
+	return ((i/32*ks+k/32)*2+(i/16)%2)*512 + (i%16)*32 + k%32
+}
+
+// amxTileGo: c[i·ldc+j] ≈ Σ_k A[i][k]·B[j][k] for i < 32·mb, j < 32·np,
+// k < 32·ks, A tiled (tiledIndex), B as packed by vnniPackGo (bf16
+// values; the sum here is float64, the AMX unit's is float32 in its own
+// order).
+func amxTileGo(a []uint16, b []uint16, c []float32, ldc int, mb, np, ks int) {
 	for i := 0; i < 32*mb; i++ {
 		for j := 0; j < 32*np; j++ {
 			p, h, n := j/32, (j%32)/16, j%16
@@ -170,7 +180,7 @@ func amxTileGo(a []uint16, lda int, b []uint16, c []float32, ldc int, mb, np, ks
 			for k := 0; k < 32*ks; k++ {
 				st, r, e := k/32, (k%32)/2, k%2
 				bv := b[2*((((p*ks+st)*2+h)*256+r*16)+n)+e]
-				s += bf16Value(a[i*lda+k]) * bf16Value(bv)
+				s += bf16Value(a[tiledIndex(i, k, ks)]) * bf16Value(bv)
 			}
 			c[i*ldc+j] = float32(s)
 		}
@@ -265,28 +275,57 @@ func roundDown32(v float64) float32 {
 	return f
 }
 
-// bfRows is a bf16 copy of some rows with per-row norm bounds.
+// bfRows is a bf16 copy of some rows with per-row norm bounds, row-major
+// (ld values per row) or tiled (tiledIndex: amxTile's A operand; rows a
+// multiple of 32).
 type bfRows struct {
 	ld             int // values per row: the dimension padded to a multiple of 32
+	tiled          bool
 	data           []uint16
 	nrm, tnrm, dlt []float64 // ‖x‖, ‖x̃‖, ‖x-x̃‖ (upper bounds)
 }
 
-func newBFRows(rows, d int) *bfRows {
+func newBFRows(rows, d int, tiled bool) *bfRows {
 	ld := (d + 31) &^ 31
-	return &bfRows{ld: ld, data: make([]uint16, rows*ld),
+	rows = (rows + 31) &^ 31
+	return &bfRows{ld: ld, tiled: tiled, data: make([]uint16, rows*ld),
 		nrm: make([]float64, rows), tnrm: make([]float64, rows), dlt: make([]float64, rows)}
+}
+
+// at returns row o's first value and the distance between its 32-value
+// chunks.
+func (b *bfRows) at(o int) (dst []uint16, cstride int) {
+	if b.tiled {
+		return b.data[tiledIndex(o, 0, b.ld/32):], 1024
+	}
+	return b.data[o*b.ld:], 32
+}
+
+// block returns the data from row o on (o a multiple of 32 when tiled).
+func (b *bfRows) block(o int) []uint16 {
+	if b.tiled {
+		return b.data[o*b.ld:] // 32-row blocks are contiguous
+	}
+	return b.data[o*b.ld:]
 }
 
 // convert writes rows [r0, r1) of m (negated when neg) as rows o0.. of b;
 // it reports whether every row is finite and small enough to filter.
 // scratch must hold m.Dim floats.
-func (b *bfRows) convert(o0 int, m Matrix, r0, r1 int, neg bool, scratch []float32) bool {
+// When fl is not nil, the float32 rows (not negated) are also copied to
+// fl[(r-r0)·d:].
+func (b *bfRows) convert(o0 int, m Matrix, r0, r1 int, neg bool, scratch []float32, fl []float32) bool {
 	ok := true
 	var sums [48]float32
+	d := m.Dim
 	for r := r0; r < r1; r++ {
 		o := o0 + r - r0
-		bf16RowS(b.data[o*b.ld:(o+1)*b.ld], m.row(r, scratch), neg, &sums)
+		row := m.row(r, scratch)
+		if fl != nil {
+			copy(fl[(r-r0)*d:(r-r0+1)*d], row)
+		}
+		dst, cs := b.at(o)
+		bf16RowS(dst, row, b.ld, cs, neg, &sums)
 		var sx, st, sd float64
 		for l := 0; l < 16; l++ {
 			sx += float64(sums[l])
@@ -303,7 +342,11 @@ func (b *bfRows) convert(o0 int, m Matrix, r0, r1 int, neg bool, scratch []float
 
 // zeroRows clears rows [o0, o1) (padding of a partial block).
 func (b *bfRows) zeroRows(o0, o1 int) {
-	clear(b.data[o0*b.ld : o1*b.ld])
+	var sums [48]float32
+	for o := o0; o < o1; o++ {
+		dst, cs := b.at(o)
+		bf16RowS(dst, nil, b.ld, cs, false, &sums)
+	}
 }
 
 // bStats are the B-side maxima of one ncBlock block.
@@ -350,6 +393,12 @@ type atile struct {
 	maxPairs       int
 	d              int
 	as, bs         rside // exact operands for rescoring
+	negB           bool  // bs holds B, the plan uses -B
+	// streaming: this worker sees every tile of the A block, first to
+	// last, and calls rowsDone right after the last (epilogues may defer
+	// work across the block's tiles); bs0 locates B from global row 0.
+	streaming bool
+	bs0       rside
 }
 
 // rside locates the float32 operand rows for rescoring: packed panels of
@@ -374,25 +423,63 @@ func (s rside) stride() int {
 	return s.w
 }
 
+// pendCand is an argmax candidate awaiting rescoring: row r of the A
+// block, global column j, upper bound hi of its exact score.
+type pendCand struct {
+	r, j int32
+	hi   float64
+}
+
 // rescore returns the exact values (the micro-kernels' FMA chains) of the
-// tile entries pairs[l] = (i-i0)<<16 | (j-j0), in w.vals.
+// tile entries pairs[l] = (i-i0)<<16 | (j-j0), in w.f.vals.
 func (t *atile) rescore(w *worker, pairs []int32) []float32 {
-	n := len(pairs)
+	f := w.f
+	rs, js := f.prs[:0], f.pjs[:0]
+	for _, pr := range pairs {
+		rs = append(rs, pr>>16)
+		js = append(js, pr&0xffff)
+	}
+	f.prs, f.pjs = rs, js
+	return rescorePairs(w, t.as, t.bs, t.d, t.negB, rs, js)
+}
+
+// rescorePairs returns the exact values of A row rs[l] · B row js[l] (rows
+// relative to as and bs; B negated when neg), in w.f.vals.
+func rescorePairs(w *worker, as, bs rside, d int, neg bool, rs, js []int32) []float32 {
+	f := w.f
+	n := len(rs)
 	if n == 0 {
 		return nil
 	}
 	n16 := (n + 15) &^ 15
-	offa, offb := w.f.offa[:n16], w.f.offb[:n16]
-	for l, pr := range pairs {
-		offa[l] = t.as.off(int(pr>>16), t.d)
-		offb[l] = t.bs.off(int(pr&0xffff), t.d)
+	if len(f.offa) < n16 {
+		f.offa = make([]int32, 2*n16)
+		f.offb = make([]int32, 2*n16)
+	}
+	if len(f.vals) < n16 {
+		f.vals = make([]float32, 2*n16)
+	}
+	offa, offb := f.offa[:n16], f.offb[:n16]
+	for l := range rs {
+		offa[l] = as.off(int(rs[l]), d)
+		offb[l] = bs.off(int(js[l]), d)
 	}
 	for l := n; l < n16; l++ {
 		offa[l], offb[l] = offa[0], offb[0]
 	}
 	amxCount.rescored.Add(int64(n))
-	dotGatherS(t.as.data, offa, t.as.stride(), t.bs.data, offb, t.bs.stride(), t.d, w.f.vals[:n16])
-	return w.f.vals[:n]
+	vals := f.vals[:n16]
+	if as.w == 0 && bs.w == 0 {
+		dotTS(as.data, offa, bs.data, offb, d, vals, f.tscr[:])
+	} else {
+		dotGatherS(as.data, offa, as.stride(), bs.data, offb, bs.stride(), d, vals)
+	}
+	if neg {
+		for l := range vals[:n] {
+			vals[l] = -vals[l]
+		}
+	}
+	return vals[:n]
 }
 
 // ---------------------------------------------------------------- driver
@@ -412,6 +499,14 @@ type fbuf struct {
 	js            []int32
 	idx           []int
 	rv            []float32
+	tscr          [272]float32 // dotT/dotT1 scratch
+	pend          []pendCand   // argmax candidates awaiting rescoring
+	pendI0        int          // their A block (-1: none)
+	pas, pbs      rside        // their operands: A from row pendI0, B from row pj0
+	pj0, pendD    int
+	pendNeg       bool
+	prs, pjs      []int32
+	lb            []float64 // running lower bound of each row's maximum
 	abf           *bfRows   // streaming mode: bf16 of the current A block
 	afl           []float32 // streaming mode: float32 rows of a float16 A block
 	pairs         []int32
@@ -422,7 +517,7 @@ type fbuf struct {
 
 func (w *worker) fb(d, maxPairs int) *fbuf {
 	if w.f == nil {
-		w.f = &fbuf{}
+		w.f = &fbuf{pendI0: -1}
 	}
 	f := w.f
 	if len(f.pairs) < maxPairs+16 {
@@ -431,6 +526,9 @@ func (w *worker) fb(d, maxPairs int) *fbuf {
 		f.offb = make([]int32, maxPairs+16)
 		f.vals = make([]float32, maxPairs+16)
 	}
+	if len(f.lb) < mcAMX {
+		f.lb = make([]float64, mcAMX)
+	}
 	if len(f.thr) < mcAMX {
 		f.thr = make([]float32, mcAMX)
 		f.mx = make([]float32, mcAMX)
@@ -438,7 +536,7 @@ func (w *worker) fb(d, maxPairs int) *fbuf {
 		f.mag = make([]float64, mcAMX)
 	}
 	if f.abf == nil || f.abf.ld != (d+31)&^31 || len(f.abf.nrm) < mcAMX {
-		f.abf = newBFRows(mcAMX, d)
+		f.abf = newBFRows(mcAMX, d, true)
 	}
 	return f
 }
@@ -480,31 +578,77 @@ func driveAMX(p *parallel, pl plan, ep fepilogue) error {
 		w.fb(d, maxPairs)
 	}
 
-	// B side: float32 panels (exact tiles, rescoring), bf16 rows, the
-	// VNNI copy for amxTile and per-ncBlock bounds.
-	bpack := make([]float32, nbPad*d)
-	bbf := newBFRows(nbPad, d)
+	// B side: bf16 rows, their VNNI copy for amxTile and per-block
+	// bounds; float32 rows for rescoring (b itself, or converted from
+	// float16); float32 panels for exact tiles, packed only when a tile
+	// needs them.
+	bbf := newBFRows(nbPad, d, false)
 	bvnni := make([]uint16, nbPad/32*ks*1024)
 	bst := make([]bStats, (nb+nc-1)/nc)
 	bok := make([]bool, (nbPad+127)/128)
-	packB := func(j0, j1 int) error {
-		const rowsPerTask = 128
+	var bfl []float32
+	if b.F16 != nil {
+		bfl = make([]float32, nbPad*d)
+	}
+	bpack := make([]float32, nbPad*d)
+	var bj0, bj1 int        // B rows in the buffers
+	var bpMu sync.Mutex     // guards bpReady
+	var bpReady atomic.Bool // bpack holds rows [bj0, bj1)
+	const rowsPerTask = 128
+	packPanels := func(w *worker, t int) error {
+		r0 := bj0 + t*rowsPerTask
+		r1 := min(bj1, r0+rowsPerTask)
+		return packRows(bpack[(r0-bj0)*d:], b, r0, r1, nr, pl.negB, w.scratch)
+	}
+	// bPanels makes sure the panels exist (a tile turned exact).
+	bPanels := func(w *worker) error {
+		if bpReady.Load() {
+			return nil
+		}
+		bpMu.Lock()
+		defer bpMu.Unlock()
+		if bpReady.Load() {
+			return nil
+		}
+		for t := 0; t < (bj1-bj0+rowsPerTask-1)/rowsPerTask; t++ {
+			if err := packPanels(w, t); err != nil {
+				return err
+			}
+		}
+		bpReady.Store(true)
+		return nil
+	}
+	packB := func(j0, j1 int, panels bool) error {
+		bj0, bj1 = j0, j1
+		bpReady.Store(false)
 		nt := (j1 - j0 + rowsPerTask - 1) / rowsPerTask
 		err := p.run(nt, func(w *worker, t int) error {
 			r0 := j0 + t*rowsPerTask
 			r1 := min(j1, r0+rowsPerTask)
 			o0 := r0 - j0
-			if err := packRows(bpack[o0*d:], b, r0, r1, nr, pl.negB, w.scratch); err != nil {
-				return err
+			var fl []float32
+			if bfl != nil {
+				fl = bfl[o0*d:]
 			}
-			bok[t] = bbf.convert(o0, b, r0, r1, pl.negB, w.scratch)
+			bok[t] = bbf.convert(o0, b, r0, r1, pl.negB, w.scratch, fl)
+			if !bok[t] {
+				if _, err := toF32Checked(slice(b, r0, r1)); err != nil {
+					return wrapRows(err, r0, r1)
+				}
+			}
 			o1 := (r1 - j0 + 31) &^ 31
 			bbf.zeroRows(r1-j0, o1)
-			vnniPackS(bvnni[o0/32*ks*1024:], bbf.data[o0*bbf.ld:], bbf.ld, (o1-o0)/32, ks)
+			vnniPackS(bvnni[o0/32*ks*1024:], bbf.block(o0), bbf.ld, (o1-o0)/32, ks)
+			if panels {
+				return packPanels(w, t)
+			}
 			return nil
 		})
 		if err != nil {
 			return err
+		}
+		if panels {
+			bpReady.Store(true)
 		}
 		for s := range bst[:(j1-j0+nc-1)/nc] {
 			o0, o1 := s*nc, min(j1-j0, (s+1)*nc)
@@ -515,6 +659,13 @@ func driveAMX(p *parallel, pl plan, ep fepilogue) error {
 			bst[s] = bbf.stats(o0, o1, ok)
 		}
 		return nil
+	}
+	// bRows locates B's float32 rows from global row j0 for rescoring.
+	bRows := func(j0 int) rside {
+		if bfl != nil {
+			return rside{data: bfl[(j0-bj0)*d:], ld: d}
+		}
+		return rside{data: b.F32[j0*d:], ld: d}
 	}
 
 	// tile runs one A block x B block tile. The A block is rows [i0, i1);
@@ -529,7 +680,7 @@ func driveAMX(p *parallel, pl plan, ep fepilogue) error {
 		rows, cols := i1-i0, j1-j0
 		if st.approx && st.ok && bs.ok {
 			mb, np := (rows+31)/32, (cols+31)/32
-			amxTileS(abf.data[ao*abf.ld:], abf.ld, bvnni[bo/32*ks*1024:], w.c, ldc, mb, np, ks)
+			amxTileS(abf.block(ao), bvnni[bo/32*ks*1024:], w.c, ldc, mb, np, ks)
 			for r := 0; r < rows; r++ {
 				na, ta, da := abf.nrm[ao+r], abf.tnrm[ao+r], abf.dlt[ao+r]
 				e := gd*na*bs.nrm + na*bs.dlt + da*bs.tnrm + g2*ta*bs.tnrm + 0x1p-90
@@ -537,8 +688,10 @@ func driveAMX(p *parallel, pl plan, ep fepilogue) error {
 				f.mag[r] = na * bs.nrm
 			}
 			t := atile{c: w.c, ldc: ldc, i0: i0, i1: i1, j0: j0, j1: j1, e: f.e[:rows], mag: f.mag[:rows],
-				maxPairs: rows * cols / dense, d: d, as: as,
-				bs: rside{data: bpack[bo*d:], w: nr}}
+				maxPairs: rows * cols / dense, d: d, as: as, bs: bRows(j0), negB: pl.negB, streaming: bOnce}
+			if bOnce {
+				t.bs0 = bRows(0)
+			}
 			if ep.approx(w, &t) {
 				amxCount.filtered.Add(1)
 				return nil
@@ -551,6 +704,9 @@ func driveAMX(p *parallel, pl plan, ep fepilogue) error {
 				return err
 			}
 			st.packed = true
+		}
+		if err := bPanels(w); err != nil {
+			return err
 		}
 		nPanels := (cols + nr - 1) / nr
 		mp := (rows + mr - 1) / mr
@@ -573,7 +729,7 @@ func driveAMX(p *parallel, pl plan, ep fepilogue) error {
 	}
 
 	if bOnce {
-		if err := packB(0, n); err != nil {
+		if err := packB(0, n, !ep.startApprox()); err != nil {
 			return err
 		}
 		return p.run((m+mc-1)/mc, func(w *worker, blk int) error {
@@ -593,7 +749,7 @@ func driveAMX(p *parallel, pl plan, ep fepilogue) error {
 				as = rside{data: a.F32[i0*d : i1*d], ld: d}
 			}
 			am := F32Matrix(as.data, rows, d)
-			st.ok = f.abf.convert(0, am, 0, rows, false, w.scratch)
+			st.ok = f.abf.convert(0, am, 0, rows, false, w.scratch, nil)
 			f.abf.zeroRows(rows, (rows+31)&^31)
 			if !st.ok {
 				if err := checkFiniteF32("A", as.data[:rows*d]); err != nil {
@@ -619,8 +775,21 @@ func driveAMX(p *parallel, pl plan, ep fepilogue) error {
 		})
 	}
 
+	// A side per super-block: bf16 rows, float32 rows (a itself, or
+	// converted from float16) and float32 panels, packed per A block on
+	// its first exact tile.
 	apack := make([]float32, super*d)
-	abf := newBFRows(super, d)
+	abf := newBFRows(super, d, true)
+	var afl []float32
+	if a.F16 != nil {
+		afl = make([]float32, super*d)
+	}
+	aRows := func(s0, blk int) rside {
+		if afl != nil {
+			return rside{data: afl[blk*mc*d:], ld: d}
+		}
+		return rside{data: a.F32[(s0+blk*mc)*d:], ld: d}
+	}
 	blocks := make([]ablk, super/mc)
 	for s0 := 0; s0 < m; s0 += super {
 		s1 := min(m, s0+super)
@@ -628,12 +797,18 @@ func driveAMX(p *parallel, pl plan, ep fepilogue) error {
 		err := p.run(nA, func(w *worker, blk int) error {
 			i0 := s0 + blk*mc
 			i1 := min(s1, i0+mc)
-			if err := packRows(apack[blk*mc*d:], a, i0, i1, mr, false, w.scratch); err != nil {
-				return err
+			var fl []float32
+			if afl != nil {
+				fl = afl[blk*mc*d:]
 			}
-			ok := abf.convert(blk*mc, a, i0, i1, false, w.scratch)
+			ok := abf.convert(blk*mc, a, i0, i1, false, w.scratch, fl)
+			if !ok {
+				if _, err := toF32Checked(slice(a, i0, i1)); err != nil {
+					return wrapRows(err, i0, i1)
+				}
+			}
 			abf.zeroRows(blk*mc+i1-i0, blk*mc+(i1-i0+31)&^31)
-			blocks[blk] = ablk{ok: ok, approx: ep.startApprox(), packed: true}
+			blocks[blk] = ablk{ok: ok, approx: ep.startApprox()}
 			return nil
 		})
 		if err != nil {
@@ -645,7 +820,13 @@ func driveAMX(p *parallel, pl plan, ep fepilogue) error {
 		}
 		for j0 := 0; j0 < jEnd; j0 += nc {
 			j1 := min(jEnd, j0+nc)
-			if err := packB(j0, j1); err != nil {
+			exact := 0
+			for _, st := range blocks[:nA] {
+				if !st.approx || !st.ok {
+					exact++
+				}
+			}
+			if err := packB(j0, j1, exact > 0); err != nil {
 				return err
 			}
 			err := p.run(nA, func(w *worker, blk int) error {
@@ -655,7 +836,8 @@ func driveAMX(p *parallel, pl plan, ep fepilogue) error {
 					return nil
 				}
 				ap := apack[blk*mc*d:]
-				return tile(w, &blocks[blk], abf, blk*mc, rside{data: ap, w: mr}, ap, nil, i0, i1, j0, j1, 0, bst[0])
+				packA := func() error { return packRows(ap, a, i0, i1, mr, false, w.scratch) }
+				return tile(w, &blocks[blk], abf, blk*mc, aRows(s0, blk), ap, packA, i0, i1, j0, j1, 0, bst[0])
 			})
 			if err != nil {
 				return err
@@ -663,7 +845,7 @@ func driveAMX(p *parallel, pl plan, ep fepilogue) error {
 		}
 		err = p.run(nA, func(w *worker, blk int) error {
 			i0 := s0 + blk*mc
-			w.f.as, w.f.ai0 = rside{data: apack[blk*mc*d:], w: mr}, i0
+			w.f.as, w.f.ai0 = aRows(s0, blk), i0
 			return ep.rowsDone(w, i0, min(s1, i0+mc))
 		})
 		if err != nil {
@@ -714,7 +896,11 @@ func rescoreRow(w *worker, i int, b Matrix, neg bool, js []int32, out []float32)
 			if l0+16 < n16 {
 				pf = offb[l0+16 : l0+32]
 			}
-			dotGather1S(arow, sa, b.F32, offb[l0:l0+16], 1, d, f.vals[:16], pf)
+			if sa == 1 {
+				dotT1S(arow, b.F32, offb[l0:l0+16], d, f.vals[:16], pf, f.tscr[:])
+			} else {
+				dotGather1S(arow, sa, b.F32, offb[l0:l0+16], 1, d, f.vals[:16], pf)
+			}
 			for l := l0; l < min(n, l0+16); l++ {
 				out[l] = f.vals[l-l0]
 			}
@@ -734,7 +920,11 @@ func rescoreRow(w *worker, i int, b Matrix, neg bool, js []int32, out []float32)
 				dst := f.bscr[(l-l0)*d : (l-l0+1)*d]
 				copy(dst, b.row(int(js[min(l, l1-1)]), dst))
 			}
-			dotGather1S(arow, sa, f.bscr, offb, 1, d, f.vals[:16], nil)
+			if sa == 1 {
+				dotT1S(arow, f.bscr, offb, d, f.vals[:16], nil, f.tscr[:])
+			} else {
+				dotGather1S(arow, sa, f.bscr, offb, 1, d, f.vals[:16], nil)
+			}
 			copy(out[l0:l1], f.vals[:l1-l0])
 		}
 	}
@@ -746,3 +936,12 @@ func rescoreRow(w *worker, i int, b Matrix, neg bool, js []int32, out []float32)
 }
 
 func wrapRows(err error, i0, i1 int) error { return fmt.Errorf("%w (rows %d..%d)", err, i0, i1-1) }
+
+// slice returns rows [r0, r1) of m.
+func slice(m Matrix, r0, r1 int) Matrix {
+	d := m.Dim
+	if m.F16 != nil {
+		return F16Matrix(m.F16[r0*d:r1*d], r1-r0, d)
+	}
+	return F32Matrix(m.F32[r0*d:r1*d], r1-r0, d)
+}

@@ -27,8 +27,8 @@ GLOBL amxiota<>(SB), RODATA|NOPTR, $64
 //	LDTILECFG (AX)                  C4 E2 78 49 00
 //	TILERELEASE                     C4 E2 78 49 C0
 //	TILEZERO tmm0..3                C4 E2 7B 49 C0/C8/D0/D8
-//	TILELOADD tmm4, (CX)(R8*1)      C4 A2 7B 4B 24 01
-//	TILELOADD tmm5, (DX)(R8*1)      C4 A2 7B 4B 2C 02
+//	TILELOADD tmm4, (CX)(R9*1)      C4 A2 7B 4B 24 09
+//	TILELOADD tmm5, 1024(CX)(R9*1)  C4 A2 7B 4B AC 09 00 04 00 00
 //	TILELOADD tmm6, (AX)(R9*1)      C4 A2 7B 4B 34 08
 //	TILELOADD tmm7, 1024(AX)(R9*1)  C4 A2 7B 4B BC 08 00 04 00 00
 //	TDPBF16PS tmm0, tmm4, tmm6      C4 E2 4A 5C C4   (tmm0 += tmm4 · tmm6)
@@ -46,8 +46,8 @@ GLOBL amxiota<>(SB), RODATA|NOPTR, $64
 #define TILEZERO1 BYTE $0xc4; BYTE $0xe2; BYTE $0x7b; BYTE $0x49; BYTE $0xc8
 #define TILEZERO2 BYTE $0xc4; BYTE $0xe2; BYTE $0x7b; BYTE $0x49; BYTE $0xd0
 #define TILEZERO3 BYTE $0xc4; BYTE $0xe2; BYTE $0x7b; BYTE $0x49; BYTE $0xd8
-#define LOAD_T4_CX BYTE $0xc4; BYTE $0xa2; BYTE $0x7b; BYTE $0x4b; BYTE $0x24; BYTE $0x01
-#define LOAD_T5_DX BYTE $0xc4; BYTE $0xa2; BYTE $0x7b; BYTE $0x4b; BYTE $0x2c; BYTE $0x02
+#define LOAD_T4_CX BYTE $0xc4; BYTE $0xa2; BYTE $0x7b; BYTE $0x4b; BYTE $0x24; BYTE $0x09
+#define LOAD_T5_CX1K BYTE $0xc4; BYTE $0xa2; BYTE $0x7b; BYTE $0x4b; BYTE $0xac; BYTE $0x09; BYTE $0x00; BYTE $0x04; BYTE $0x00; BYTE $0x00
 #define LOAD_T6_AX BYTE $0xc4; BYTE $0xa2; BYTE $0x7b; BYTE $0x4b; BYTE $0x34; BYTE $0x08
 #define LOAD_T7_AX1K BYTE $0xc4; BYTE $0xa2; BYTE $0x7b; BYTE $0x4b; BYTE $0xbc; BYTE $0x08; BYTE $0x00; BYTE $0x04; BYTE $0x00; BYTE $0x00
 #define TDP_0_4_6 BYTE $0xc4; BYTE $0xe2; BYTE $0x4a; BYTE $0x5c; BYTE $0xc4
@@ -59,72 +59,66 @@ GLOBL amxiota<>(SB), RODATA|NOPTR, $64
 #define STORE_T2_CX BYTE $0xc4; BYTE $0xa2; BYTE $0x7a; BYTE $0x4b; BYTE $0x14; BYTE $0x11
 #define STORE_T3_CX64 BYTE $0xc4; BYTE $0xa2; BYTE $0x7a; BYTE $0x4b; BYTE $0x5c; BYTE $0x11; BYTE $0x40
 
-// func amxTile(cfg *[64]byte, a *uint16, lda int, b *uint16, c *float32, ldc int, mb, np, ks int)
+// func amxTile(cfg *[64]byte, a *uint16, b *uint16, c *float32, ldc int, mb, np, ks int)
 //
 // kern4: C[32·mb x 32·np] = A · Bᵀ approximately (bf16 products, float32
-// accumulation). a: row-major bf16, lda bytes per row, 32·mb rows, 32·ks
-// columns. b: VNNI-packed (see vnniPack): per 32-column pair p and k step s
-// a 2 KiB block of two 16x16-dword tiles. c: row-major float32, ldc bytes
+// accumulation). a: tiled bf16 (see bfRows): per 32-row block q and k step
+// s a 2 KiB block of two 16x32 tiles (rows 0-15, 16-31), 64 bytes per
+// row. b: VNNI-packed (see vnniPack): per 32-column pair p and k step s a
+// 2 KiB block of two 16x16-dword tiles. c: row-major float32, ldc bytes
 // per row. 2x2 tiles of C (tmm0-3) per 32x32 block, A in tmm4-5, B in
-// tmm6-7; p outer (the B pair, 32·ks·64 bytes, stays in L1), row blocks
-// inner.
-TEXT ·amxTile(SB), NOSPLIT, $16-72
+// tmm6-7; p outer (the B pair, ks·2 KiB, stays in L1), row blocks inner.
+// Every tile load reads 1 KiB of contiguous memory.
+TEXT ·amxTile(SB), NOSPLIT, $16-64
 	MOVQ cfg+0(FP), AX
 	LDTILECFG_AX
-	MOVQ lda+16(FP), R8
 	MOVQ $64, R9
-	MOVQ ldc+40(FP), R10
-	MOVQ b+24(FP), BX
-	MOVQ c+32(FP), DI
-	MOVQ np+56(FP), AX
+	MOVQ ldc+32(FP), R10
+	MOVQ b+16(FP), BX
+	MOVQ c+24(FP), DI
+	MOVQ np+48(FP), AX
 	MOVQ AX, 0(SP)
 amx_p:
 	MOVQ DI, 8(SP)
-	MOVQ a+8(FP), SI
-	MOVQ mb+48(FP), R11
+	MOVQ a+8(FP), CX
+	MOVQ mb+40(FP), R11
 amx_q:
 	TILEZERO0
 	TILEZERO1
 	TILEZERO2
 	TILEZERO3
-	MOVQ SI, CX
-	MOVQ R8, DX
-	SHLQ $4, DX
-	ADDQ SI, DX
 	MOVQ BX, AX
-	MOVQ ks+64(FP), R13
+	MOVQ ks+56(FP), R13
 amx_k:
 	LOAD_T4_CX
-	LOAD_T5_DX
+	LOAD_T5_CX1K
 	LOAD_T6_AX
 	LOAD_T7_AX1K
 	TDP_0_4_6
 	TDP_1_4_7
 	TDP_2_5_6
 	TDP_3_5_7
-	ADDQ $64, CX
-	ADDQ $64, DX
+	ADDQ $2048, CX
 	ADDQ $2048, AX
 	DECQ R13
 	JNZ  amx_k
 	STORE_T0_DI
 	STORE_T1_DI64
-	MOVQ R10, CX
-	SHLQ $4, CX
-	ADDQ DI, CX
+	MOVQ R10, DX
+	SHLQ $4, DX
+	ADDQ DI, DX
+	XCHGQ CX, DX
 	STORE_T2_CX
 	STORE_T3_CX64
-	MOVQ R8, CX
-	SHLQ $5, CX
-	ADDQ CX, SI
-	MOVQ R10, CX
-	SHLQ $5, CX
-	ADDQ CX, DI
+	XCHGQ CX, DX
+	MOVQ R10, DX
+	SHLQ $5, DX
+	ADDQ DX, DI
 	DECQ R11
 	JNZ  amx_q
-	MOVQ ks+64(FP), CX
-	SHLQ $11, CX
-	ADDQ CX, BX
+	MOVQ ks+56(FP), DX
+	SHLQ $11, DX
+	ADDQ DX, BX
 	MOVQ 8(SP), DI
 	ADDQ $128, DI
 	DECQ 0(SP)
@@ -132,20 +126,24 @@ amx_k:
 	TILERELEASE
 	RET
 
-// func bf16Row(dst *uint16, src *float32, n, npad int, neg int, sums *[48]float32)
+// func bf16Row(dst *uint16, src *float32, n, npad int, neg int, sums *[48]float32, cstride int)
 //
 // Converts n floats (negated when neg != 0) to bf16 (round to nearest
 // even; results that would be bf16 subnormals are flushed to zero, as AMX
 // reads them), writes npad >= n values (zeros past n; npad a multiple of
-// 16) and accumulates per lane Σx² (sums[0:16]), Σx̃² (sums[16:32]) and
-// Σ(x-x̃)² (sums[32:48]) of this row (sums are overwritten).
-TEXT ·bf16Row(SB), NOSPLIT, $0-48
+// 32) in 32-value chunks cstride bytes apart, and accumulates per lane Σx²
+// (sums[0:16]), Σx̃² (sums[16:32]) and Σ(x-x̃)² (sums[32:48]) of this row
+// (sums are overwritten).
+TEXT ·bf16Row(SB), NOSPLIT, $0-56
 	MOVQ dst+0(FP), DI
 	MOVQ src+8(FP), SI
 	MOVQ n+16(FP), CX
 	MOVQ npad+24(FP), DX
 	MOVQ neg+32(FP), R9
 	MOVQ sums+40(FP), R8
+	MOVQ cstride+48(FP), R11
+	SUBQ $32, R11                    // from the second half of a chunk to the next chunk
+	XORQ R10, R10                    // which half of the chunk is next
 	VPXORD Z10, Z10, Z10
 	VPXORD Z11, Z11, Z11
 	VPXORD Z12, Z12, Z12
@@ -195,7 +193,13 @@ bf_conv:
 	VPSRLD $16, Z1, Z1
 	VPMOVDW Z1, Y3
 	VMOVDQU Y3, (DI)
+	XORQ $1, R10
+	JZ   bf_c1
 	ADDQ $32, DI
+	JMP  bf_c2
+bf_c1:
+	ADDQ R11, DI
+bf_c2:
 	SUBQ $16, DX
 	JMP  bf_loop
 bf_pad:
@@ -204,7 +208,13 @@ bf_padloop:
 	CMPQ DX, $0
 	JLE  bf_done
 	VMOVDQU Y3, (DI)
+	XORQ $1, R10
+	JZ   bf_p1
 	ADDQ $32, DI
+	JMP  bf_p2
+bf_p1:
+	ADDQ R11, DI
+bf_p2:
 	SUBQ $16, DX
 	JMP  bf_padloop
 bf_done:
@@ -568,5 +578,642 @@ dg1_store:
 	ADDQ $64, DI
 	SUBQ $16, R10
 	JNZ  dg1_batch
+	VZEROUPPER
+	RET
+
+// TRANSPOSE16 transposes the 16x16 float32 matrix in Z0..Z15 (row r in
+// Zr) so that Zk holds element k of every row (lane r = row r); it uses
+// (clobbers) Z16..Z31. 64 shuffles: unpack 32-bit, unpack 64-bit, then two
+// rounds of 128-bit lane shuffles.
+#define TRANSPOSE16 \
+	VUNPCKLPS Z1, Z0, Z16; \
+	VUNPCKHPS Z1, Z0, Z17; \
+	VUNPCKLPS Z3, Z2, Z18; \
+	VUNPCKHPS Z3, Z2, Z19; \
+	VUNPCKLPS Z5, Z4, Z20; \
+	VUNPCKHPS Z5, Z4, Z21; \
+	VUNPCKLPS Z7, Z6, Z22; \
+	VUNPCKHPS Z7, Z6, Z23; \
+	VUNPCKLPS Z9, Z8, Z24; \
+	VUNPCKHPS Z9, Z8, Z25; \
+	VUNPCKLPS Z11, Z10, Z26; \
+	VUNPCKHPS Z11, Z10, Z27; \
+	VUNPCKLPS Z13, Z12, Z28; \
+	VUNPCKHPS Z13, Z12, Z29; \
+	VUNPCKLPS Z15, Z14, Z30; \
+	VUNPCKHPS Z15, Z14, Z31; \
+	VUNPCKLPD Z18, Z16, Z0; \
+	VUNPCKHPD Z18, Z16, Z1; \
+	VUNPCKLPD Z19, Z17, Z2; \
+	VUNPCKHPD Z19, Z17, Z3; \
+	VUNPCKLPD Z22, Z20, Z4; \
+	VUNPCKHPD Z22, Z20, Z5; \
+	VUNPCKLPD Z23, Z21, Z6; \
+	VUNPCKHPD Z23, Z21, Z7; \
+	VUNPCKLPD Z26, Z24, Z8; \
+	VUNPCKHPD Z26, Z24, Z9; \
+	VUNPCKLPD Z27, Z25, Z10; \
+	VUNPCKHPD Z27, Z25, Z11; \
+	VUNPCKLPD Z30, Z28, Z12; \
+	VUNPCKHPD Z30, Z28, Z13; \
+	VUNPCKLPD Z31, Z29, Z14; \
+	VUNPCKHPD Z31, Z29, Z15; \
+	VSHUFF32X4 $0x88, Z4, Z0, Z16; \
+	VSHUFF32X4 $0xdd, Z4, Z0, Z17; \
+	VSHUFF32X4 $0x88, Z12, Z8, Z24; \
+	VSHUFF32X4 $0xdd, Z12, Z8, Z25; \
+	VSHUFF32X4 $0x88, Z5, Z1, Z18; \
+	VSHUFF32X4 $0xdd, Z5, Z1, Z19; \
+	VSHUFF32X4 $0x88, Z13, Z9, Z26; \
+	VSHUFF32X4 $0xdd, Z13, Z9, Z27; \
+	VSHUFF32X4 $0x88, Z6, Z2, Z20; \
+	VSHUFF32X4 $0xdd, Z6, Z2, Z21; \
+	VSHUFF32X4 $0x88, Z14, Z10, Z28; \
+	VSHUFF32X4 $0xdd, Z14, Z10, Z29; \
+	VSHUFF32X4 $0x88, Z7, Z3, Z22; \
+	VSHUFF32X4 $0xdd, Z7, Z3, Z23; \
+	VSHUFF32X4 $0x88, Z15, Z11, Z30; \
+	VSHUFF32X4 $0xdd, Z15, Z11, Z31; \
+	VSHUFF32X4 $0x88, Z24, Z16, Z0; \
+	VSHUFF32X4 $0xdd, Z24, Z16, Z8; \
+	VSHUFF32X4 $0x88, Z25, Z17, Z4; \
+	VSHUFF32X4 $0xdd, Z25, Z17, Z12; \
+	VSHUFF32X4 $0x88, Z26, Z18, Z1; \
+	VSHUFF32X4 $0xdd, Z26, Z18, Z9; \
+	VSHUFF32X4 $0x88, Z27, Z19, Z5; \
+	VSHUFF32X4 $0xdd, Z27, Z19, Z13; \
+	VSHUFF32X4 $0x88, Z28, Z20, Z2; \
+	VSHUFF32X4 $0xdd, Z28, Z20, Z10; \
+	VSHUFF32X4 $0x88, Z29, Z21, Z6; \
+	VSHUFF32X4 $0xdd, Z29, Z21, Z14; \
+	VSHUFF32X4 $0x88, Z30, Z22, Z3; \
+	VSHUFF32X4 $0xdd, Z30, Z22, Z11; \
+	VSHUFF32X4 $0x88, Z31, Z23, Z7; \
+	VSHUFF32X4 $0xdd, Z31, Z23, Z15
+
+// func dotT(a *float32, offa *int32, b *float32, offb *int32, n, d int, out *float32, scratch *float32)
+//
+// refine3: dotGather for row-major operands (sa = sb = 1) without
+// gathers: per 16 k the lanes' 16 A row pieces and 16 B row pieces are
+// loaded whole and transposed in registers, A's transpose parked in
+// scratch[0:256], the accumulators in scratch[256:272], then 16 FMAs in k
+// order (one float32 FMA chain per lane, as dotGatherGo). The rows of the
+// next batch are prefetched along the way. n is a positive multiple of 16.
+TEXT ·dotT(SB), NOSPLIT, $0-64
+	MOVQ offa+8(FP), R8
+	MOVQ offb+24(FP), R9
+	MOVQ n+32(FP), R10
+	MOVQ out+48(FP), DI
+	MOVQ scratch+56(FP), SI
+	MOVQ d+40(FP), R11
+	MOVQ R11, R12
+	ANDQ $15, R12                    // d % 16
+	MOVL $1, AX
+	MOVQ R12, CX
+	SHLL CX, AX
+	DECL AX
+	KMOVW AX, K1                     // tail mask
+dt_batch:
+	MOVQ a+0(FP), AX
+	MOVQ b+16(FP), BX
+	VPXORD Z16, Z16, Z16
+	VMOVUPS Z16, 1024(SI)
+	MOVQ R11, R13
+	SHRQ $4, R13                     // whole chunks of 16 k
+	JZ   dt_tail
+dt_chunk:
+	CMPQ R10, $16
+	JLE  dt_nopf                     // last batch: nothing to prefetch
+	MOVLQSX 64(R8), DX
+	PREFETCHT0 (AX)(DX*4)
+	MOVLQSX 64(R9), DX
+	PREFETCHT0 (BX)(DX*4)
+	MOVLQSX 68(R8), DX
+	PREFETCHT0 (AX)(DX*4)
+	MOVLQSX 68(R9), DX
+	PREFETCHT0 (BX)(DX*4)
+	MOVLQSX 72(R8), DX
+	PREFETCHT0 (AX)(DX*4)
+	MOVLQSX 72(R9), DX
+	PREFETCHT0 (BX)(DX*4)
+	MOVLQSX 76(R8), DX
+	PREFETCHT0 (AX)(DX*4)
+	MOVLQSX 76(R9), DX
+	PREFETCHT0 (BX)(DX*4)
+	MOVLQSX 80(R8), DX
+	PREFETCHT0 (AX)(DX*4)
+	MOVLQSX 80(R9), DX
+	PREFETCHT0 (BX)(DX*4)
+	MOVLQSX 84(R8), DX
+	PREFETCHT0 (AX)(DX*4)
+	MOVLQSX 84(R9), DX
+	PREFETCHT0 (BX)(DX*4)
+	MOVLQSX 88(R8), DX
+	PREFETCHT0 (AX)(DX*4)
+	MOVLQSX 88(R9), DX
+	PREFETCHT0 (BX)(DX*4)
+	MOVLQSX 92(R8), DX
+	PREFETCHT0 (AX)(DX*4)
+	MOVLQSX 92(R9), DX
+	PREFETCHT0 (BX)(DX*4)
+	MOVLQSX 96(R8), DX
+	PREFETCHT0 (AX)(DX*4)
+	MOVLQSX 96(R9), DX
+	PREFETCHT0 (BX)(DX*4)
+	MOVLQSX 100(R8), DX
+	PREFETCHT0 (AX)(DX*4)
+	MOVLQSX 100(R9), DX
+	PREFETCHT0 (BX)(DX*4)
+	MOVLQSX 104(R8), DX
+	PREFETCHT0 (AX)(DX*4)
+	MOVLQSX 104(R9), DX
+	PREFETCHT0 (BX)(DX*4)
+	MOVLQSX 108(R8), DX
+	PREFETCHT0 (AX)(DX*4)
+	MOVLQSX 108(R9), DX
+	PREFETCHT0 (BX)(DX*4)
+	MOVLQSX 112(R8), DX
+	PREFETCHT0 (AX)(DX*4)
+	MOVLQSX 112(R9), DX
+	PREFETCHT0 (BX)(DX*4)
+	MOVLQSX 116(R8), DX
+	PREFETCHT0 (AX)(DX*4)
+	MOVLQSX 116(R9), DX
+	PREFETCHT0 (BX)(DX*4)
+	MOVLQSX 120(R8), DX
+	PREFETCHT0 (AX)(DX*4)
+	MOVLQSX 120(R9), DX
+	PREFETCHT0 (BX)(DX*4)
+	MOVLQSX 124(R8), DX
+	PREFETCHT0 (AX)(DX*4)
+	MOVLQSX 124(R9), DX
+	PREFETCHT0 (BX)(DX*4)
+dt_nopf:
+	MOVLQSX 0(R8), DX
+	VMOVUPS (AX)(DX*4), Z0
+	MOVLQSX 4(R8), DX
+	VMOVUPS (AX)(DX*4), Z1
+	MOVLQSX 8(R8), DX
+	VMOVUPS (AX)(DX*4), Z2
+	MOVLQSX 12(R8), DX
+	VMOVUPS (AX)(DX*4), Z3
+	MOVLQSX 16(R8), DX
+	VMOVUPS (AX)(DX*4), Z4
+	MOVLQSX 20(R8), DX
+	VMOVUPS (AX)(DX*4), Z5
+	MOVLQSX 24(R8), DX
+	VMOVUPS (AX)(DX*4), Z6
+	MOVLQSX 28(R8), DX
+	VMOVUPS (AX)(DX*4), Z7
+	MOVLQSX 32(R8), DX
+	VMOVUPS (AX)(DX*4), Z8
+	MOVLQSX 36(R8), DX
+	VMOVUPS (AX)(DX*4), Z9
+	MOVLQSX 40(R8), DX
+	VMOVUPS (AX)(DX*4), Z10
+	MOVLQSX 44(R8), DX
+	VMOVUPS (AX)(DX*4), Z11
+	MOVLQSX 48(R8), DX
+	VMOVUPS (AX)(DX*4), Z12
+	MOVLQSX 52(R8), DX
+	VMOVUPS (AX)(DX*4), Z13
+	MOVLQSX 56(R8), DX
+	VMOVUPS (AX)(DX*4), Z14
+	MOVLQSX 60(R8), DX
+	VMOVUPS (AX)(DX*4), Z15
+	TRANSPOSE16
+	VMOVUPS Z0, 0(SI)
+	VMOVUPS Z1, 64(SI)
+	VMOVUPS Z2, 128(SI)
+	VMOVUPS Z3, 192(SI)
+	VMOVUPS Z4, 256(SI)
+	VMOVUPS Z5, 320(SI)
+	VMOVUPS Z6, 384(SI)
+	VMOVUPS Z7, 448(SI)
+	VMOVUPS Z8, 512(SI)
+	VMOVUPS Z9, 576(SI)
+	VMOVUPS Z10, 640(SI)
+	VMOVUPS Z11, 704(SI)
+	VMOVUPS Z12, 768(SI)
+	VMOVUPS Z13, 832(SI)
+	VMOVUPS Z14, 896(SI)
+	VMOVUPS Z15, 960(SI)
+	MOVLQSX 0(R9), DX
+	VMOVUPS (BX)(DX*4), Z0
+	MOVLQSX 4(R9), DX
+	VMOVUPS (BX)(DX*4), Z1
+	MOVLQSX 8(R9), DX
+	VMOVUPS (BX)(DX*4), Z2
+	MOVLQSX 12(R9), DX
+	VMOVUPS (BX)(DX*4), Z3
+	MOVLQSX 16(R9), DX
+	VMOVUPS (BX)(DX*4), Z4
+	MOVLQSX 20(R9), DX
+	VMOVUPS (BX)(DX*4), Z5
+	MOVLQSX 24(R9), DX
+	VMOVUPS (BX)(DX*4), Z6
+	MOVLQSX 28(R9), DX
+	VMOVUPS (BX)(DX*4), Z7
+	MOVLQSX 32(R9), DX
+	VMOVUPS (BX)(DX*4), Z8
+	MOVLQSX 36(R9), DX
+	VMOVUPS (BX)(DX*4), Z9
+	MOVLQSX 40(R9), DX
+	VMOVUPS (BX)(DX*4), Z10
+	MOVLQSX 44(R9), DX
+	VMOVUPS (BX)(DX*4), Z11
+	MOVLQSX 48(R9), DX
+	VMOVUPS (BX)(DX*4), Z12
+	MOVLQSX 52(R9), DX
+	VMOVUPS (BX)(DX*4), Z13
+	MOVLQSX 56(R9), DX
+	VMOVUPS (BX)(DX*4), Z14
+	MOVLQSX 60(R9), DX
+	VMOVUPS (BX)(DX*4), Z15
+	TRANSPOSE16
+	VMOVUPS 1024(SI), Z16
+	VFMADD231PS 0(SI), Z0, Z16
+	VFMADD231PS 64(SI), Z1, Z16
+	VFMADD231PS 128(SI), Z2, Z16
+	VFMADD231PS 192(SI), Z3, Z16
+	VFMADD231PS 256(SI), Z4, Z16
+	VFMADD231PS 320(SI), Z5, Z16
+	VFMADD231PS 384(SI), Z6, Z16
+	VFMADD231PS 448(SI), Z7, Z16
+	VFMADD231PS 512(SI), Z8, Z16
+	VFMADD231PS 576(SI), Z9, Z16
+	VFMADD231PS 640(SI), Z10, Z16
+	VFMADD231PS 704(SI), Z11, Z16
+	VFMADD231PS 768(SI), Z12, Z16
+	VFMADD231PS 832(SI), Z13, Z16
+	VFMADD231PS 896(SI), Z14, Z16
+	VFMADD231PS 960(SI), Z15, Z16
+	VMOVUPS Z16, 1024(SI)
+	ADDQ $64, AX
+	ADDQ $64, BX
+	DECQ R13
+	JNZ  dt_chunk
+dt_tail:
+	TESTQ R12, R12
+	JZ   dt_store
+	MOVLQSX 0(R8), DX
+	VMOVUPS.Z (AX)(DX*4), K1, Z0
+	MOVLQSX 4(R8), DX
+	VMOVUPS.Z (AX)(DX*4), K1, Z1
+	MOVLQSX 8(R8), DX
+	VMOVUPS.Z (AX)(DX*4), K1, Z2
+	MOVLQSX 12(R8), DX
+	VMOVUPS.Z (AX)(DX*4), K1, Z3
+	MOVLQSX 16(R8), DX
+	VMOVUPS.Z (AX)(DX*4), K1, Z4
+	MOVLQSX 20(R8), DX
+	VMOVUPS.Z (AX)(DX*4), K1, Z5
+	MOVLQSX 24(R8), DX
+	VMOVUPS.Z (AX)(DX*4), K1, Z6
+	MOVLQSX 28(R8), DX
+	VMOVUPS.Z (AX)(DX*4), K1, Z7
+	MOVLQSX 32(R8), DX
+	VMOVUPS.Z (AX)(DX*4), K1, Z8
+	MOVLQSX 36(R8), DX
+	VMOVUPS.Z (AX)(DX*4), K1, Z9
+	MOVLQSX 40(R8), DX
+	VMOVUPS.Z (AX)(DX*4), K1, Z10
+	MOVLQSX 44(R8), DX
+	VMOVUPS.Z (AX)(DX*4), K1, Z11
+	MOVLQSX 48(R8), DX
+	VMOVUPS.Z (AX)(DX*4), K1, Z12
+	MOVLQSX 52(R8), DX
+	VMOVUPS.Z (AX)(DX*4), K1, Z13
+	MOVLQSX 56(R8), DX
+	VMOVUPS.Z (AX)(DX*4), K1, Z14
+	MOVLQSX 60(R8), DX
+	VMOVUPS.Z (AX)(DX*4), K1, Z15
+	TRANSPOSE16
+	VMOVUPS Z0, 0(SI)
+	VMOVUPS Z1, 64(SI)
+	VMOVUPS Z2, 128(SI)
+	VMOVUPS Z3, 192(SI)
+	VMOVUPS Z4, 256(SI)
+	VMOVUPS Z5, 320(SI)
+	VMOVUPS Z6, 384(SI)
+	VMOVUPS Z7, 448(SI)
+	VMOVUPS Z8, 512(SI)
+	VMOVUPS Z9, 576(SI)
+	VMOVUPS Z10, 640(SI)
+	VMOVUPS Z11, 704(SI)
+	VMOVUPS Z12, 768(SI)
+	VMOVUPS Z13, 832(SI)
+	VMOVUPS Z14, 896(SI)
+	VMOVUPS Z15, 960(SI)
+	MOVLQSX 0(R9), DX
+	VMOVUPS.Z (BX)(DX*4), K1, Z0
+	MOVLQSX 4(R9), DX
+	VMOVUPS.Z (BX)(DX*4), K1, Z1
+	MOVLQSX 8(R9), DX
+	VMOVUPS.Z (BX)(DX*4), K1, Z2
+	MOVLQSX 12(R9), DX
+	VMOVUPS.Z (BX)(DX*4), K1, Z3
+	MOVLQSX 16(R9), DX
+	VMOVUPS.Z (BX)(DX*4), K1, Z4
+	MOVLQSX 20(R9), DX
+	VMOVUPS.Z (BX)(DX*4), K1, Z5
+	MOVLQSX 24(R9), DX
+	VMOVUPS.Z (BX)(DX*4), K1, Z6
+	MOVLQSX 28(R9), DX
+	VMOVUPS.Z (BX)(DX*4), K1, Z7
+	MOVLQSX 32(R9), DX
+	VMOVUPS.Z (BX)(DX*4), K1, Z8
+	MOVLQSX 36(R9), DX
+	VMOVUPS.Z (BX)(DX*4), K1, Z9
+	MOVLQSX 40(R9), DX
+	VMOVUPS.Z (BX)(DX*4), K1, Z10
+	MOVLQSX 44(R9), DX
+	VMOVUPS.Z (BX)(DX*4), K1, Z11
+	MOVLQSX 48(R9), DX
+	VMOVUPS.Z (BX)(DX*4), K1, Z12
+	MOVLQSX 52(R9), DX
+	VMOVUPS.Z (BX)(DX*4), K1, Z13
+	MOVLQSX 56(R9), DX
+	VMOVUPS.Z (BX)(DX*4), K1, Z14
+	MOVLQSX 60(R9), DX
+	VMOVUPS.Z (BX)(DX*4), K1, Z15
+	TRANSPOSE16
+	VMOVUPS 1024(SI), Z16
+	CMPQ R12, $1
+	JLT  dt_tdone
+	VFMADD231PS 0(SI), Z0, Z16
+	CMPQ R12, $2
+	JLT  dt_tdone
+	VFMADD231PS 64(SI), Z1, Z16
+	CMPQ R12, $3
+	JLT  dt_tdone
+	VFMADD231PS 128(SI), Z2, Z16
+	CMPQ R12, $4
+	JLT  dt_tdone
+	VFMADD231PS 192(SI), Z3, Z16
+	CMPQ R12, $5
+	JLT  dt_tdone
+	VFMADD231PS 256(SI), Z4, Z16
+	CMPQ R12, $6
+	JLT  dt_tdone
+	VFMADD231PS 320(SI), Z5, Z16
+	CMPQ R12, $7
+	JLT  dt_tdone
+	VFMADD231PS 384(SI), Z6, Z16
+	CMPQ R12, $8
+	JLT  dt_tdone
+	VFMADD231PS 448(SI), Z7, Z16
+	CMPQ R12, $9
+	JLT  dt_tdone
+	VFMADD231PS 512(SI), Z8, Z16
+	CMPQ R12, $10
+	JLT  dt_tdone
+	VFMADD231PS 576(SI), Z9, Z16
+	CMPQ R12, $11
+	JLT  dt_tdone
+	VFMADD231PS 640(SI), Z10, Z16
+	CMPQ R12, $12
+	JLT  dt_tdone
+	VFMADD231PS 704(SI), Z11, Z16
+	CMPQ R12, $13
+	JLT  dt_tdone
+	VFMADD231PS 768(SI), Z12, Z16
+	CMPQ R12, $14
+	JLT  dt_tdone
+	VFMADD231PS 832(SI), Z13, Z16
+	CMPQ R12, $15
+	JLT  dt_tdone
+	VFMADD231PS 896(SI), Z14, Z16
+	CMPQ R12, $16
+	JLT  dt_tdone
+	VFMADD231PS 960(SI), Z15, Z16
+dt_tdone:
+	VMOVUPS Z16, 1024(SI)
+dt_store:
+	VMOVUPS 1024(SI), Z16
+	VMOVUPS Z16, (DI)
+	ADDQ $64, R8
+	ADDQ $64, R9
+	ADDQ $64, DI
+	SUBQ $16, R10
+	JNZ  dt_batch
+	VZEROUPPER
+	RET
+
+// func dotT1(a *float32, b *float32, offb *int32, n, d int, out *float32, pf *int32, scratch *float32)
+//
+// refine4: dotGather1 for a row-major A row and row-major B rows (sa = sb
+// = 1): per 16 k the lanes' 16 B row pieces are loaded whole and
+// transposed in registers, then 16 FMAs with A broadcast from memory
+// (accumulators parked in scratch[0:16] across the transpose). When pf is
+// not nil the 16 rows at offsets pf[0..15] are prefetched, 64 bytes per row
+// per 16 k. n is a positive multiple of 16.
+TEXT ·dotT1(SB), NOSPLIT, $0-64
+	MOVQ offb+16(FP), R9
+	MOVQ n+24(FP), R10
+	MOVQ out+40(FP), DI
+	MOVQ pf+48(FP), R8
+	MOVQ scratch+56(FP), SI
+	MOVQ d+32(FP), R11
+	MOVQ R11, R12
+	ANDQ $15, R12
+	MOVL $1, AX
+	MOVQ R12, CX
+	SHLL CX, AX
+	DECL AX
+	KMOVW AX, K1
+dt1_batch:
+	MOVQ a+0(FP), AX
+	MOVQ b+8(FP), BX
+	VPXORD Z16, Z16, Z16
+	VMOVUPS Z16, (SI)
+	MOVQ R11, R13
+	SHRQ $4, R13
+	JZ   dt1_tail
+dt1_chunk:
+	TESTQ R8, R8
+	JZ   dt1_nopf
+	MOVLQSX 0(R8), DX
+	PREFETCHT0 (BX)(DX*4)
+	MOVLQSX 4(R8), DX
+	PREFETCHT0 (BX)(DX*4)
+	MOVLQSX 8(R8), DX
+	PREFETCHT0 (BX)(DX*4)
+	MOVLQSX 12(R8), DX
+	PREFETCHT0 (BX)(DX*4)
+	MOVLQSX 16(R8), DX
+	PREFETCHT0 (BX)(DX*4)
+	MOVLQSX 20(R8), DX
+	PREFETCHT0 (BX)(DX*4)
+	MOVLQSX 24(R8), DX
+	PREFETCHT0 (BX)(DX*4)
+	MOVLQSX 28(R8), DX
+	PREFETCHT0 (BX)(DX*4)
+	MOVLQSX 32(R8), DX
+	PREFETCHT0 (BX)(DX*4)
+	MOVLQSX 36(R8), DX
+	PREFETCHT0 (BX)(DX*4)
+	MOVLQSX 40(R8), DX
+	PREFETCHT0 (BX)(DX*4)
+	MOVLQSX 44(R8), DX
+	PREFETCHT0 (BX)(DX*4)
+	MOVLQSX 48(R8), DX
+	PREFETCHT0 (BX)(DX*4)
+	MOVLQSX 52(R8), DX
+	PREFETCHT0 (BX)(DX*4)
+	MOVLQSX 56(R8), DX
+	PREFETCHT0 (BX)(DX*4)
+	MOVLQSX 60(R8), DX
+	PREFETCHT0 (BX)(DX*4)
+dt1_nopf:
+	MOVLQSX 0(R9), DX
+	VMOVUPS (BX)(DX*4), Z0
+	MOVLQSX 4(R9), DX
+	VMOVUPS (BX)(DX*4), Z1
+	MOVLQSX 8(R9), DX
+	VMOVUPS (BX)(DX*4), Z2
+	MOVLQSX 12(R9), DX
+	VMOVUPS (BX)(DX*4), Z3
+	MOVLQSX 16(R9), DX
+	VMOVUPS (BX)(DX*4), Z4
+	MOVLQSX 20(R9), DX
+	VMOVUPS (BX)(DX*4), Z5
+	MOVLQSX 24(R9), DX
+	VMOVUPS (BX)(DX*4), Z6
+	MOVLQSX 28(R9), DX
+	VMOVUPS (BX)(DX*4), Z7
+	MOVLQSX 32(R9), DX
+	VMOVUPS (BX)(DX*4), Z8
+	MOVLQSX 36(R9), DX
+	VMOVUPS (BX)(DX*4), Z9
+	MOVLQSX 40(R9), DX
+	VMOVUPS (BX)(DX*4), Z10
+	MOVLQSX 44(R9), DX
+	VMOVUPS (BX)(DX*4), Z11
+	MOVLQSX 48(R9), DX
+	VMOVUPS (BX)(DX*4), Z12
+	MOVLQSX 52(R9), DX
+	VMOVUPS (BX)(DX*4), Z13
+	MOVLQSX 56(R9), DX
+	VMOVUPS (BX)(DX*4), Z14
+	MOVLQSX 60(R9), DX
+	VMOVUPS (BX)(DX*4), Z15
+	TRANSPOSE16
+	VMOVUPS (SI), Z16
+	VFMADD231PS.BCST 0(AX), Z0, Z16
+	VFMADD231PS.BCST 4(AX), Z1, Z16
+	VFMADD231PS.BCST 8(AX), Z2, Z16
+	VFMADD231PS.BCST 12(AX), Z3, Z16
+	VFMADD231PS.BCST 16(AX), Z4, Z16
+	VFMADD231PS.BCST 20(AX), Z5, Z16
+	VFMADD231PS.BCST 24(AX), Z6, Z16
+	VFMADD231PS.BCST 28(AX), Z7, Z16
+	VFMADD231PS.BCST 32(AX), Z8, Z16
+	VFMADD231PS.BCST 36(AX), Z9, Z16
+	VFMADD231PS.BCST 40(AX), Z10, Z16
+	VFMADD231PS.BCST 44(AX), Z11, Z16
+	VFMADD231PS.BCST 48(AX), Z12, Z16
+	VFMADD231PS.BCST 52(AX), Z13, Z16
+	VFMADD231PS.BCST 56(AX), Z14, Z16
+	VFMADD231PS.BCST 60(AX), Z15, Z16
+	VMOVUPS Z16, (SI)
+	ADDQ $64, AX
+	ADDQ $64, BX
+	DECQ R13
+	JNZ  dt1_chunk
+dt1_tail:
+	TESTQ R12, R12
+	JZ   dt1_store
+	MOVLQSX 0(R9), DX
+	VMOVUPS.Z (BX)(DX*4), K1, Z0
+	MOVLQSX 4(R9), DX
+	VMOVUPS.Z (BX)(DX*4), K1, Z1
+	MOVLQSX 8(R9), DX
+	VMOVUPS.Z (BX)(DX*4), K1, Z2
+	MOVLQSX 12(R9), DX
+	VMOVUPS.Z (BX)(DX*4), K1, Z3
+	MOVLQSX 16(R9), DX
+	VMOVUPS.Z (BX)(DX*4), K1, Z4
+	MOVLQSX 20(R9), DX
+	VMOVUPS.Z (BX)(DX*4), K1, Z5
+	MOVLQSX 24(R9), DX
+	VMOVUPS.Z (BX)(DX*4), K1, Z6
+	MOVLQSX 28(R9), DX
+	VMOVUPS.Z (BX)(DX*4), K1, Z7
+	MOVLQSX 32(R9), DX
+	VMOVUPS.Z (BX)(DX*4), K1, Z8
+	MOVLQSX 36(R9), DX
+	VMOVUPS.Z (BX)(DX*4), K1, Z9
+	MOVLQSX 40(R9), DX
+	VMOVUPS.Z (BX)(DX*4), K1, Z10
+	MOVLQSX 44(R9), DX
+	VMOVUPS.Z (BX)(DX*4), K1, Z11
+	MOVLQSX 48(R9), DX
+	VMOVUPS.Z (BX)(DX*4), K1, Z12
+	MOVLQSX 52(R9), DX
+	VMOVUPS.Z (BX)(DX*4), K1, Z13
+	MOVLQSX 56(R9), DX
+	VMOVUPS.Z (BX)(DX*4), K1, Z14
+	MOVLQSX 60(R9), DX
+	VMOVUPS.Z (BX)(DX*4), K1, Z15
+	TRANSPOSE16
+	VMOVUPS (SI), Z16
+	CMPQ R12, $1
+	JLT  dt1_tdone
+	VFMADD231PS.BCST 0(AX), Z0, Z16
+	CMPQ R12, $2
+	JLT  dt1_tdone
+	VFMADD231PS.BCST 4(AX), Z1, Z16
+	CMPQ R12, $3
+	JLT  dt1_tdone
+	VFMADD231PS.BCST 8(AX), Z2, Z16
+	CMPQ R12, $4
+	JLT  dt1_tdone
+	VFMADD231PS.BCST 12(AX), Z3, Z16
+	CMPQ R12, $5
+	JLT  dt1_tdone
+	VFMADD231PS.BCST 16(AX), Z4, Z16
+	CMPQ R12, $6
+	JLT  dt1_tdone
+	VFMADD231PS.BCST 20(AX), Z5, Z16
+	CMPQ R12, $7
+	JLT  dt1_tdone
+	VFMADD231PS.BCST 24(AX), Z6, Z16
+	CMPQ R12, $8
+	JLT  dt1_tdone
+	VFMADD231PS.BCST 28(AX), Z7, Z16
+	CMPQ R12, $9
+	JLT  dt1_tdone
+	VFMADD231PS.BCST 32(AX), Z8, Z16
+	CMPQ R12, $10
+	JLT  dt1_tdone
+	VFMADD231PS.BCST 36(AX), Z9, Z16
+	CMPQ R12, $11
+	JLT  dt1_tdone
+	VFMADD231PS.BCST 40(AX), Z10, Z16
+	CMPQ R12, $12
+	JLT  dt1_tdone
+	VFMADD231PS.BCST 44(AX), Z11, Z16
+	CMPQ R12, $13
+	JLT  dt1_tdone
+	VFMADD231PS.BCST 48(AX), Z12, Z16
+	CMPQ R12, $14
+	JLT  dt1_tdone
+	VFMADD231PS.BCST 52(AX), Z13, Z16
+	CMPQ R12, $15
+	JLT  dt1_tdone
+	VFMADD231PS.BCST 56(AX), Z14, Z16
+	CMPQ R12, $16
+	JLT  dt1_tdone
+	VFMADD231PS.BCST 60(AX), Z15, Z16
+dt1_tdone:
+	VMOVUPS Z16, (SI)
+dt1_store:
+	VMOVUPS (SI), Z16
+	VMOVUPS Z16, (DI)
+	ADDQ $64, R9
+	ADDQ $64, DI
+	SUBQ $16, R10
+	JNZ  dt1_batch
 	VZEROUPPER
 	RET

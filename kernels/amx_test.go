@@ -117,6 +117,38 @@ func TestDotGather1(t *testing.T) {
 	}
 }
 
+// TestDotT holds the transpose kernels (refine3, refine4) to the Go twins
+// bit for bit, rows read to their very end (guards after each row would
+// fault only if a kernel read past d: masked tails).
+func TestDotT(t *testing.T) {
+	r := rand.New(rand.NewPCG(17, 18))
+	scratch := make([]float32, 272)
+	for _, d := range []int{1, 5, 15, 16, 17, 31, 48, 100, 512} {
+		a := randSlice(r, 30*d)
+		b := randSlice(r, 50*d)
+		offa := make([]int32, 48)
+		offb := make([]int32, 48)
+		for l := range offa {
+			offa[l] = int32(r.IntN(30) * d)
+			offb[l] = int32(r.IntN(50) * d)
+		}
+		got := make([]float32, 48)
+		want := make([]float32, 48)
+		dotTS(a, offa, b, offb, d, got, scratch)
+		dotGatherGo(a, offa, 1, b, offb, 1, d, want)
+		if !slices.Equal(got, want) {
+			t.Fatalf("d=%d: dotT %v want %v", d, got, want)
+		}
+		for _, pf := range [][]int32{nil, offb[16:32]} {
+			dotT1S(a[7*d:], b, offb, d, got, pf, scratch)
+			dotGather1Go(a[7*d:], 1, b, offb, 1, d, want)
+			if !slices.Equal(got, want) {
+				t.Fatalf("d=%d: dotT1 %v want %v", d, got, want)
+			}
+		}
+	}
+}
+
 func TestBF16RowAndVNNI(t *testing.T) {
 	r := rand.New(rand.NewPCG(5, 6))
 	for _, d := range []int{1, 15, 16, 17, 33, 64, 100} {
@@ -133,19 +165,21 @@ func TestBF16RowAndVNNI(t *testing.T) {
 					x[i] = 0
 				}
 			}
-			got := make([]uint16, ld)
-			want := make([]uint16, ld)
-			for i := range got {
-				got[i] = 0xdead
-			}
-			var gs, ws [48]float32
-			bf16RowS(got, x, neg, &gs)
-			bf16RowGo(want, x, neg, &ws)
-			if !slices.Equal(got, want) {
-				t.Fatalf("d=%d neg=%v: bf16Row %x want %x", d, neg, got, want)
-			}
-			if gs != ws {
-				t.Fatalf("d=%d neg=%v: sums %v want %v", d, neg, gs, ws)
+			for _, cs := range []int{32, 1024} {
+				got := make([]uint16, (ld/32-1)*cs+32+cs)
+				want := make([]uint16, len(got))
+				for i := range got {
+					got[i], want[i] = 0xdead, 0xdead
+				}
+				var gs, ws [48]float32
+				bf16RowS(got, x, ld, cs, neg, &gs)
+				bf16RowGo(want, x, ld, cs, neg, &ws)
+				if !slices.Equal(got, want) {
+					t.Fatalf("d=%d neg=%v cstride=%d: bf16Row %x want %x", d, neg, cs, got, want)
+				}
+				if gs != ws {
+					t.Fatalf("d=%d neg=%v: sums %v want %v", d, neg, gs, ws)
+				}
 			}
 		}
 	}
@@ -176,8 +210,7 @@ func TestAMXTile(t *testing.T) {
 	for _, sh := range [][3]int{{1, 1, 1}, {2, 3, 4}, {4, 2, 16}} {
 		mb, np, ks := sh[0], sh[1], sh[2]
 		for _, ints := range []bool{true, false} {
-			lda := 32*ks + 32 // padded rows
-			a := make([]uint16, 32*mb*lda)
+			a := make([]uint16, 32*mb*32*ks) // tiled (tiledIndex)
 			brow := make([]uint16, 32*np*32*ks)
 			gen := func() uint16 {
 				if ints {
@@ -196,14 +229,14 @@ func TestAMXTile(t *testing.T) {
 			ldc := 32*np + 16
 			got := make([]float32, 32*mb*ldc)
 			want := make([]float32, 32*mb*ldc)
-			amxTileS(a, lda, b, got, ldc, mb, np, ks)
-			amxTileGo(a, lda, b, want, ldc, mb, np, ks)
+			amxTileS(a, b, got, ldc, mb, np, ks)
+			amxTileGo(a, b, want, ldc, mb, np, ks)
 			for i := 0; i < 32*mb; i++ {
 				for j := 0; j < 32*np; j++ {
 					g, w := got[i*ldc+j], want[i*ldc+j]
 					var abs float64
 					for k := 0; k < 32*ks; k++ {
-						abs += math.Abs(bf16Value(a[i*lda+k]) * bf16Value(brow[j*32*ks+k]))
+						abs += math.Abs(bf16Value(a[tiledIndex(i, k, ks)]) * bf16Value(brow[j*32*ks+k]))
 					}
 					if tol := gamma(64*ks) * abs; math.Abs(float64(g-w)) > tol || (ints && g != w) {
 						t.Fatalf("mb=%d np=%d ks=%d ints=%v: c[%d][%d] = %g want %g", mb, np, ks, ints, i, j, g, w)
@@ -321,6 +354,23 @@ func TestEngine2MatchesEngine1(t *testing.T) {
 				}
 			}
 		}()
+	}
+}
+
+// TestEngine2Portable runs engine 2 on the plain-Go twin of the AMX
+// kernel (as on a CPU with AVX-512 but no AMX) and compares with engine 1.
+func TestEngine2Portable(t *testing.T) {
+	if !haveAsmKernel || !cpuFeat.avx512 {
+		t.Skip("engine 2 holds its rescoring to the assembly micro-kernels' FMA chains")
+	}
+	amx := cpuFeat.amx
+	cpuFeat.amx, amxForce = false, true
+	defer func() { cpuFeat.amx, amxForce = amx, false }()
+	r := rand.New(rand.NewPCG(19, 20))
+	for _, kind := range []string{"gauss", "near"} {
+		q := engineData(r, kind, 40, 32, false)
+		b := engineData(r, kind, 600, 32, kind == "near")
+		t.Run(kind, func(t *testing.T) { compareEngines(t, r, q, b) })
 	}
 }
 

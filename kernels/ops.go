@@ -50,7 +50,11 @@ func (e *CPU) drive(p *parallel, pl plan, ep fepilogue) error {
 }
 
 // useAMX reports whether this backend uses the AMX filter.
-func (e *CPU) useAMX() bool { return cpuFeat.amx && (e == nil || !e.NoAMX) }
+func (e *CPU) useAMX() bool { return (cpuFeat.amx || amxForce) && (e == nil || !e.NoAMX) }
+
+// amxForce (tests) runs engine 2 without AMX, on the plain-Go twin of
+// kern4, to test its logic anywhere the assembly micro-kernels exist.
+var amxForce bool
 
 func newArgMax(n int) ArgMax {
 	r := ArgMax{Val: make([]float32, n), Idx: make([]int32, n)}
@@ -106,10 +110,13 @@ func (e *argmaxEp) startApprox() bool { return true }
 // divs: rescoring an entry costs about 20 exact ones.
 func (e *argmaxEp) divs() (dense, sparse int) { return 24, 32 }
 
-// approx (engine 2): per row, L = max(current maximum, max_j x_j - S) is
-// a lower bound of the row's exact maximum (x_j = approximate entry +
-// bias, S its error bound); only entries with x_j >= L - S can reach it.
-// They are rescored exactly and merged as tile would.
+// approx (engine 2): per row, L = max(current maximum, max_j x_j - S,
+// earlier tiles' bounds) is a lower bound of the row's exact maximum (x_j
+// = approximate entry + bias, S its error bound); only entries with
+// x_j >= L - S can reach it. They are kept with their upper bound x_j + S;
+// in streaming mode until rowsDone (later tiles raise L and drop more of
+// them), else until the end of this tile. The rest are rescored exactly
+// and merged as tile would.
 func (e *argmaxEp) approx(w *worker, t *atile) bool {
 	f := w.f
 	rows, cols := t.i1-t.i0, t.j1-t.j0
@@ -136,34 +143,95 @@ func (e *argmaxEp) approx(w *worker, t *atile) bool {
 			}
 		}
 	}
+	if !t.streaming || f.pendI0 != t.i0 {
+		// a new A block
+		f.pend = f.pend[:0]
+		for r := range f.lb[:rows] {
+			f.lb[r] = math.Inf(-1)
+		}
+		f.pas, f.pbs, f.pj0, f.pendI0, f.pendD, f.pendNeg = t.as, t.bs0, 0, t.i0, t.d, t.negB
+		if !t.streaming {
+			f.pbs, f.pj0 = t.bs, t.j0
+		}
+	}
 	maxTileS(t.c, t.ldc, rows, cols, bias, f.mx[:rows])
+	s := f.e[:rows] // reused below as the per-row slack
 	for r := 0; r < rows; r++ {
 		i := t.i0 + r
-		s := t.e[r] + 0x1p-20*(t.mag[r]+t.e[r]+e.biasMax)
-		l := float64(f.mx[r]) - s
-		if e.res.Idx[i] >= 0 && float64(e.res.Val[i]) > l {
-			l = float64(e.res.Val[i])
+		s[r] = t.e[r] + 0x1p-20*(t.mag[r]+t.e[r]+e.biasMax)
+		l := max(f.lb[r], float64(f.mx[r])-s[r])
+		if e.res.Idx[i] >= 0 {
+			l = max(l, float64(e.res.Val[i]))
 		}
-		f.thr[r] = math.Nextafter32(roundDown32(l-s), float32(math.Inf(-1)))
+		f.lb[r] = l
+		f.thr[r] = math.Nextafter32(roundDown32(l-s[r]), float32(math.Inf(-1)))
 	}
 	cnt := filterTileS(t.c, t.ldc, rows, cols, bias, f.thr[:rows], f.pairs, t.maxPairs)
 	if cnt > t.maxPairs {
 		return false
 	}
-	pairs := f.pairs[:cnt]
-	vals := t.rescore(w, pairs)
-	for l, pr := range pairs {
-		j := t.j0 + int(pr&0xffff)
-		v := vals[l]
-		if e.bias != nil {
-			v += e.bias[j]
+	for _, pr := range f.pairs[:cnt] {
+		r, j := int(pr>>16), int(pr&0xffff)
+		x := t.c[r*t.ldc+j]
+		if bias != nil {
+			x += bias[j]
 		}
-		e.offer(t.i0+int(pr>>16), v, j)
+		f.pend = append(f.pend, pendCand{int32(r), int32(t.j0 + j), float64(x) + s[r]})
+	}
+	if !t.streaming {
+		e.flush(w)
+		f.pendI0 = -1
+	} else if len(f.pend) > 4*rows {
+		e.prune(f)
 	}
 	return true
 }
 
+// prune drops the pending candidates whose upper bound is below their
+// row's lower bound.
+func (e *argmaxEp) prune(f *fbuf) {
+	n := 0
+	for _, c := range f.pend {
+		if c.hi >= f.lb[c.r] {
+			f.pend[n] = c
+			n++
+		}
+	}
+	f.pend = f.pend[:n]
+}
+
+// flush rescores the pending candidates of the current A block and
+// merges them.
+func (e *argmaxEp) flush(w *worker) {
+	f := w.f
+	e.prune(f)
+	n := len(f.pend)
+	if n == 0 {
+		return
+	}
+	rs, js := f.prs[:0], f.pjs[:0]
+	for _, c := range f.pend {
+		rs = append(rs, c.r)
+		js = append(js, c.j-int32(f.pj0))
+	}
+	f.prs, f.pjs = rs, js
+	vals := rescorePairs(w, f.pas, f.pbs, f.pendD, f.pendNeg, rs, js)
+	for l, c := range f.pend {
+		j := int(c.j)
+		v := vals[l]
+		if e.bias != nil {
+			v += e.bias[j]
+		}
+		e.offer(f.pendI0+int(c.r), v, j)
+	}
+	f.pend = f.pend[:0]
+}
+
 func (e *argmaxEp) rowsDone(w *worker, i0, i1 int) error {
+	if w.f != nil && w.f.pendI0 == i0 {
+		e.flush(w) // engine 2, streaming mode
+		w.f.pendI0 = -1
+	}
 	if e.after != nil {
 		return e.after(w, i0, i1)
 	}
