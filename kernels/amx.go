@@ -349,6 +349,28 @@ func (b *bfRows) zeroRows(o0, o1 int) {
 	}
 }
 
+// bfRows returns p's bfRows scratch called name for rows x d (reused
+// between calls; contents undefined).
+func (p *parallel) bfRows(name string, rows, d int, tiled bool) *bfRows {
+	ld := (d + 31) &^ 31
+	rows = (rows + 31) &^ 31
+	return &bfRows{ld: ld, tiled: tiled, data: p.buf16(name, rows*ld),
+		nrm: p.buf64(name+".nrm", rows), tnrm: p.buf64(name+".tnrm", rows), dlt: p.buf64(name+".dlt", rows)}
+}
+
+// buf64 is buf for float64 scratch.
+func (p *parallel) buf64(name string, n int) []float64 {
+	if p.f64 == nil {
+		p.f64 = map[string][]float64{}
+	}
+	b := p.f64[name]
+	if len(b) < n {
+		b = make([]float64, n)
+		p.f64[name] = b
+	}
+	return b[:n]
+}
+
 // bStats are the B-side maxima of one ncBlock block.
 type bStats struct {
 	nrm, tnrm, dlt float64
@@ -575,26 +597,32 @@ func driveAMX(p *parallel, pl plan, ep fepilogue) error {
 		if len(w.cand) < nc {
 			w.cand = make([]int32, nc)
 		}
-		w.fb(d, maxPairs)
+		f := w.fb(d, maxPairs)
+		f.pend, f.pendI0 = f.pend[:0], -1 // workers are recycled between calls
 	}
 
 	// B side: bf16 rows, their VNNI copy for amxTile and per-block
 	// bounds; float32 rows for rescoring (b itself, or converted from
 	// float16); float32 panels for exact tiles, packed only when a tile
 	// needs them.
-	bbf := newBFRows(nbPad, d, false)
-	bvnni := make([]uint16, nbPad/32*ks*1024)
+	bbf := p.bfRows("b", nbPad, d, false)
+	bvnni := p.buf16("bvnni", nbPad/32*ks*1024)
 	bst := make([]bStats, (nb+nc-1)/nc)
 	bok := make([]bool, (nbPad+127)/128)
 	var bfl []float32
 	if b.F16 != nil {
-		bfl = make([]float32, nbPad*d)
+		bfl = p.buf("bfl", nbPad*d)
 	}
-	bpack := make([]float32, nbPad*d)
+	var bpack []float32     // allocated on first use
 	var bj0, bj1 int        // B rows in the buffers
 	var bpMu sync.Mutex     // guards bpReady
 	var bpReady atomic.Bool // bpack holds rows [bj0, bj1)
 	const rowsPerTask = 128
+	bpackFor := func() {
+		if bpack == nil {
+			bpack = p.buf("bpack", nbPad*d)
+		}
+	}
 	packPanels := func(w *worker, t int) error {
 		r0 := bj0 + t*rowsPerTask
 		r1 := min(bj1, r0+rowsPerTask)
@@ -610,6 +638,7 @@ func driveAMX(p *parallel, pl plan, ep fepilogue) error {
 		if bpReady.Load() {
 			return nil
 		}
+		bpackFor()
 		for t := 0; t < (bj1-bj0+rowsPerTask-1)/rowsPerTask; t++ {
 			if err := packPanels(w, t); err != nil {
 				return err
@@ -621,6 +650,9 @@ func driveAMX(p *parallel, pl plan, ep fepilogue) error {
 	packB := func(j0, j1 int, panels bool) error {
 		bj0, bj1 = j0, j1
 		bpReady.Store(false)
+		if panels {
+			bpackFor()
+		}
 		nt := (j1 - j0 + rowsPerTask - 1) / rowsPerTask
 		err := p.run(nt, func(w *worker, t int) error {
 			r0 := j0 + t*rowsPerTask
@@ -778,11 +810,11 @@ func driveAMX(p *parallel, pl plan, ep fepilogue) error {
 	// A side per super-block: bf16 rows, float32 rows (a itself, or
 	// converted from float16) and float32 panels, packed per A block on
 	// its first exact tile.
-	apack := make([]float32, super*d)
-	abf := newBFRows(super, d, true)
+	apack := p.buf("apack", super*d)
+	abf := p.bfRows("a", super, d, true)
 	var afl []float32
 	if a.F16 != nil {
-		afl = make([]float32, super*d)
+		afl = p.buf("afl", super*d)
 	}
 	aRows := func(s0, blk int) rside {
 		if afl != nil {

@@ -39,6 +39,55 @@ type parallel struct {
 	threads int
 	workers []*worker
 	d       int
+	bufs    map[string][]float32 // engine-wide scratch, reused between calls (buf)
+	u16     map[string][]uint16
+	f64     map[string][]float64
+}
+
+// parPool recycles parallel (workers and their buffers) between calls: the
+// k-means stage calls NearestCentroid once per block of points, and each
+// call would otherwise allocate and clear megabytes of scratch.
+var parPool sync.Pool
+
+// getParallel returns a parallel for threads and d, recycled when possible;
+// give it back with putParallel once no result refers to its buffers.
+func getParallel(threads, d int) *parallel {
+	if threads <= 0 {
+		threads = runtime.GOMAXPROCS(0)
+	}
+	if v, ok := parPool.Get().(*parallel); ok && v.threads == threads && v.d == d {
+		return v
+	}
+	return newParallel(threads, d)
+}
+
+func putParallel(p *parallel) { parPool.Put(p) }
+
+// buf returns p's float32 scratch called name with at least n elements
+// (contents undefined).
+func (p *parallel) buf(name string, n int) []float32 {
+	if p.bufs == nil {
+		p.bufs = map[string][]float32{}
+	}
+	b := p.bufs[name]
+	if len(b) < n {
+		b = make([]float32, n)
+		p.bufs[name] = b
+	}
+	return b[:n]
+}
+
+// buf16 is buf for uint16 scratch.
+func (p *parallel) buf16(name string, n int) []uint16 {
+	if p.u16 == nil {
+		p.u16 = map[string][]uint16{}
+	}
+	b := p.u16[name]
+	if len(b) < n {
+		b = make([]uint16, n)
+		p.u16[name] = b
+	}
+	return b[:n]
 }
 
 func newParallel(threads, d int) *parallel {

@@ -244,7 +244,9 @@ func (e *CPU) MaxArg(q, b Matrix) (ArgMax, error) {
 		return ArgMax{}, err
 	}
 	ep := &argmaxEp{res: newArgMax(b.Rows)}
-	if err := e.drive(newParallel(e.threads(), q.Dim), plan{a: b, b: q}, ep); err != nil {
+	par := getParallel(e.threads(), q.Dim)
+	defer putParallel(par)
+	if err := e.drive(par, plan{a: b, b: q}, ep); err != nil {
 		return ArgMax{}, err
 	}
 	return ep.res, nil
@@ -266,7 +268,9 @@ func (e *CPU) ShiftedMax(q, b Matrix, thr []float32) (ArgMax, error) {
 		bias[i] = -t
 	}
 	ep := &argmaxEp{res: newArgMax(b.Rows), bias: bias}
-	if err := e.drive(newParallel(e.threads(), q.Dim), plan{a: b, b: q}, ep); err != nil {
+	par := getParallel(e.threads(), q.Dim)
+	defer putParallel(par)
+	if err := e.drive(par, plan{a: b, b: q}, ep); err != nil {
 		return ArgMax{}, err
 	}
 	return ep.res, nil
@@ -278,7 +282,9 @@ func (e *CPU) PrefixMax(x Matrix) (ArgMax, error) {
 		return ArgMax{}, err
 	}
 	ep := &argmaxEp{res: newArgMax(x.Rows), prefix: true}
-	if err := e.drive(newParallel(e.threads(), x.Dim), plan{a: x, b: x, prefix: true}, ep); err != nil {
+	par := getParallel(e.threads(), x.Dim)
+	defer putParallel(par)
+	if err := e.drive(par, plan{a: x, b: x, prefix: true}, ep); err != nil {
 		return ArgMax{}, err
 	}
 	return ep.res, nil
@@ -306,9 +312,15 @@ func (e *CPU) NearestCentroid(x, c Matrix, metric Metric, acc *Accum) (ArgMax, e
 	if acc != nil && (acc.K != c.Rows || acc.Dim != c.Dim || len(acc.Sums) < c.Rows*c.Dim || len(acc.Counts) < c.Rows) {
 		return ArgMax{}, fmt.Errorf("kernels: NearestCentroid: accumulator is %dx%d, centroids %dx%d", acc.K, acc.Dim, c.Rows, c.Dim)
 	}
-	par := newParallel(e.threads(), x.Dim)
-	cf, err := toF32Checked(c)
-	if err != nil {
+	par := getParallel(e.threads(), x.Dim)
+	defer putParallel(par)
+	cf := par.buf("centroids", c.Rows*c.Dim)
+	if c.F16 != nil {
+		F16ToF32(cf, c.F16[:len(cf)])
+	} else {
+		copy(cf, c.F32)
+	}
+	if err := checkFiniteF32("input", cf); err != nil {
 		return ArgMax{}, fmt.Errorf("centroids: %w", err)
 	}
 	d := c.Dim

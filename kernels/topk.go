@@ -378,7 +378,8 @@ func (e *CPU) TopK(q, b Matrix, opt TopKOptions) (TopKResult, error) {
 	res := TopKResult{NQ: q.Rows, K: k, Smallest: opt.Smallest,
 		Val: make([]float32, q.Rows*k), Idx: make([]int64, q.Rows*k)}
 	capacity := min(b.Rows, k+max(k, topkSlack))
-	par := newParallel(e.threads(), q.Dim)
+	par := getParallel(e.threads(), q.Dim)
+	defer putParallel(par)
 	if e.useAMX() && q.Dim >= amxMinDim {
 		// engine 2: interval reservoirs (16-byte candidates)
 		ep := &topkEp2{k: k, slack: max(k, topkSlack), res: res, resv: make([]ireservoir, q.Rows),
