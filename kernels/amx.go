@@ -5,15 +5,16 @@ package kernels
 // Every op reduces C = A·Bᵀ to a few entries per row (the k best, the
 // maximum). Engine 2 computes each mcAMX x ncBlock tile of C approximately
 // on the AMX unit (kern4 amxTile: operands rounded to bf16, products summed
-// in float32, ~15x the float32 FMA rate), bounds the error of every entry
-// rigorously, and recomputes exactly, with the very FMA chain of the
-// micro-kernels (dotGather), only the entries whose bound says they could
-// still matter. Results are therefore bit-identical to engine 1 (drive):
-// the same candidates reach the epilogue with the same float32 values in
-// the same order. A tile where too many entries survive (TopK while its
-// thresholds are still low) is recomputed by the exact micro-kernels
-// instead, and the next tile of that A block stays exact until few
-// candidates pass again.
+// in float32; ~1.4-2 TFLOP/s per core here against 0.236 for float32 FMA),
+// bounds the error of every entry rigorously, and recomputes exactly, with
+// the very FMA chain of the micro-kernels (refine1-4), only the entries
+// whose bound says they could still matter. Results are therefore
+// bit-identical to engine 1 (drive, driver.go): the epilogues see the
+// same float32 values for every candidate that can affect the result, and
+// the final selection uses exact values only. A tile where too many
+// entries survive (TopK while its thresholds are still low) is recomputed
+// by the exact micro-kernels instead, and that A block stays exact until
+// few candidates pass again (fepilogue.divs).
 //
 // Error bound. For rows a (of A) and b (of B) with bf16 roundings ã, b̃
 // (subnormal results flushed to zero, as AMX reads them), s = the float32
@@ -30,16 +31,32 @@ package kernels
 // magnitudes involved, far above its rounding error. Rows whose norm
 // exceeds amxMaxNorm (or is not finite) are never filtered.
 //
-// Versions of the pieces (numbered with the rest of the package):
+// How the epilogues use it (topk.go, ops.go):
 //
-//	kern4   amxTile     AMX 2x2 tiles of 16x16, K step 32, p outer (amx_amd64.s)
-//	pack3   bf16Row     float32 -> bf16 rows with norm sums; vnniPack (gathers)
-//	refine1 dotGather   exact FMA chains of 16 pairs per zmm, operands gathered
-//	filter1 filterTile  per-row threshold over a whole tile (VCMPPS + VPCOMPRESSD)
+//	TopK    epilogue 2 (topkEp2): interval reservoirs; approximate entries
+//	        enter as [x-e, x+e], are pruned against the k-th largest lower
+//	        bound, and only the ~k·1.8 left at the end are rescored
+//	argmax  (MaxArg, ShiftedMax, NearestCentroid, PrefixMax) a running
+//	        per-row lower bound of the maximum; entries whose upper bound
+//	        reaches it are rescored once per A block (streaming mode) or
+//	        per tile
+//
+// Versions of the pieces (numbered with the rest of the package; older
+// versions stay as baselines, each checked against its plain-Go twin):
+//
+//	kern4   amxTile     AMX 2x2 tiles of 16x16, K step 32, B pair outer; A tiled (1 KiB per tile load)
+//	pack3   bf16Row     float32 -> bf16 rows (RNE, FTZ) with lane sums of squares; vnniPack (gathers)
+//	refine1 dotGather   exact FMA chains of 16 pairs per zmm, both operands gathered (baseline)
+//	refine2 dotGather1  one A row broadcast, B gathered, next batch prefetched (baseline)
+//	refine3 dotT        16 A and 16 B row pieces transposed in registers (argmax epilogues)
+//	refine4 dotT1       one A row broadcast, 16 B row pieces transposed (TopK epilogue 2)
+//	filter1 filterTile  per-row threshold over a whole tile (VCMPPS + VPCOMPRESSD); maxTile
 //
 // The plain-Go twins below (amxTileGo, bf16RowGo, vnniPackGo, dotGatherGo,
-// filterTileGo, maxTileGo) define each piece; tests hold the assembly to
-// them.
+// dotGather1Go, filterTileGo, maxTileGo, fma32) define each piece; tests
+// hold the assembly to them (fma32 itself to big.Float), and engine 2 to
+// engine 1, bit for bit, on every op. Benchmarks: BenchmarkAMXTile,
+// BenchmarkRescore (amxbench_test.go).
 
 import (
 	"fmt"
@@ -53,19 +70,6 @@ import (
 // were filtered, approximate tiles that turned out dense (recomputed), and
 // exact tiles. For tests and benchmarks.
 var amxCount struct{ filtered, dense, exact, rescored atomic.Int64 }
-
-var (
-	// mcAMX is the number of A rows per task in engine 2: a multiple of
-	// both mr (exact micro-kernel panels) and 32 (AMX row blocks).
-	mcAMX = 16 * mr
-
-	// amxMaxNorm: rows with a larger norm (or a non-finite one) are never
-	// filtered (bf16 products could overflow).
-	amxMaxNorm = 0x1p40
-
-	// amxMinDim: below this dimension the filter does not pay.
-	amxMinDim = 32
-)
 
 // amxCfg is the tile configuration (palette 1): tmm0-7 all 16 rows of 64
 // bytes (C: 16x16 float32; A: 16x32 bf16; B: 16x16 bf16 pairs).

@@ -289,7 +289,7 @@ func TestFilterAndMaxTile(t *testing.T) {
 // engineData returns test inputs of several kinds: unit Gaussian rows,
 // small integers (exact products, many ties), near-duplicates (entries
 // within the filter's error bound of each other), rows of mixed scale
-// (norms from 2^-60 to 2^50, some beyond amxMaxNorm), float16.
+// (norms from 2^-60 to 2^35), rows of float32 subnormals, float16.
 func engineData(r *rand.Rand, kind string, rows, d int, f16 bool) Matrix {
 	x := make([]float32, rows*d)
 	for i := 0; i < rows; i++ {
@@ -315,8 +315,11 @@ func engineData(r *rand.Rand, kind string, rows, d int, f16 bool) Matrix {
 				s += float64(row[k]) * float64(row[k])
 			}
 			sc := 1 / math.Sqrt(s)
-			if kind == "scale" {
+			switch kind {
+			case "scale":
 				sc *= math.Ldexp(1, r.IntN(95)-60)
+			case "tiny": // float32 subnormal entries, products underflow
+				sc *= math.Ldexp(1, -120-r.IntN(10))
 			}
 			for k := range row {
 				row[k] = float32(float64(row[k]) * sc)
@@ -344,7 +347,7 @@ func TestEngine2MatchesEngine1(t *testing.T) {
 				defer SetSmallBlocks(true)()
 			}
 			r := rand.New(rand.NewPCG(11, uint64(small)))
-			for _, kind := range []string{"gauss", "int", "near", "scale"} {
+			for _, kind := range []string{"gauss", "int", "near", "scale", "tiny"} {
 				for _, sh := range [][3]int{{1, 1, 32}, {37, 300, 33}, {130, 1100, 64}, {250, 700, 100}} {
 					f16 := kind == "gauss" && sh[0] == 130
 					q := engineData(r, kind, sh[0], sh[2], f16)
@@ -429,6 +432,26 @@ func compareEngines(t *testing.T, r *rand.Rand, q, b Matrix) {
 	g, err2 = e2.PrefixMax(b)
 	w, err1 = e1.PrefixMax(b)
 	eqArg("PrefixMax", g, w, err1, err2)
+}
+
+// TestEngine2LargeK: k up to 20,000 (the paper's candidate count) on
+// engine 2, against engine 1.
+func TestEngine2LargeK(t *testing.T) {
+	skipNoAMX(t)
+	r := rand.New(rand.NewPCG(21, 22))
+	q := engineData(r, "gauss", 5, 64, false)
+	b := engineData(r, "near", 23000, 64, true)
+	for _, k := range []int{1000, 20000, 30000} {
+		opt := TopKOptions{K: k}
+		g, err2 := (&CPU{Threads: 2}).TopK(q, b, opt)
+		w, err1 := (&CPU{Threads: 2, NoAMX: true}).TopK(q, b, opt)
+		if err1 != nil || err2 != nil {
+			t.Fatal(err1, err2)
+		}
+		if !slices.Equal(g.Idx, w.Idx) || !slices.Equal(g.Val, w.Val) {
+			t.Fatalf("k=%d: engines differ", k)
+		}
+	}
 }
 
 // TestEngine2Errors: non-finite input is reported by engine 2 too.

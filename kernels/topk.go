@@ -1,5 +1,16 @@
 package kernels
 
+// TopK epilogues (one per engine, see driver.go and amx.go):
+//
+//	epilogue 1  topkEp   reservoir of exact candidates per query, threshold =
+//	                     k-th best at the last shrink (engine 1)
+//	epilogue 2  topkEp2  interval reservoir: approximate candidates as
+//	                     [x-e, x+e], pruned by the k-th largest lower bound,
+//	                     rescored exactly at the end (engine 2)
+//
+// Both return the exact top k with the same tie rule (larger value, then
+// smaller index), so their results are identical.
+
 import (
 	"cmp"
 	"fmt"
