@@ -396,6 +396,8 @@ func (b *bfRows) stats(o0, o1 int, ok bool) bStats {
 // fepilogue is an epilogue that can also consume approximate tiles.
 type fepilogue interface {
 	epilogue
+	// prepare runs once before the first tile (single-threaded).
+	prepare()
 	// startApprox: whether a fresh A block starts with approximate tiles.
 	startApprox() bool
 	// divs: an approximate tile with more than rows·cols/dense survivors
@@ -591,6 +593,7 @@ func driveAMX(p *parallel, pl plan, ep fepilogue) error {
 		nb = n
 	}
 	nbPad := (nb + 31) &^ 31
+	ep.prepare()
 	dense, sparse := ep.divs()
 	maxPairs := mc * nc / dense
 	ldc := nc

@@ -107,6 +107,19 @@ func (e *argmaxEp) offer(i int, v float32, j int) {
 
 func (e *argmaxEp) startApprox() bool { return true }
 
+// prepare (engine 2, before any tile) pads the bias for whole-vector reads.
+func (e *argmaxEp) prepare() {
+	if e.bias == nil {
+		return
+	}
+	e.biasPad = make([]float32, len(e.bias)+32)
+	copy(e.biasPad, e.bias)
+	e.biasMax = 0
+	for _, b := range e.bias {
+		e.biasMax = max(e.biasMax, math.Abs(float64(b)))
+	}
+}
+
 // divs: rescoring an entry costs about 20 exact ones.
 func (e *argmaxEp) divs() (dense, sparse int) { return 24, 32 }
 
@@ -122,14 +135,6 @@ func (e *argmaxEp) approx(w *worker, t *atile) bool {
 	rows, cols := t.i1-t.i0, t.j1-t.j0
 	var bias []float32
 	if e.bias != nil {
-		if len(e.biasPad) < len(e.bias)+32 {
-			e.biasPad = make([]float32, len(e.bias)+32)
-			copy(e.biasPad, e.bias)
-			e.biasMax = 0
-			for _, b := range e.bias {
-				e.biasMax = max(e.biasMax, math.Abs(float64(b)))
-			}
-		}
 		bias = e.biasPad[t.j0:]
 	}
 	if e.prefix {

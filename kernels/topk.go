@@ -206,6 +206,8 @@ type topkEp2 struct {
 
 func (e *topkEp2) startApprox() bool { return false }
 
+func (e *topkEp2) prepare() {}
+
 // divs: an approximate survivor costs about two exact entries.
 func (e *topkEp2) divs() (dense, sparse int) { return 6, 4 }
 
