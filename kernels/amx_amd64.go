@@ -38,7 +38,7 @@ func maxTile(c *float32, ldc, rows, n int, bias *float32, out *float32)
 // amxTileS is amxTileGo on the AMX unit (a: mb·ks tiled 2 KiB blocks, b:
 // np·ks 2 KiB blocks, c: 32·mb rows of ldc floats).
 func amxTileS(a []uint16, b []uint16, c []float32, ldc int, mb, np, ks int) {
-	if !cpuFeat.amx {
+	if !cpuFeat.amx || !amxGranted() {
 		amxTileGo(a, b, c, ldc, mb, np, ks)
 		return
 	}

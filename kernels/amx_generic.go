@@ -38,3 +38,5 @@ func filterTileS(c []float32, ldc, rows, n int, bias, thr []float32, out []int32
 func maxTileS(c []float32, ldc, rows, n int, bias []float32, out []float32) {
 	maxTileGo(c, ldc, rows, n, bias, out)
 }
+
+func requestAMX() bool { return false }

@@ -10,7 +10,7 @@ import (
 // BenchmarkAMXTile times kern4 alone on one thread (GFLOP per thread-CPU
 // second): mb 32-row blocks of A against np 32-column pairs of B, d=512.
 func BenchmarkAMXTile(b *testing.B) {
-	if !cpuFeat.amx {
+	if !cpuFeat.amx || !amxGranted() {
 		b.Skip("no AMX")
 	}
 	for _, sh := range [][4]int{{1, 1, 0, 512}, {1, 1, 0, 256}, {1, 1, 0, 128}, {4, 1, 0, 128}, {1, 4, 0, 128}, {7, 16, 0, 512}, {7, 16, 0, 256}, {7, 32, 0, 512}, {7, 32, 1, 512}, {2, 32, 0, 512}} {

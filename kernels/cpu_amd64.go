@@ -28,10 +28,8 @@ func init() {
 	const need = 1<<16 | 1<<17 | 1<<30 | 1<<31
 	cpuFeat.avx512 = avx512OS && b7&need == need && cpuFeat.fma
 	// AMX-TILE (EDX bit 24) and AMX-BF16 (bit 22), tile state enabled by
-	// the OS (XCR0 bits 17, 18) and granted to this process (Linux asks
-	// for it with arch_prctl, see amxperm_linux.go).
+	// the OS (XCR0 bits 17, 18); the process asks for the tile state on
+	// first use (amxGranted).
 	const amxNeed = 1<<22 | 1<<24
-	if cpuFeat.avx512 && d7&amxNeed == amxNeed && xcr0&(3<<17) == 3<<17 && amxAllowedByEnv() {
-		cpuFeat.amx = requestAMX()
-	}
+	cpuFeat.amx = cpuFeat.avx512 && d7&amxNeed == amxNeed && xcr0&(3<<17) == 3<<17 && amxAllowedByEnv()
 }

@@ -50,7 +50,18 @@ func (e *CPU) drive(p *parallel, pl plan, ep fepilogue) error {
 }
 
 // useAMX reports whether this backend uses the AMX filter.
-func (e *CPU) useAMX() bool { return (cpuFeat.amx || amxForce) && (e == nil || !e.NoAMX) }
+func (e *CPU) useAMX() bool {
+	if e != nil && e.NoAMX {
+		return false
+	}
+	return amxForce || cpuFeat.amx && amxGranted()
+}
+
+// amxGranted asks the OS, once, for the AMX tile state (Linux:
+// arch_prctl, amxperm_linux.go); without it engine 1 runs. It is asked on
+// first use, not at start-up, so programs that never reach engine 2 keep
+// the smaller signal frames.
+var amxGranted = sync.OnceValue(requestAMX)
 
 // amxForce (tests) runs engine 2 without AMX, on the plain-Go twin of
 // kern4, to test its logic anywhere the assembly micro-kernels exist.
