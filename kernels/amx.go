@@ -69,7 +69,7 @@ import (
 // amxCount counts engine 2's tiles by outcome: approximate tiles that
 // were filtered, approximate tiles that turned out dense (recomputed), and
 // exact tiles. For tests and benchmarks.
-var amxCount struct{ filtered, dense, exact, rescored atomic.Int64 }
+var amxCount struct{ filtered, dense, exact, rescored, resolved atomic.Int64 }
 
 // amxCfg is the tile configuration (palette 1): tmm0-7 all 16 rows of 64
 // bytes (C: 16x16 float32; A: 16x32 bf16; B: 16x16 bf16 pairs).
@@ -716,6 +716,7 @@ func driveAMX(p *parallel, pl plan, ep fepilogue) error {
 	tile := func(w *worker, st *ablk, abf *bfRows, ao int, as rside, ap []float32, packA func() error,
 		i0, i1, j0, j1, bo int, bs bStats) error {
 		f := w.f
+		f.as, f.ai0 = as, i0 // for epilogues that rescore (topkEp2.resolve, rowsDone)
 		rows, cols := i1-i0, j1-j0
 		if st.approx && st.ok && bs.ok {
 			mb, np := (rows+31)/32, (cols+31)/32

@@ -454,6 +454,45 @@ func TestEngine2LargeK(t *testing.T) {
 	}
 }
 
+// TestEngine2NearTies: thousands of base rows within the filter's error
+// bound of each other (copies of row 0 with 1e-6 noise) make TopK's intervals
+// overlap; reservoirs must stay bounded (resolved exactly) and the result
+// equal engine 1's.
+func TestEngine2NearTies(t *testing.T) {
+	skipNoAMX(t)
+	r := rand.New(rand.NewPCG(23, 24))
+	const d = 64
+	q := engineData(r, "gauss", 30, d, false)
+	b := engineData(r, "gauss", 20000, d, false)
+	for i := 1; i < b.Rows; i++ {
+		if i%10 == 0 { // sparse enough that tiles stay approximate
+			for k := 0; k < d; k++ {
+				b.F32[i*d+k] = b.F32[k] * (1 + float32(r.NormFloat64()*1e-6))
+			}
+		}
+	}
+	for i := 0; i < q.Rows; i++ { // queries near row 0: the copies are their best matches
+		for k := 0; k < d; k++ {
+			q.F32[i*d+k] = b.F32[k] + float32(r.NormFloat64()*0.01/math.Sqrt(d))
+		}
+	}
+	r0 := amxCount.resolved.Load()
+	for _, k := range []int{5, 100} {
+		opt := TopKOptions{K: k}
+		g, err2 := (&CPU{Threads: 2}).TopK(q, b, opt)
+		w, err1 := (&CPU{Threads: 2, NoAMX: true}).TopK(q, b, opt)
+		if err1 != nil || err2 != nil {
+			t.Fatal(err1, err2)
+		}
+		if !slices.Equal(g.Idx, w.Idx) || !slices.Equal(g.Val, w.Val) {
+			t.Fatalf("k=%d: engines differ", k)
+		}
+	}
+	if amxCount.resolved.Load() == r0 {
+		t.Fatalf("no reservoir was resolved: the test does not reach the bound")
+	}
+}
+
 // TestEngine2Errors: non-finite input is reported by engine 2 too.
 func TestEngine2Errors(t *testing.T) {
 	skipNoAMX(t)

@@ -221,17 +221,36 @@ func (e *topkEp2) reservoir(i int) *ireservoir {
 	return r
 }
 
-func (e *topkEp2) add(r *ireservoir, c icand) {
+func (e *topkEp2) add(w *worker, i int, r *ireservoir, c icand) {
 	if c.hi <= r.thr {
 		return
 	}
 	r.c = append(r.c, c)
 	if len(r.c) >= r.cap {
-		e.shrink(r)
+		e.shrink(w, i, r)
 	}
 }
 
-func (e *topkEp2) shrink(r *ireservoir) {
+// shrink keeps the k largest lower bounds and every candidate whose upper
+// bound reaches the k-th of them. When that leaves the reservoir nearly
+// full (intervals that overlap the k-th value: many near-equal scores), it
+// grows up to 4·(k+slack), then resolves the row instead: its approximate
+// candidates are rescored exactly, so memory stays bounded whatever the
+// data.
+func (e *topkEp2) shrink(w *worker, i int, r *ireservoir) {
+	e.prune(r)
+	if len(r.c) <= r.cap-e.slack/2 {
+		return
+	}
+	if 2*r.cap <= 4*(e.k+e.slack) {
+		r.cap *= 2
+		return
+	}
+	e.resolve(w, i, r)
+}
+
+// prune is shrink's selection.
+func (e *topkEp2) prune(r *ireservoir) {
 	k := e.k
 	if len(r.c) <= k {
 		return
@@ -250,8 +269,46 @@ func (e *topkEp2) shrink(r *ireservoir) {
 	}
 	r.c = r.c[:n]
 	r.thr = max(r.thr, t)
-	if n > r.cap-e.slack/2 {
-		r.cap *= 2
+}
+
+// resolve rescores the approximate candidates of row i exactly and keeps
+// the k best by (value, index), as epilogue 1's shrink would. The driver
+// keeps w.f.as / w.f.ai0 on the current A block.
+func (e *topkEp2) resolve(w *worker, i int, r *ireservoir) {
+	f := w.f
+	js, idx := f.js[:0], f.idx[:0]
+	for l, c := range r.c {
+		if !c.exact {
+			js = append(js, c.i)
+			idx = append(idx, l)
+		}
+	}
+	f.js, f.idx = js, idx
+	if len(f.rv) < len(js) {
+		f.rv = make([]float32, 2*len(js))
+	}
+	vals := f.rv[:len(js)]
+	rescoreRow(w, i, e.b, e.negated, js, vals)
+	cs := make([]cand, len(r.c))
+	for l, c := range r.c {
+		cs[l] = cand{c.lo, c.i}
+	}
+	for l, x := range idx {
+		cs[x].v = vals[l]
+	}
+	amxCount.resolved.Add(1)
+	if len(cs) > e.k {
+		selectTop(cs, e.k)
+		cs = cs[:e.k]
+	}
+	r.c = r.c[:0]
+	t := float32(math.Inf(1))
+	for _, c := range cs {
+		r.c = append(r.c, icand{c.v, c.v, c.i, true})
+		t = min(t, c.v)
+	}
+	if len(r.c) == e.k {
+		r.thr = max(r.thr, t)
 	}
 }
 
@@ -297,7 +354,7 @@ func (e *topkEp2) tile(w *worker, c []float32, ldc, i0, i1, j0, j1 int) (accepte
 		accepted += m
 		for _, j := range w.cand[:m] {
 			v := row[j]
-			e.add(r, icand{v, v, int32(j0) + j, true})
+			e.add(w, i, r, icand{v, v, int32(j0) + j, true})
 		}
 	}
 	return accepted
@@ -321,7 +378,7 @@ func (e *topkEp2) approx(w *worker, t *atile) bool {
 	for _, pr := range f.pairs[:cnt] {
 		r, j := int(pr>>16), int(pr&0xffff)
 		x, er := t.c[r*t.ldc+j], ef[r]
-		e.add(&e.resv[t.i0+r], icand{x - er, x + er, int32(t.j0 + j), false})
+		e.add(w, t.i0+r, &e.resv[t.i0+r], icand{x - er, x + er, int32(t.j0 + j), false})
 	}
 	return true
 }
@@ -332,7 +389,7 @@ func (e *topkEp2) rowsDone(w *worker, i0, i1 int) error {
 	var cs []cand
 	for i := i0; i < i1; i++ {
 		r := &e.resv[i]
-		e.shrink(r)
+		e.prune(r)
 		js, idx := f.js[:0], f.idx[:0]
 		for l, c := range r.c {
 			if !c.exact {
