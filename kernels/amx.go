@@ -68,7 +68,9 @@ import (
 
 // amxCount counts engine 2's tiles by outcome: approximate tiles that
 // were filtered, approximate tiles that turned out dense (recomputed), and
-// exact tiles. For tests and benchmarks.
+// exact tiles; entries rescored; and early resolutions of near-ties (a
+// TopK reservoir or an argmax pending list past its bound). For tests and
+// benchmarks.
 var amxCount struct{ filtered, dense, exact, rescored, resolved atomic.Int64 }
 
 // amxCfg is the tile configuration (palette 1): tmm0-7 all 16 rows of 64

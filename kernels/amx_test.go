@@ -493,6 +493,40 @@ func TestEngine2NearTies(t *testing.T) {
 	}
 }
 
+// TestEngine2NearTiesArgmax: ~10 centroids per tile within the error
+// bound of each other and of every point; the argmax pending list must be
+// flushed early, and the assignment and sums equal engine 1's.
+func TestEngine2NearTiesArgmax(t *testing.T) {
+	skipNoAMX(t)
+	r := rand.New(rand.NewPCG(25, 26))
+	const d = 64
+	c := engineData(r, "gauss", 2048, d, false)
+	for i := 50; i < c.Rows; i += 50 {
+		for k := 0; k < d; k++ {
+			c.F32[i*d+k] = c.F32[k] * (1 + float32(r.NormFloat64()*1e-6))
+		}
+	}
+	x := engineData(r, "gauss", 500, d, false)
+	for i := 0; i < x.Rows; i++ {
+		for k := 0; k < d; k++ {
+			x.F32[i*d+k] = c.F32[k] + float32(r.NormFloat64()*0.01/math.Sqrt(d))
+		}
+	}
+	r0 := amxCount.resolved.Load()
+	a2, a1 := NewAccum(c.Rows, d), NewAccum(c.Rows, d)
+	g, err2 := (&CPU{Threads: 2}).NearestCentroid(x, c, L2, a2)
+	w, err1 := (&CPU{Threads: 2, NoAMX: true}).NearestCentroid(x, c, L2, a1)
+	if err1 != nil || err2 != nil {
+		t.Fatal(err1, err2)
+	}
+	if !slices.Equal(g.Idx, w.Idx) || !slices.Equal(g.Val, w.Val) || !slices.Equal(a2.Sums, a1.Sums) {
+		t.Fatal("engines differ")
+	}
+	if amxCount.resolved.Load() == r0 {
+		t.Fatal("the pending list was never flushed early: the test does not reach the bound")
+	}
+}
+
 // TestEngine2Errors: non-finite input is reported by engine 2 too.
 func TestEngine2Errors(t *testing.T) {
 	skipNoAMX(t)

@@ -199,6 +199,10 @@ func (e *argmaxEp) approx(w *worker, t *atile) bool {
 		f.pendI0 = -1
 	} else if len(f.pend) > 4*rows {
 		e.prune(f)
+		if len(f.pend) > 16*rows {
+			amxCount.resolved.Add(1)
+			e.flush(w) // near-ties: bound the pending list
+		}
 	}
 	return true
 }
