@@ -307,13 +307,9 @@ func (b *bfRows) at(o int) (dst []uint16, cstride int) {
 	return b.data[o*b.ld:], 32
 }
 
-// block returns the data from row o on (o a multiple of 32 when tiled).
-func (b *bfRows) block(o int) []uint16 {
-	if b.tiled {
-		return b.data[o*b.ld:] // 32-row blocks are contiguous
-	}
-	return b.data[o*b.ld:]
-}
+// block returns the data from row o on (o a multiple of 32 when tiled:
+// tiled 32-row blocks are contiguous too).
+func (b *bfRows) block(o int) []uint16 { return b.data[o*b.ld:] }
 
 // convert writes rows [r0, r1) of m (negated when neg) as rows o0.. of b;
 // it reports whether every row is finite and small enough to filter.
