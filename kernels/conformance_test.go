@@ -10,11 +10,16 @@ import (
 
 func TestNaiveConformance(t *testing.T) { kerneltest.All(t, kernels.Naive{}) }
 
+// TestCPUConformance runs the suites on engine 2 (the AMX filter, where
+// the CPU has it) and engine 1 (NoAMX: every entry on the float32
+// micro-kernels).
 func TestCPUConformance(t *testing.T) {
 	for _, threads := range []int{1, 3} {
-		t.Run(fmt.Sprintf("threads=%d", threads), func(t *testing.T) {
-			kerneltest.All(t, kernels.NewCPU(threads))
-		})
+		for _, noAMX := range []bool{false, true} {
+			t.Run(fmt.Sprintf("threads=%d,noamx=%v", threads, noAMX), func(t *testing.T) {
+				kerneltest.All(t, &kernels.CPU{Threads: threads, NoAMX: noAMX})
+			})
+		}
 	}
 }
 
@@ -25,6 +30,7 @@ func TestCPUSmallBlocks(t *testing.T) {
 		t.Run(fmt.Sprintf("streaming=%v", streaming), func(t *testing.T) {
 			defer kernels.SetSmallBlocks(streaming)()
 			kerneltest.All(t, kernels.NewCPU(2))
+			kerneltest.All(t, &kernels.CPU{Threads: 2, NoAMX: true})
 		})
 	}
 }

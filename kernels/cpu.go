@@ -5,6 +5,7 @@ package kernels
 // the pure-Go paths.
 var cpuFeat struct {
 	fma, f16c, avx2, avx512 bool
+	amx                     bool // AMX-BF16 tiles usable (see amx.go)
 }
 
 // CPUFeatures reports which accelerated paths are active, e.g.
@@ -20,6 +21,7 @@ func CPUFeatures() string {
 		}
 	}
 	add(cpuFeat.avx512, "avx512")
+	add(cpuFeat.amx, "amx-bf16")
 	add(cpuFeat.avx2, "avx2")
 	add(cpuFeat.fma, "fma")
 	add(cpuFeat.f16c, "f16c")

@@ -16,9 +16,9 @@ func init() {
 	avxOS := xcr0&0x6 == 0x6
 	avx512OS := avxOS && xcr0&0xe0 == 0xe0
 	maxLeaf, _, _, _ := cpuid(0, 0)
-	var b7 uint32
+	var b7, d7 uint32
 	if maxLeaf >= 7 {
-		_, b7, _, _ = cpuid(7, 0)
+		_, b7, _, d7 = cpuid(7, 0)
 	}
 	hasAVX := avxOS && c1&(1<<28) != 0
 	cpuFeat.fma = hasAVX && c1&(1<<12) != 0
@@ -27,4 +27,9 @@ func init() {
 	// AVX-512 F, DQ, BW, VL all required by our kernels.
 	const need = 1<<16 | 1<<17 | 1<<30 | 1<<31
 	cpuFeat.avx512 = avx512OS && b7&need == need && cpuFeat.fma
+	// AMX-TILE (EDX bit 24) and AMX-BF16 (bit 22), tile state enabled by
+	// the OS (XCR0 bits 17, 18); the process asks for the tile state on
+	// first use (amxGranted).
+	const amxNeed = 1<<22 | 1<<24
+	cpuFeat.amx = cpuFeat.avx512 && d7&amxNeed == amxNeed && xcr0&(3<<17) == 3<<17 && amxAllowedByEnv()
 }

@@ -8,11 +8,13 @@ import (
 
 // epilogue consumes one C tile: c[(i-i0)*ldc + (j-j0)] = A_i · B_j (B
 // negated when the plan says so) for i in [i0,i1), j in [j0,j1). Calls for
-// one A row arrive in increasing j0 order and never concurrently.
+// one A row arrive in increasing j0 order and never concurrently. tile
+// returns how many entries passed its first filter (engine 2 uses it to
+// decide when to filter again).
 // rowsDone(w, i0, i1) follows once rows [i0,i1) have seen all of B (it may
 // run concurrently with tiles or rowsDone of other rows).
 type epilogue interface {
-	tile(w *worker, c []float32, ldc, i0, i1, j0, j1 int)
+	tile(w *worker, c []float32, ldc, i0, i1, j0, j1 int) (accepted int)
 	rowsDone(w *worker, i0, i1 int) error
 }
 
@@ -30,12 +32,62 @@ type worker struct {
 	c       []float32 // C tile mcBlock x ncBlock
 	scratch []float32 // one converted row
 	cand    []int32   // epilogue candidate indices (ncBlock)
+	f       *fbuf     // engine 2 scratch
 }
 
 type parallel struct {
 	threads int
 	workers []*worker
 	d       int
+	bufs    map[string][]float32 // engine-wide scratch, reused between calls (buf)
+	u16     map[string][]uint16
+	f64     map[string][]float64
+}
+
+// parPool recycles parallel (workers and their buffers) between calls: the
+// k-means stage calls NearestCentroid once per block of points, and each
+// call would otherwise allocate and clear megabytes of scratch.
+var parPool sync.Pool
+
+// getParallel returns a parallel for threads and d, recycled when possible;
+// give it back with putParallel once no result refers to its buffers.
+func getParallel(threads, d int) *parallel {
+	if threads <= 0 {
+		threads = runtime.GOMAXPROCS(0)
+	}
+	if v, ok := parPool.Get().(*parallel); ok && v.threads == threads && v.d == d {
+		return v
+	}
+	return newParallel(threads, d)
+}
+
+func putParallel(p *parallel) { parPool.Put(p) }
+
+// buf returns p's float32 scratch called name with at least n elements
+// (contents undefined).
+func (p *parallel) buf(name string, n int) []float32 {
+	if p.bufs == nil {
+		p.bufs = map[string][]float32{}
+	}
+	b := p.bufs[name]
+	if len(b) < n {
+		b = make([]float32, n)
+		p.bufs[name] = b
+	}
+	return b[:n]
+}
+
+// buf16 is buf for uint16 scratch.
+func (p *parallel) buf16(name string, n int) []uint16 {
+	if p.u16 == nil {
+		p.u16 = map[string][]uint16{}
+	}
+	b := p.u16[name]
+	if len(b) < n {
+		b = make([]uint16, n)
+		p.u16[name] = b
+	}
+	return b[:n]
 }
 
 func newParallel(threads, d int) *parallel {

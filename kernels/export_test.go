@@ -4,14 +4,14 @@ package kernels
 // cross every block boundary (several B blocks, A super-blocks, reservoir
 // shrinks); it returns a function restoring the defaults.
 func SetSmallBlocks(streaming bool) (restore func()) {
-	mc, nc, ap, bp, ts, sl := mcBlock, ncBlock, aPackBytes, bPackBytes, topkStateBytes, topkSlack
-	mcBlock, ncBlock, aPackBytes, topkStateBytes, topkSlack = 2*mr, 2*nr, 1, 1, 1
+	mc, nc, ap, bp, ts, sl, ma := mcBlock, ncBlock, aPackBytes, bPackBytes, topkStateBytes, topkSlack, mcAMX
+	mcBlock, ncBlock, aPackBytes, topkStateBytes, topkSlack, mcAMX = 2*mr, 2*nr, 1, 1, 1, 16*mr
 	if streaming {
 		bPackBytes = 64 << 20
 	} else {
 		bPackBytes = 0
 	}
 	return func() {
-		mcBlock, ncBlock, aPackBytes, bPackBytes, topkStateBytes, topkSlack = mc, nc, ap, bp, ts, sl
+		mcBlock, ncBlock, aPackBytes, bPackBytes, topkStateBytes, topkSlack, mcAMX = mc, nc, ap, bp, ts, sl, ma
 	}
 }

@@ -6,6 +6,8 @@ package kernels
 //	kern1  kernGeneric     plain Go, any CPU (kern_generic path, -tags noasm, arm64)
 //	kern2  kern14x32bcst   AVX-512, 28 zmm accumulators, FMA with {1to16} memory broadcast
 //	kern3  kern14x32       AVX-512, 28 zmm accumulators, VBROADCASTSS + register FMA (default)
+//	kern4  amxTile         AMX-BF16 approximate tile for engine 2's filter (amx.go); not exact,
+//	                       every entry it lets through is recomputed by kern3's FMA chain
 //
 // All versions compute every C element as one float32 FMA chain over k in
 // increasing order (starting from 0, or from C when accum is set), so results

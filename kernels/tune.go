@@ -30,4 +30,16 @@ var (
 	// holds up to k + max(k, topkSlack) candidates before a selection
 	// shrinks it back to k and raises the acceptance threshold.
 	topkSlack = 256
+
+	// mcAMX is the number of A rows per task in engine 2 (amx.go): a
+	// multiple of both mr (exact micro-kernel panels) and 32 (AMX row
+	// blocks). Engine 2's tiles are mcAMX x ncBlock.
+	mcAMX = 16 * mr
+
+	// amxMaxNorm: rows with a larger norm (or a non-finite one) are never
+	// filtered by engine 2 (bf16 products could overflow).
+	amxMaxNorm = 0x1p40
+
+	// amxMinDim: below this dimension engine 2 does not pay; engine 1 runs.
+	amxMinDim = 32
 )

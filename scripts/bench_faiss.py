@@ -10,9 +10,16 @@ Times, on identical seeded data (written as .npy and read by the Go side):
 then prints seconds, effective GFLOP/s (2*n*m*d / time), the ratio
 hpcrun/FAISS, and agreement checks (top-k recall vs FAISS, centroid diff).
 
+hpcrun runs its default engine (engine 2 where the CPU has AMX-BF16: a
+bf16 filter plus exact float32 rescoring, results bit-identical to the
+float32 micro-kernels). --fp32 also times engine 1 (HPCRUN_NO_AMX=1: the
+float32 micro-kernels on every entry) in the same alternation and checks
+that both engines wrote the same bytes.
+
 Usage (from the repository root; uses Debian's python3 with numpy + faiss):
   /usr/bin/python3 scripts/bench_faiss.py            # full size, ~2 min
   /usr/bin/python3 scripts/bench_faiss.py --small    # quick smoke run
+  /usr/bin/python3 scripts/bench_faiss.py --fp32     # engine 1 beside engine 2 and FAISS
 OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE are removed from this process's
 environment before numpy/faiss load, so FAISS runs with its own defaults.
 """
@@ -55,23 +62,41 @@ def timed(f):
     return time.perf_counter() - t0, time.process_time() - c0, out
 
 
-def kbench(exe, args):
-    r = subprocess.run([exe] + args, check=True, capture_output=True, text=True)
+def kbench(exe, args, engine1=False):
+    env = dict(os.environ)
+    env.pop("HPCRUN_NO_AMX", None)
+    if engine1:
+        env["HPCRUN_NO_AMX"] = "1"
+    r = subprocess.run([exe] + args, check=True, capture_output=True, text=True, env=env)
     return json.loads(r.stdout)
 
 
-def alternate(reps, hpc, fai):
-    """Runs hpcrun and FAISS alternately reps times (so load from other
-    processes hits both alike) and keeps the fastest run of each."""
-    hb = fb = None
+def alternate(reps, hpc, fai, hpc1=None):
+    """Runs hpcrun (and engine 1 when hpc1 is given) and FAISS alternately
+    reps times (so load from other processes hits all alike) and keeps the
+    fastest run of each."""
+    hb = fb = h1b = None
     for _ in range(reps):
         h = hpc()
         if hb is None or h["Seconds"] < hb["Seconds"]:
             hb = h
+        if hpc1 is not None:
+            h1 = hpc1()
+            if h1b is None or h1["Seconds"] < h1b["Seconds"]:
+                h1b = h1
         f = timed(fai)
         if fb is None or f[0] < fb[0]:
             fb = f
-    return hb, fb
+    return hb, fb, h1b
+
+
+def same_bytes(work, a, b, suffixes):
+    """Whether hpcrun's result files a_* and b_* are identical."""
+    for suf in suffixes:
+        with open(os.path.join(work, a + suf), "rb") as x, open(os.path.join(work, b + suf), "rb") as y:
+            if x.read() != y.read():
+                return False
+    return True
 
 
 def main():
@@ -91,6 +116,8 @@ def main():
     ap.add_argument("--kbench", default=None, help="prebuilt kbench binary (default: go build)")
     ap.add_argument("--small", action="store_true", help="quick run: nq=1000 nb=20000 kmeans n=20000 k=200")
     ap.add_argument("--json", default=None, help="also write the results here")
+    ap.add_argument("--fp32", action="store_true",
+                    help="also time hpcrun's engine 1 (HPCRUN_NO_AMX=1: float32 micro-kernels on every entry)")
     a = ap.parse_args()
     if a.small:
         a.nq, a.nb, a.kmeans_n, a.kmeans_k = 1000, 20000, 20000, 200
@@ -126,11 +153,12 @@ def main():
     flops = 2.0 * a.nq * a.nb * a.d
     index = faiss.IndexFlatIP(a.d)
     index.add(xb)
-    h, (tf, cf, (D, I)) = alternate(
+    topk_args = ["-op", "topk", "-q", paths["xq"], "-b", paths["xb"], "-k", str(a.k)] + th
+    h, (tf, cf, (D, I)), h1 = alternate(
         a.reps,
-        lambda: kbench(exe, ["-op", "topk", "-q", paths["xq"], "-b", paths["xb"], "-k", str(a.k),
-                             "-out", os.path.join(work, "topk")] + th),
-        lambda: index.search(xq, a.k))
+        lambda: kbench(exe, topk_args + ["-out", os.path.join(work, "topk")]),
+        lambda: index.search(xq, a.k),
+        (lambda: kbench(exe, topk_args + ["-out", os.path.join(work, "topk1")], engine1=True)) if a.fp32 else None)
     hI = np.load(os.path.join(work, "topk_I.npy"))
     hD = np.load(os.path.join(work, "topk_D.npy"))
     recall = np.mean([len(np.intersect1d(hI[i], I[i])) for i in range(a.nq)]) / a.k
@@ -138,6 +166,11 @@ def main():
     rows.append(("topk  nq=%d nb=%d d=%d k=%d" % (a.nq, a.nb, a.d, a.k), h["Seconds"], flops / h["Seconds"] / 1e9,
                  tf, flops / tf / 1e9, h["CPUSeconds"] / h["Seconds"], cf / tf,
                  "recall vs FAISS %.5f, max |dD| %.2e" % (recall, dmax)))
+    if h1 is not None:
+        same = same_bytes(work, "topk", "topk1", ("_I.npy", "_D.npy"))
+        rows.append(("  engine 1 (float32 only)", h1["Seconds"], flops / h1["Seconds"] / 1e9,
+                     tf, flops / tf / 1e9, h1["CPUSeconds"] / h1["Seconds"], cf / tf,
+                     "same bytes as engine 2: %s" % ("yes" if same else "NO")))
     del index
 
     # --- 2. one k-means iteration -----------------------------------------
@@ -149,11 +182,12 @@ def main():
         km.train(xk, init_centroids=c0)
         return km
 
-    h2, (tk, ck, km) = alternate(
+    km_args = ["-op", "kmeans", "-b", paths["xk"], "-c", paths["c0"], "-reps", "2"] + th
+    h2, (tk, ck, km), h21 = alternate(
         a.reps,
-        lambda: kbench(exe, ["-op", "kmeans", "-b", paths["xk"], "-c", paths["c0"], "-reps", "2",
-                             "-out", os.path.join(work, "km")] + th),
-        faiss_iter)
+        lambda: kbench(exe, km_args + ["-out", os.path.join(work, "km")]),
+        faiss_iter,
+        (lambda: kbench(exe, km_args + ["-out", os.path.join(work, "km1")], engine1=True)) if a.fp32 else None)
     hC = np.load(os.path.join(work, "km_centroids.npy"))
     hA = np.load(os.path.join(work, "km_assign.npy"))[:, 0]
     _, fA = faiss.knn(xk, c0, 1) if hasattr(faiss, "knn") else (None, None)
@@ -162,6 +196,11 @@ def main():
     rows.append(("kmeans-iter n=%d d=%d k=%d" % (a.kmeans_n, a.d, a.kmeans_k), h2["Seconds"],
                  flops / h2["Seconds"] / 1e9, tk, flops / tk / 1e9, h2["CPUSeconds"] / h2["Seconds"], ck / tk,
                  "assignment agreement %.5f, max |dC| %.2e" % (agree, cdiff)))
+    if h21 is not None:
+        same = same_bytes(work, "km", "km1", ("_assign.npy", "_centroids.npy"))
+        rows.append(("  engine 1 (float32 only)", h21["Seconds"], flops / h21["Seconds"] / 1e9,
+                     tk, flops / tk / 1e9, h21["CPUSeconds"] / h21["Seconds"], ck / tk,
+                     "same bytes as engine 2: %s" % ("yes" if same else "NO")))
 
     peak = h.get("PeakGFLOPS", 0)
     libs = blas_libs()

@@ -9,6 +9,11 @@
 //
 //	kbench -op topk -q xq.npy -b xb.npy -k 100 -out res      # writes res_I.npy, res_D.npy
 //	kbench -op kmeans -b x.npy -c c0.npy -out res            # one k-means iteration: res_assign.npy, res_centroids.npy
+//
+// -cpuprofile FILE writes a CPU profile of the run (go tool pprof kbench
+// FILE). HPCRUN_NO_AMX=1 in the environment times engine 1 (float32
+// micro-kernels on every entry) instead of engine 2 (AMX filter); the
+// results are the same bytes.
 package main
 
 import (
@@ -16,6 +21,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"time"
 
 	"hpcrun/kernels"
@@ -34,7 +40,19 @@ func main() {
 	cf := flag.String("c", "", "initial centroids .npy (kmeans)")
 	out := flag.String("out", "", "prefix for result .npy files")
 	reps := flag.Int("reps", 1, "timed repetitions on file data (best is reported)")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run here")
 	flag.Parse()
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "kbench:", err)
+			os.Exit(1)
+		}
+		defer pprof.StopCPUProfile()
+	}
 
 	var res any
 	var err error
@@ -44,6 +62,7 @@ func main() {
 		res, err = fileBench(*op, *qf, *bf, *cf, *k, *threads, *reps, *out)
 	}
 	if err != nil {
+		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "kbench:", err)
 		os.Exit(1)
 	}
