@@ -50,7 +50,7 @@ test: deps slurm-up lint build test-go test-noasm
 # Every hot path beside its reference, each pair in one run on the same data.
 bench: deps build
 	$(BIN) bench --ops peak,read --json bench-read.json
-	/usr/bin/python3 scripts/bench_faiss.py --json bench-faiss.json
+	/usr/bin/python3 scripts/bench_faiss.py --fp32 --json bench-faiss.json
 	bash scripts/bench-embed.sh
 	bash scripts/bench-kmeans.sh
 	bash scripts/bench-sims.sh
