@@ -31,6 +31,10 @@ func (m Matrix) IsF16() bool { return m.F16 != nil }
 // ErrNonFinite is returned (wrapped) when an input holds NaN or ±Inf.
 var ErrNonFinite = errors.New("kernels: non-finite value (NaN or Inf) in input")
 
+// Check validates m's shape against its data (the rules every backend
+// applies; name says which operand in the error).
+func (m Matrix) Check(name string) error { return m.check(name) }
+
 func (m Matrix) check(name string) error {
 	if m.Rows < 0 || m.Dim < 0 {
 		return fmt.Errorf("kernels: %s: negative shape %dx%d", name, m.Rows, m.Dim)

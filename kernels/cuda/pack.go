@@ -36,31 +36,9 @@ func layoutOf(dim int, ms ...kernels.Matrix) layout {
 
 func (l layout) rowBytes() int { return l.ld * l.esize }
 
-// checkMatrix applies the shape rules of kernels.Matrix (the CPU backend's
-// checks, with the same messages).
-func checkMatrix(m kernels.Matrix, name string) error {
-	if m.Rows < 0 || m.Dim < 0 {
-		return fmt.Errorf("kernels: %s: negative shape %dx%d", name, m.Rows, m.Dim)
-	}
-	if m.F32 != nil && m.F16 != nil {
-		return fmt.Errorf("kernels: %s: both F32 and F16 set", name)
-	}
-	n := m.Rows * m.Dim
-	if m.Dim != 0 && n/m.Dim != m.Rows {
-		return fmt.Errorf("kernels: %s: shape %dx%d overflows", name, m.Rows, m.Dim)
-	}
-	have := len(m.F32)
-	if m.F16 != nil {
-		have = len(m.F16)
-	}
-	if have < n {
-		return fmt.Errorf("kernels: %s: %d values for shape %dx%d", name, have, m.Rows, m.Dim)
-	}
-	if m.Rows >= 1<<31-1 {
-		return fmt.Errorf("kernels: %s: %d rows exceeds int32 indices", name, m.Rows)
-	}
-	return nil
-}
+// checkMatrix applies the shape rules of kernels.Matrix, with the CPU
+// backend's messages.
+func checkMatrix(m kernels.Matrix, name string) error { return m.Check(name) }
 
 func checkPair(a, b kernels.Matrix, an, bn string) error {
 	if err := checkMatrix(a, an); err != nil {
