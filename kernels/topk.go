@@ -139,31 +139,9 @@ func (e *topkEp) add(r *reservoir, v float32, j int32) {
 }
 
 func (e *topkEp) rowsDone(w *worker, i0, i1 int) error {
-	K := e.res.K
 	for i := i0; i < i1; i++ {
 		r := &e.resv[i]
-		c := r.c
-		if len(c) > e.k {
-			selectTop(c, e.k)
-			c = c[:e.k]
-		}
-		slices.SortFunc(c, candCmp)
-		val, idx := e.res.Row(i)
-		pad := float32(math.Inf(-1))
-		if e.negated {
-			pad = float32(math.Inf(1))
-		}
-		for j := 0; j < K; j++ {
-			if j < len(c) {
-				v := c[j].v
-				if e.negated {
-					v = -v
-				}
-				val[j], idx[j] = v, int64(c[j].i)+e.offset
-			} else {
-				val[j], idx[j] = pad, -1
-			}
-		}
+		finishTopRow(e.res, i, r.c, e.k, e.negated, e.offset)
 		*r = reservoir{}
 	}
 	return nil
@@ -385,7 +363,6 @@ func (e *topkEp2) approx(w *worker, t *atile) bool {
 
 func (e *topkEp2) rowsDone(w *worker, i0, i1 int) error {
 	f := w.f
-	K := e.res.K
 	var cs []cand
 	for i := i0; i < i1; i++ {
 		r := &e.resv[i]
@@ -410,27 +387,7 @@ func (e *topkEp2) rowsDone(w *worker, i0, i1 int) error {
 		for l, x := range idx {
 			cs[x].v = vals[l]
 		}
-		if len(cs) > e.k {
-			selectTop(cs, e.k)
-			cs = cs[:e.k]
-		}
-		slices.SortFunc(cs, candCmp)
-		val, ix := e.res.Row(i)
-		pad := float32(math.Inf(-1))
-		if e.negated {
-			pad = float32(math.Inf(1))
-		}
-		for j := 0; j < K; j++ {
-			if j < len(cs) {
-				v := cs[j].v
-				if e.negated {
-					v = -v
-				}
-				val[j], ix[j] = v, int64(cs[j].i)+e.offset
-			} else {
-				val[j], ix[j] = pad, -1
-			}
-		}
+		finishTopRow(e.res, i, cs, e.k, e.negated, e.offset)
 		*r = ireservoir{}
 	}
 	return nil
@@ -528,4 +485,31 @@ func MergeTopK(k int, parts ...TopKResult) (TopKResult, error) {
 		}
 	}
 	return out, nil
+}
+
+// finishTopRow keeps the k best candidates of query row i, sorts them
+// best first and writes them into res (values un-negated for Smallest,
+// indices offset, the rest padded with ∓Inf and -1). It reorders c.
+func finishTopRow(res TopKResult, i int, c []cand, k int, negated bool, offset int64) {
+	if len(c) > k {
+		selectTop(c, k)
+		c = c[:k]
+	}
+	slices.SortFunc(c, candCmp)
+	val, idx := res.Row(i)
+	pad := float32(math.Inf(-1))
+	if negated {
+		pad = float32(math.Inf(1))
+	}
+	for j := range val {
+		if j < len(c) {
+			v := c[j].v
+			if negated {
+				v = -v
+			}
+			val[j], idx[j] = v, int64(c[j].i)+offset
+		} else {
+			val[j], idx[j] = pad, -1
+		}
+	}
 }
