@@ -2,7 +2,7 @@
 # gpu-check.sh - build the CUDA backend's GPU check bundle in gpu-bundle/
 # (git-ignored) on a machine with Go; then copy gpu-bundle/ to a GPU node
 # (CUDA driver, python3 + torch; no Go, no network) and run
-#   bash gpu-bundle/run.sh [quick]      (results in $OUT or gpu-bundle/out)
+#   bash gpu-bundle/run.sh [quick|full|all]   (results in $OUT or gpu-bundle/out)
 # The bundle: cuda.test (go test -c ./kernels/cuda: conformance on the GPU),
 # cudabench (times the ops), hpcrun, torch_ref.py (PyTorch on the same GPU,
 # prints the ratios), run.sh. Static binaries (CGO_ENABLED=0; the driver is
@@ -19,14 +19,16 @@ export CGO_ENABLED=0 GOOS=linux GOARCH=${GOARCH:-amd64}
 rm -rf "$B"
 mkdir -p "$B"
 echo '*' > "$B/.gitignore" # never committed
-go test -c -o "$B/cuda.test" ./kernels/cuda
-go build -o "$B/cudabench" ./kernels/cuda/cmd/cudabench
-go build -ldflags "-X main.version=$(git describe --always --dirty 2>/dev/null || echo dev)" -o "$B/hpcrun" ./cmd/hpcrun
-cp kernels/cuda/gpucheck/run.sh kernels/cuda/gpucheck/torch_ref.py "$B/"
+go test -c -ldflags "-s -w" -o "$B/cuda.test" ./kernels/cuda
+go build -ldflags "-s -w" -o "$B/cudabench" ./kernels/cuda/cmd/cudabench
+# hpcrun itself needs cgo (onnxruntime_go); glibc there is newer than here.
+CGO_ENABLED=1 go build -ldflags "-s -w -X main.version=$(git describe --always --dirty 2>/dev/null || echo dev)" -o "$B/hpcrun" ./cmd/hpcrun
+cp kernels/cuda/gpucheck/run.sh kernels/cuda/gpucheck/torch_ref.py kernels/cuda/gpucheck/compare_runs.py "$B/"
+mkdir -p "$B/ptx" && cp kernels/cuda/*.ptx "$B/ptx/" # for ptxas's register report there
 echo "$(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo '-dirty')" > "$B/COMMIT"
 echo "[gpu-check] bundle ready: $B/ ($(du -sh "$B" | cut -f1)); on a GPU node: bash $B/run.sh"
 if [ "${1:-}" = --dry-run ]; then
   echo "[gpu-check] dry run on the emulator (HPCRUN_CUDA_EMULATOR=1), tiny shapes, no torch"
   HPCRUN_CUDA_EMULATOR=1 OUT="$B/dry-run" NQ=32 NB=2000 DIM=64 K=10 KC=16 SKIP_TORCH=1 \
-    TESTS='^(TestGPULargeK|TestPTXStructure|TestKeys)$' bash "$B/run.sh"
+    TESTS='^(TestGPULargeK|TestPTXStructure|TestKeys)$' bash "$B/run.sh" quick
 fi

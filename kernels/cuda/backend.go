@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"strconv"
 	"sync"
 
 	"hpcrun/kernels"
@@ -14,9 +15,10 @@ import (
 // one Backend run one at a time. Close releases the GPU.
 type Backend struct {
 	// Version selects the kernel version of every op (see the .cu
-	// headers): 0 picks the fastest that applies (2, tensor cores, when
-	// both inputs are float16; else 1), 1 forces the FFMA kernels, 2 the
-	// tensor-core kernels where the inputs are float16 (others use 1).
+	// headers): 0 picks the fastest that applies (defaultVersion, tensor
+	// cores, when both inputs are float16; else 1), 1 forces the FFMA
+	// kernels, 2 and 3 the tensor-core kernels where the inputs are
+	// float16 (others use 1).
 	Version int
 
 	dev     device
@@ -50,6 +52,23 @@ var _ kernels.Backend = (*Backend)(nil)
 const EmulatorEnv = "HPCRUN_CUDA_EMULATOR"
 
 func emulated() bool { return os.Getenv(EmulatorEnv) == "1" }
+
+// VersionEnv names the environment variable that sets a new Backend's
+// Version (0, 1, 2 or 3; e.g. to run a whole experiment on one kernel
+// version).
+const VersionEnv = "HPCRUN_CUDA_KERNELS"
+
+func versionFromEnv() (int, error) {
+	s := os.Getenv(VersionEnv)
+	if s == "" {
+		return 0, nil
+	}
+	v, err := strconv.Atoi(s)
+	if err != nil || v < 0 || v > 3 {
+		return 0, fmt.Errorf("kernels/cuda: %s=%q: want 0 (auto), 1, 2 or 3", VersionEnv, s)
+	}
+	return v, nil
+}
 
 // Available reports whether a CUDA GPU can be used: a description of
 // device 0 ("NVIDIA H100 80GB HBM3 (device 0, sm_90, 132 SMs, 79.1 GiB,
@@ -96,10 +115,14 @@ func newBackend(dev device, threads int) (*Backend, error) {
 	if threads <= 0 {
 		threads = runtime.GOMAXPROCS(0)
 	}
-	e := &Backend{dev: dev, threads: threads, tun: defaultTunables}
+	v, err := versionFromEnv()
+	if err != nil {
+		dev.close()
+		return nil, err
+	}
+	e := &Backend{Version: v, dev: dev, threads: threads, tun: defaultTunables}
 	undo := dev.bind()
 	defer undo()
-	var err error
 	if e.compute, err = dev.newStream(); err == nil {
 		e.copyS, err = dev.newStream()
 	}
@@ -145,15 +168,21 @@ func (e *Backend) begin() (func(), error) {
 	return func() { undo(); e.mu.Unlock() }, nil
 }
 
-// version returns the kernel version for layout l.
+// version returns the kernel version for layout l: float32 inputs always
+// use version 1; float16 ones Version, or defaultVersion when it is 0.
 func (e *Backend) version(l layout) int {
 	switch {
 	case e.Version == 1, !l.f16:
 		return 1
+	case e.Version >= 2:
+		return e.Version
 	default:
-		return 2
+		return defaultVersion
 	}
 }
+
+// defaultVersion is the tensor-core kernel version used when Version is 0.
+const defaultVersion = 2
 
 // kernelName is "<op>_kernel<version>_<f16|f32>".
 func kernelName(op string, version int, l layout) string {

@@ -14,6 +14,7 @@ epilogue):
   centroid_kernel1_f32       version 1: FFMA 64x64 tile, float32 inputs
   centroid_kernel1_f16       version 1: FFMA 64x64 tile, float16 inputs
   centroid_kernel2_f16       version 2: mma.sync m16n8k16 128x128 tile, float16 inputs
+  centroid_kernel3_f16       version 3: v2 fed by cp.async double buffering + ldmatrix
   centroid_sums_kernel1_f32  sums, version 1: one thread per (point, coordinate),
   centroid_sums_kernel1_f16  atom.add.u64 into sums[c*dim + k]
 (The counts are a histogram of the assignment, which the host has anyway.)
@@ -24,7 +25,8 @@ Regenerate the PTX (clang-19, no CUDA toolkit): scripts/ptx.sh
 
 KERNEL __launch_bounds__(V1_THREADS) void centroid_kernel1_f32(SimArgs a) { argmax_v1<float, false>(a); }
 KERNEL __launch_bounds__(V1_THREADS) void centroid_kernel1_f16(SimArgs a) { argmax_v1<u16, false>(a); }
-KERNEL __launch_bounds__(V2_THREADS) void centroid_kernel2_f16(SimArgs a) { argmax_v2<false>(a); }
+KERNEL __launch_bounds__(V2_THREADS) void centroid_kernel2_f16(SimArgs a) { argmax_mma<2, false>(a); }
+KERNEL __launch_bounds__(V2_THREADS) void centroid_kernel3_f16(SimArgs a) { argmax_mma<3, false>(a); }
 
 // SumArgs is the by-value parameter of the sums kernels (all fields 8 bytes;
 // Go twin: sumArgs in ptx.go).

@@ -18,6 +18,12 @@
 //       loads in flight during this one's mma. Products of two float16 are
 //       exact in float32; the tensor core adds them in float32 (with
 //       truncation inside one mma, see doc.go for the error bound).
+//   v3 (tensor cores, float16 only): v2's tile, warps, fragments and mma
+//       sequence (so every value is bit-identical to v2's), fed by a
+//       two-stage cp.async pipeline (global -> shared without registers,
+//       the next k step in flight during this one's mma) and ldmatrix.x4
+//       fragment loads (one instruction per 16x16 A tile or 2 B tiles
+//       instead of 4 lds.32). 40 KiB of static shared memory.
 // In both, the value of a pair depends only on its two rows, never on the
 // tile position, so results of base chunks merge exactly (kernels.MergeTopK)
 // and chunked k-means assignments are identical.
@@ -206,7 +212,116 @@ DEV void v2_tile(const SimArgs& a, i64 i0, i64 j0, float acc[4][4][4], u16* As, 
     }
 }
 
-// v2_row: A row of acc[mt][.][e]; v2_col: B row of acc[.][nt][e].
+// ---------------------------------------------------------------------------
+// v3: v2 with cp.async double buffering and ldmatrix
+
+#define V3_SMEM (2 * 2 * V2_TILE * V2_LDS) // halves: [stage][A|B][128 rows x 40]
+
+// cvta.to.shared: the 32-bit shared-window address of a generic pointer
+DEV u32 smem_addr(const void* p) {
+    u32 r;
+    asm volatile("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(r) : "l"(p));
+    return r;
+}
+
+// cp.async.cg 16 bytes global -> shared; src_size 0 (pred false) writes zeros
+DEV void cp_async16(u32 dst, const void* src, bool pred) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(pred ? 16 : 0) : "memory");
+}
+DEV void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+DEV void cp_async_wait0() { asm volatile("cp.async.wait_group 0;" ::: "memory"); }
+DEV void cp_async_wait1() { asm volatile("cp.async.wait_group 1;" ::: "memory"); }
+
+// ldmatrix.x4: four 8x8 b16 matrices; lanes 8m..8m+7 give matrix m's row
+// addresses, lane l receives row l/4, elements 2(l%4), 2(l%4)+1 of each.
+DEV void ldmatrix_x4(u32 r[4], u32 addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr)
+                 : "memory");
+}
+
+// v3_tile: as v2_tile (same acc layout, v2_row / v2_col), sm = V3_SMEM halves.
+DEV void v3_tile(const SimArgs& a, i64 i0, i64 j0, float acc[4][4][4], u16* sm) {
+    const u16* A = (const u16*)a.A;
+    const u16* B = (const u16*)a.B;
+    const int tid = tid_x(), lane = tid & 31, warp = tid >> 5;
+    const int wm = warp >> 2, wn = warp & 3;
+#pragma unroll
+    for (int mt = 0; mt < 4; mt++)
+#pragma unroll
+        for (int nt = 0; nt < 4; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) acc[mt][nt][e] = 0.0f;
+    const u32 base = smem_addr(sm);
+    const u32 stageBytes = 2 * V2_TILE * V2_LDS * 2, bOff = V2_TILE * V2_LDS * 2;
+    // stage st of k step kt: 128 rows x 32 halves of A and of B, 2 + 2
+    // 16-byte pieces per thread (rows past nA / nB are zero-filled)
+    auto load = [&](i64 kt, int st) {
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            const int idx = tid + V2_THREADS * e, row = idx >> 2, seg = idx & 3;
+            const i64 ia = i0 + row, jb = j0 + row;
+            const u32 off = (u32)(row * V2_LDS + seg * 8) * 2;
+            cp_async16(base + st * stageBytes + off, A + (ia < a.nA ? ia : 0) * a.ld + kt * V2_BK + seg * 8, ia < a.nA);
+            cp_async16(base + st * stageBytes + bOff + off, B + (jb < a.nB ? jb : 0) * a.ld + kt * V2_BK + seg * 8, jb < a.nB);
+        }
+        cp_async_commit();
+    };
+    // per-lane ldmatrix offsets (bytes): A matrices (rows 0-7|8-15) x (k 0|8),
+    // B matrices (k 0|8) x (rows 0-7|8-15), each in fragment register order
+    const u32 aLane = (u32)(((lane & 7) + 8 * ((lane >> 3) & 1)) * V2_LDS + 8 * (lane >> 4)) * 2;
+    const u32 bLane = (u32)(((lane & 7) + 8 * (lane >> 4)) * V2_LDS + 8 * ((lane >> 3) & 1)) * 2;
+    const i64 nk = a.ld / V2_BK;
+    if (nk > 0) load(0, 0);
+    for (i64 kt = 0; kt < nk; kt++) {
+        const int st = (int)(kt & 1);
+        if (kt + 1 < nk) {
+            load(kt + 1, st ^ 1); // the stage computed in step kt-1 (freed by its trailing barrier)
+            cp_async_wait1();
+        } else {
+            cp_async_wait0();
+        }
+        sync_threads();
+        const u32 As = base + st * stageBytes, Bs = As + bOff;
+#pragma unroll
+        for (int ks = 0; ks < V2_BK; ks += 16) {
+            u32 af[4][4], bf[4][2];
+#pragma unroll
+            for (int mt = 0; mt < 4; mt++)
+                ldmatrix_x4(af[mt], As + (u32)((wm * 64 + mt * 16) * V2_LDS + ks) * 2 + aLane);
+#pragma unroll
+            for (int np = 0; np < 2; np++) {
+                u32 r[4];
+                ldmatrix_x4(r, Bs + (u32)((wn * 32 + np * 16) * V2_LDS + ks) * 2 + bLane);
+                bf[2 * np][0] = r[0];
+                bf[2 * np][1] = r[1];
+                bf[2 * np + 1][0] = r[2];
+                bf[2 * np + 1][1] = r[3];
+            }
+#pragma unroll
+            for (int mt = 0; mt < 4; mt++)
+#pragma unroll
+                for (int nt = 0; nt < 4; nt++) mma_16816(acc[mt][nt], af[mt], bf[nt]);
+        }
+        sync_threads();
+    }
+}
+
+// mma_tile: the engine of tensor-core version V (2 or 3) with its shared memory.
+template <int V>
+DEV void mma_tile(const SimArgs& a, i64 i0, i64 j0, float acc[4][4][4]) {
+    if (V == 3) {
+        __shared__ __attribute__((aligned(16))) u16 sm[V3_SMEM];
+        v3_tile(a, i0, j0, acc, sm);
+    } else {
+        __shared__ __attribute__((aligned(16))) u16 As[V2_TILE * V2_LDS];
+        __shared__ __attribute__((aligned(16))) u16 Bs[V2_TILE * V2_LDS];
+        v2_tile(a, i0, j0, acc, As, Bs);
+    }
+}
+
+// v2_row: A row of acc[mt][.][e]; v2_col: B row of acc[.][nt][e] (v2 and v3).
 DEV i64 v2_row(i64 i0, int mt, int e) {
     const int tid = tid_x(), lane = tid & 31, wm = (tid >> 5) >> 2;
     return i0 + wm * 64 + mt * 16 + (lane >> 2) + 8 * (e >> 1);
@@ -252,14 +367,13 @@ DEV void argmax_v1(const SimArgs& a) {
     }
 }
 
-template <bool PREFIX>
-DEV void argmax_v2(const SimArgs& a) {
-    __shared__ __attribute__((aligned(16))) u16 As[V2_TILE * V2_LDS];
-    __shared__ __attribute__((aligned(16))) u16 Bs[V2_TILE * V2_LDS];
+// argmax_mma: the epilogue on the tensor-core engines (V = 2 or 3).
+template <int V, bool PREFIX>
+DEV void argmax_mma(const SimArgs& a) {
     const i64 i0 = (i64)ctaid_x() * V2_TILE, j0 = (i64)ctaid_y() * V2_TILE;
     if (PREFIX && a.bOff + j0 >= a.aOff + i0 + V2_TILE) return;
     float acc[4][4][4];
-    v2_tile(a, i0, j0, acc, As, Bs);
+    mma_tile<V>(a, i0, j0, acc);
     const bool quad_lead = (lane_id() & 3) == 0;
 #pragma unroll
     for (int mt = 0; mt < 4; mt++) {

@@ -36,14 +36,14 @@ func smallTunables() tunables {
 }
 
 // TestEmulatedConformance runs the conformance suites through the whole
-// host side on the emulated device: version 2 (tensor-core kernel names
-// and tiles for float16 inputs) with the default tunables, version 1 with
-// tiny ones.
+// host side on the emulated device: versions 2 and 3 (tensor-core kernel
+// names and tiles for float16 inputs) with the default tunables, version 1
+// with tiny ones.
 func TestEmulatedConformance(t *testing.T) {
 	for _, c := range []struct {
 		version int
 		small   bool
-	}{{2, false}, {1, true}} {
+	}{{2, false}, {3, false}, {1, true}} {
 		version, small := c.version, c.small
 		{
 			t.Run(fmt.Sprintf("v%d,small=%v", version, small), func(t *testing.T) {

@@ -3,6 +3,7 @@ package cuda
 import (
 	"fmt"
 	"math"
+	"reflect"
 	"slices"
 	"testing"
 
@@ -28,11 +29,11 @@ func newGPU(t *testing.T, version int) *Backend {
 	return b
 }
 
-// TestGPUConformance runs every conformance suite on the GPU for both
-// kernel versions (version 2 applies to the float16 cases; float32 cases
-// use version 1 in both runs).
+// TestGPUConformance runs every conformance suite on the GPU for every
+// kernel version (versions 2 and 3 apply to the float16 cases; float32
+// cases use version 1 in every run).
 func TestGPUConformance(t *testing.T) {
-	for _, v := range []int{1, 2} {
+	for _, v := range []int{1, 2, 3} {
 		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) { kerneltest.All(t, newGPU(t, v)) })
 	}
 }
@@ -40,7 +41,7 @@ func TestGPUConformance(t *testing.T) {
 // TestGPUSmallTunables crosses chunk, query-block, grid-slice and overflow
 // boundaries on the GPU.
 func TestGPUSmallTunables(t *testing.T) {
-	for _, v := range []int{1, 2} {
+	for _, v := range []int{1, 2, 3} {
 		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) {
 			b := newGPU(t, v)
 			b.tun = tunables{chunkBytes: 64 << 10, topkHeadroom: 64, topkBytes: 40 * (8*(300+64) + 8*300 + 8 + 4*160), maxGridY: 2, residentFrac: 0.5}
@@ -76,7 +77,7 @@ func TestGPULargeK(t *testing.T) {
 // does not depend on atomics' order), and NearestCentroid against exact
 // scores with sums equal to those of the returned assignment.
 func TestGPURealShape(t *testing.T) {
-	for _, v := range []int{1, 2} {
+	for _, v := range []int{1, 2, 3} {
 		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) {
 			b := newGPU(t, v)
 			q := kerneltest.Gen(3, 64, 512, kerneltest.Gauss, true)
@@ -130,5 +131,48 @@ func TestGPURealShape(t *testing.T) {
 				t.Fatal("centroid sums differ from the sums of the returned assignment")
 			}
 		})
+	}
+}
+
+// TestGPUVersionsAgree: versions 2 and 3 run the same mma sequence on the
+// same fragments (v3 only feeds them differently), so every op gives
+// bit-identical results on float16 inputs, over ragged tile edges.
+func TestGPUVersionsAgree(t *testing.T) {
+	b2, b3 := newGPU(t, 2), newGPU(t, 3)
+	q := kerneltest.Gen(7, 300, 512, kerneltest.Gauss, true)
+	base := kerneltest.Gen(8, 20011, 512, kerneltest.Duplicates, true)
+	type run struct {
+		name string
+		f    func(b *Backend) (any, error)
+	}
+	thr := make([]float32, q.M.Rows)
+	for i := range thr {
+		thr[i] = 0.05 * float32(i%7)
+	}
+	for _, r := range []run{
+		{"TopK", func(b *Backend) (any, error) { return b.TopK(q.M, base.M, kernels.TopKOptions{K: 333}) }},
+		{"TopK smallest", func(b *Backend) (any, error) {
+			return b.TopK(q.M, base.M, kernels.TopKOptions{K: 50, Smallest: true})
+		}},
+		{"MaxArg", func(b *Backend) (any, error) { return b.MaxArg(q.M, base.M) }},
+		{"ShiftedMax", func(b *Backend) (any, error) { return b.ShiftedMax(q.M, base.M, thr) }},
+		{"NearestCentroid", func(b *Backend) (any, error) {
+			acc := kernels.NewAccum(q.M.Rows, 512)
+			res, err := b.NearestCentroid(base.M, q.M, kernels.L2, acc)
+			return []any{res, acc}, err
+		}},
+		{"PrefixMax", func(b *Backend) (any, error) { return b.PrefixMax(base.M) }},
+	} {
+		got2, err := r.f(b2)
+		if err != nil {
+			t.Fatalf("%s v2: %v", r.name, err)
+		}
+		got3, err := r.f(b3)
+		if err != nil {
+			t.Fatalf("%s v3: %v", r.name, err)
+		}
+		if !reflect.DeepEqual(got2, got3) {
+			t.Errorf("%s: versions 2 and 3 differ", r.name)
+		}
 	}
 }

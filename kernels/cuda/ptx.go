@@ -20,11 +20,11 @@ type ptxModule struct {
 }
 
 var ptxModules = []ptxModule{
-	{"topk.ptx", []string{"topk_kernel1_f32", "topk_kernel1_f16", "topk_kernel2_f16", "topk_select"}},
-	{"maxarg.ptx", []string{"maxarg_kernel1_f32", "maxarg_kernel1_f16", "maxarg_kernel2_f16"}},
-	{"centroid.ptx", []string{"centroid_kernel1_f32", "centroid_kernel1_f16", "centroid_kernel2_f16",
+	{"topk.ptx", []string{"topk_kernel1_f32", "topk_kernel1_f16", "topk_kernel2_f16", "topk_kernel3_f16", "topk_select"}},
+	{"maxarg.ptx", []string{"maxarg_kernel1_f32", "maxarg_kernel1_f16", "maxarg_kernel2_f16", "maxarg_kernel3_f16"}},
+	{"centroid.ptx", []string{"centroid_kernel1_f32", "centroid_kernel1_f16", "centroid_kernel2_f16", "centroid_kernel3_f16",
 		"centroid_sums_kernel1_f32", "centroid_sums_kernel1_f16"}},
-	{"prefixmax.ptx", []string{"prefixmax_kernel1_f32", "prefixmax_kernel1_f16", "prefixmax_kernel2_f16"}},
+	{"prefixmax.ptx", []string{"prefixmax_kernel1_f32", "prefixmax_kernel1_f16", "prefixmax_kernel2_f16", "prefixmax_kernel3_f16"}},
 }
 
 func ptxSource(file string) (string, error) {
@@ -45,7 +45,7 @@ const (
 )
 
 func tileOf(version int) int {
-	if version == 2 {
+	if version >= 2 {
 		return v2Tile
 	}
 	return v1Tile

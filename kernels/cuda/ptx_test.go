@@ -93,11 +93,23 @@ func TestPTXStructure(t *testing.T) {
 				t.Errorf("%s: no .maxntid 256 (launch bounds)", name)
 			}
 			mma := strings.Count(body, "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32")
+			tc := strings.Contains(name, "_kernel2_") || strings.Contains(name, "_kernel3_")
 			switch {
-			case strings.Contains(name, "_kernel2_") && mma != 32:
+			case tc && mma != 32:
 				t.Errorf("%s: %d mma.sync, want 32 (4x4 tiles x 2 k-steps)", name, mma)
-			case !strings.Contains(name, "_kernel2_") && mma != 0:
+			case !tc && mma != 0:
 				t.Errorf("%s: %d mma.sync in a non-tensor-core kernel", name, mma)
+			}
+			// version 3: 4 A + 2 B ldmatrix.x4 per 16-k step, 2+2 cp.async per
+			// stage (in the prologue and in the loop), both wait_group forms
+			ldm := strings.Count(body, "ldmatrix.sync.aligned.m8n8.x4.shared.b16")
+			cpa := strings.Count(body, "cp.async.cg.shared.global")
+			v3 := strings.Contains(name, "_kernel3_")
+			switch {
+			case v3 && (ldm != 12 || cpa != 8 || !strings.Contains(body, "cp.async.wait_group 1") || !strings.Contains(body, "cp.async.wait_group 0")):
+				t.Errorf("%s: %d ldmatrix.x4, %d cp.async, want 12 and 8 and both wait_group forms", name, ldm, cpa)
+			case !v3 && ldm+cpa != 0:
+				t.Errorf("%s: ldmatrix / cp.async outside version 3", name)
 			}
 			if strings.Contains(name, "_kernel1_") && !strings.HasPrefix(name, "centroid_sums") && !strings.Contains(body, "fma.rn.f32") {
 				t.Errorf("%s: no fma.rn.f32", name)

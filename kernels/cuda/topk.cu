@@ -10,6 +10,7 @@ The kernels:
   topk_kernel1_f32  version 1: FFMA 64x64 tile (common.cuh v1), float32 inputs
   topk_kernel1_f16  version 1: FFMA 64x64 tile, float16 inputs converted exactly to float32
   topk_kernel2_f16  version 2: mma.sync m16n8k16 128x128 tile (common.cuh v2), float16 inputs
+  topk_kernel3_f16  version 3: v2 fed by cp.async double buffering + ldmatrix (common.cuh v3)
   topk_select       one block per query: radix-select the k best of its candidates,
                     compact them to the front, raise the threshold (and write the
                     final k when out != null)
@@ -56,12 +57,11 @@ DEV void topk_v1(const SimArgs& a) {
     }
 }
 
-DEV void topk_v2(const SimArgs& a) {
-    __shared__ __attribute__((aligned(16))) u16 As[V2_TILE * V2_LDS];
-    __shared__ __attribute__((aligned(16))) u16 Bs[V2_TILE * V2_LDS];
+template <int V>
+DEV void topk_mma(const SimArgs& a) {
     const i64 i0 = (i64)ctaid_x() * V2_TILE, j0 = (i64)ctaid_y() * V2_TILE;
     float acc[4][4][4];
-    v2_tile(a, i0, j0, acc, As, Bs);
+    mma_tile<V>(a, i0, j0, acc);
 #pragma unroll
     for (int mt = 0; mt < 4; mt++) {
 #pragma unroll
@@ -83,7 +83,8 @@ DEV void topk_v2(const SimArgs& a) {
 
 KERNEL __launch_bounds__(V1_THREADS) void topk_kernel1_f32(SimArgs a) { topk_v1<float>(a); }
 KERNEL __launch_bounds__(V1_THREADS) void topk_kernel1_f16(SimArgs a) { topk_v1<u16>(a); }
-KERNEL __launch_bounds__(V2_THREADS) void topk_kernel2_f16(SimArgs a) { topk_v2(a); }
+KERNEL __launch_bounds__(V2_THREADS) void topk_kernel2_f16(SimArgs a) { topk_mma<2>(a); }
+KERNEL __launch_bounds__(V2_THREADS) void topk_kernel3_f16(SimArgs a) { topk_mma<3>(a); }
 
 // ----------------------------------------------------------------------------
 // selection

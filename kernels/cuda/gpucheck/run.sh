@@ -3,65 +3,132 @@
 # scripts/gpu-check.sh on a machine with Go) on a node with an NVIDIA GPU,
 # its driver, python3 and torch; no Go toolchain or network needed.
 #
-#   bash run.sh          conformance tests, then the benchmark at the paper's size:
-#                        top-k nq=50,000 x nb=10,000,000, d=512, k=1,000 (float16),
-#                        NearestCentroid 10,000,000 points x 4,096 centroids,
-#                        hpcrun vs PyTorch (x @ y.T + torch.topk) on the same GPU
-#   bash run.sh quick    the same with nb=1,000,000, nq=10,000
+#   bash run.sh [MODE]
+#     quick   ptxas report, conformance, benchmark nq=10,000 x nb=1,000,000
+#     full    ptxas report, conformance, benchmark at the paper's size:
+#             top-k nq=50,000 x nb=10,000,000, d=512, k=1,000 (float16),
+#             NearestCentroid 10,000,000 points x 4,096 centroids
+#     all     (default) quick, then full, then the quickstart end to end
+#             (backend=cpu vs backend=cuda), each step only while the
+#             DEADLINE (seconds from the start, default 540) leaves room
+#   Every benchmark runs hpcrun's kernel versions $VERSIONS (default "2,3")
+#   and then PyTorch (x @ y.T + torch.topk, the paper's implementation) on
+#   the same GPU in the same run.
 #
-# Environment: OUT (results dir; default ./out), NQ NB DIM K KC (bench shapes),
-# TESTS (go test -run pattern), SKIP_TORCH=1, SKIP_BENCH=1.
-# Results: $OUT/summary.txt (everything that matters), conformance.txt,
-# bench-hpcrun.{txt,json}, bench-torch.{txt,json}, nvidia-smi.txt.
+# Environment: OUT (results dir; default ./out), NQ NB DIM K KC (bench shapes
+# of mode quick|full), VERSIONS, TESTS (go test -run pattern), DEADLINE,
+# SKIP_TORCH=1, SKIP_BENCH=1, SKIP_E2E=1.
+# Results: $OUT/summary.txt (everything that matters), ptxas.txt,
+# conformance.txt, bench-{quick,full}-{hpcrun,torch}.{txt,json}, e2e.txt,
+# nvidia-smi.txt.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 OUT=${OUT:-$here/out}
 mkdir -p "$OUT"
-if [ "${1:-}" = quick ]; then
-  : "${NQ:=10000}" "${NB:=1000000}"
-fi
-NQ=${NQ:-50000} NB=${NB:-10000000} DIM=${DIM:-512} K=${K:-1000} KC=${KC:-4096}
+MODE=${1:-all}
+DEADLINE=${DEADLINE:-540}
+VERSIONS=${VERSIONS:-2,3}
+DIM=${DIM:-512} K=${K:-1000} KC=${KC:-4096}
 TESTS=${TESTS:-'^(TestGPU|TestPTXStructure|TestKeys|TestNoGPU|TestEmulatorEnv)'}
 status=0
-log() { echo "[gpu-check] $*" | tee -a "$OUT/summary.txt"; }
+start=$SECONDS
+log() { echo "[gpu-check +$((SECONDS - start))s] $*" | tee -a "$OUT/summary.txt"; }
+left() { echo $((DEADLINE - (SECONDS - start))); }
 : > "$OUT/summary.txt"
 
-log "bundle $(cat "$here/COMMIT" 2>/dev/null || echo '?'), $(date -u +%FT%TZ), host $(hostname)"
+log "bundle $(cat "$here/COMMIT" 2>/dev/null || echo '?'), $(date -u +%FT%TZ), host $(hostname), mode $MODE"
 if command -v nvidia-smi >/dev/null; then
   nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
-  log "GPU: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -1)"
+  log "GPU: $(nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader 2>/dev/null | head -1)"
 else
   log "nvidia-smi not found"
 fi
 log "hpcrun: $("$here/hpcrun" version 2>&1 | head -1)"
 
-# 1. conformance: every op vs the exact reference (kernels/kerneltest), both
-#    kernel versions, k up to 20,000, CLIP-sized rows, determinism.
-log "conformance: cuda.test -test.run '$TESTS'"
-t0=$(date +%s)
-"$here/cuda.test" -test.v -test.run "$TESTS" -test.timeout 1200s > "$OUT/conformance.txt" 2>&1
-rc=$?
-grep -E '^(=== RUN|--- (PASS|FAIL|SKIP)|    --- (FAIL|SKIP))' "$OUT/conformance.txt" | grep -v '=== RUN' | grep -E '^--- |FAIL|SKIP' | head -40 | tee -a "$OUT/summary.txt"
-grep -E '^\s+\S+_test\.go:[0-9]+: (stats|NVIDIA|cuda\()' "$OUT/conformance.txt" | head -10 >> "$OUT/summary.txt"
-if [ $rc -ne 0 ]; then
-  status=1
-  log "conformance FAILED (exit $rc) after $(( $(date +%s) - t0 )) s; first failures:"
-  grep -B2 -A8 -m5 -E '^\s+\S+_test\.go:[0-9]+:' "$OUT/conformance.txt" | grep -v stats | head -60 | tee -a "$OUT/summary.txt"
+# 0. ptxas (when the toolkit is there): compile every embedded PTX for the
+#    GPU at hand; registers, spills and shared memory per kernel.
+PTXAS=$(command -v ptxas || ls /usr/local/cuda/bin/ptxas 2>/dev/null | head -1)
+if [ -n "$PTXAS" ] && [ -d "$here/ptx" ]; then
+  arch=sm_$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d .)
+  [ "$arch" = sm_ ] && arch=sm_90
+  : > "$OUT/ptxas.txt"
+  for f in "$here"/ptx/*.ptx; do
+    "$PTXAS" -arch="$arch" -v "$f" -o /dev/null >> "$OUT/ptxas.txt" 2>&1 || { status=1; log "ptxas FAILED on $(basename "$f")"; }
+  done
+  # one line per kernel: name, registers, spills
+  awk '/Compiling entry function/ { match($0, /\047[^\047]+\047/); fn = substr($0, RSTART + 1, RLENGTH - 2) }
+       /spill stores/ { sub(/^ +/, ""); sp = $0 }
+       /Used [0-9]+ registers/ { sub(/.*Used/, "Used"); print "  " fn ": " $0 "; " sp }' "$OUT/ptxas.txt" \
+    | grep -E 'kernel[23]|select' | tee -a "$OUT/summary.txt"
 else
-  log "conformance passed in $(( $(date +%s) - t0 )) s"
+  log "no ptxas here: skipped the register report"
 fi
 
-# 2. benchmark: hpcrun's CUDA backend, then PyTorch on the same GPU.
+# 1. conformance: every op vs the exact reference (kernels/kerneltest), every
+#    kernel version, k up to 20,000, CLIP-sized rows, determinism, v2 = v3.
+log "conformance: cuda.test -test.run '$TESTS'"
+t0=$SECONDS
+timeout 300 "$here/cuda.test" -test.v -test.run "$TESTS" -test.timeout 290s > "$OUT/conformance.txt" 2>&1
+rc=$?
+grep -E '^(--- |    --- )(PASS|FAIL|SKIP)' "$OUT/conformance.txt" | head -60 | tee -a "$OUT/summary.txt"
+grep -E '^\s+\S+_test\.go:[0-9]+: (stats|largest|NVIDIA|cuda\()' "$OUT/conformance.txt" | sort -u | head -10 >> "$OUT/summary.txt"
+if [ $rc -ne 0 ]; then
+  status=1
+  log "conformance FAILED (exit $rc) after $((SECONDS - t0)) s; first failures:"
+  grep -B2 -A8 -m8 -E '^\s+\S+_test\.go:[0-9]+:|panic|CUDA_ERROR' "$OUT/conformance.txt" | grep -v stats | head -80 | tee -a "$OUT/summary.txt"
+else
+  log "conformance passed in $((SECONDS - t0)) s"
+fi
+
+# 2. benchmark: hpcrun's CUDA backend (each version), then PyTorch, same GPU.
+bench() { # name nq nb
+  local name=$1 nq=$2 nb=$3
+  if [ "$(left)" -lt 60 ]; then log "bench $name skipped: $(left) s left of DEADLINE"; return; fi
+  log "bench $name: nq=$nq nb=$nb dim=$DIM k=$K centroids=$KC (float16), versions $VERSIONS"
+  timeout $(( $(left) - 10 )) "$here/cudabench" -ops topk,centroid -nq "$nq" -nb "$nb" -dim "$DIM" -k "$K" -centroids "$KC" \
+    -version "$VERSIONS" -json "$OUT/bench-$name-hpcrun.json" > "$OUT/bench-$name-hpcrun.txt" 2>&1 || { status=1; log "cudabench FAILED (exit $?)"; }
+  tee -a "$OUT/summary.txt" < "$OUT/bench-$name-hpcrun.txt"
+  if [ "${SKIP_TORCH:-}" != 1 ] && [ "$(left)" -gt 30 ]; then
+    PYTHONUNBUFFERED=1 timeout $(( $(left) - 5 )) python3 "$here/torch_ref.py" --nq "$nq" --nb "$nb" --dim "$DIM" --k "$K" --centroids "$KC" \
+      --json "$OUT/bench-$name-torch.json" --ours "$OUT/bench-$name-hpcrun.json" > "$OUT/bench-$name-torch.txt" 2>&1 \
+      || { status=1; log "torch_ref.py FAILED or cut (exit $?)"; }
+    tee -a "$OUT/summary.txt" < "$OUT/bench-$name-torch.txt"
+  fi
+}
 if [ "${SKIP_BENCH:-}" != 1 ]; then
-  log "bench: nq=$NQ nb=$NB dim=$DIM k=$K centroids=$KC (float16)"
-  timeout 900 "$here/cudabench" -ops topk,centroid -nq "$NQ" -nb "$NB" -dim "$DIM" -k "$K" -centroids "$KC" \
-    -json "$OUT/bench-hpcrun.json" > "$OUT/bench-hpcrun.txt" 2>&1 || { status=1; log "cudabench FAILED (exit $?)"; }
-  tee -a "$OUT/summary.txt" < "$OUT/bench-hpcrun.txt"
-  if [ "${SKIP_TORCH:-}" != 1 ]; then
-    timeout 900 python3 "$here/torch_ref.py" --nq "$NQ" --nb "$NB" --dim "$DIM" --k "$K" --centroids "$KC" \
-      --json "$OUT/bench-torch.json" --ours "$OUT/bench-hpcrun.json" > "$OUT/bench-torch.txt" 2>&1 \
-      || { status=1; log "torch_ref.py FAILED (exit $?)"; }
-    tee -a "$OUT/summary.txt" < "$OUT/bench-torch.txt"
+  case $MODE in
+    quick) bench quick "${NQ:-10000}" "${NB:-1000000}" ;;
+    full) bench full "${NQ:-50000}" "${NB:-10000000}" ;;
+    all) bench quick 10000 1000000; bench full 50000 10000000 ;;
+  esac
+fi
+
+# 3. the quickstart end to end on the GPU (every stage but embed and
+#    zeroshot, which need ONNX Runtime): backend=cpu vs backend=cuda.
+if [ "$MODE" = all ] && [ "${SKIP_E2E:-}" != 1 ] && [ -x "$here/hpcrun" ] && [ -d "$here/../configs" ]; then
+  if [ "$(left)" -lt 45 ]; then
+    log "e2e skipped: $(left) s left of DEADLINE"
+  else
+    log "e2e: quickstart (kmeans dedup sims prune subsample), backend=cpu --ranks 1 vs backend=cuda --ranks 2"
+    (
+      cd "$here/.." || exit 1
+      e2e=/tmp/hpcrun-e2e
+      rm -rf $e2e && mkdir -p $e2e
+      t=$(( $(left) - 5 ))
+      timeout $t "$here/hpcrun" synth --out data/quickstart --preset quickstart --seed 333 > $e2e/synth.log 2>&1 || exit 1
+      for be in cpu cuda; do
+        ranks=1; [ $be = cuda ] && ranks=2
+        t0=$SECONDS
+        timeout $(( $(left) - 5 )) "$here/hpcrun" run configs/quickstart.toml --ranks $ranks --only kmeans,dedup,sims,prune,subsample \
+          --set job.workdir=$e2e/$be --set runtime.backend=$be > $e2e/$be.log 2>&1
+        rc=$?
+        echo "$be: exit $rc in $((SECONDS - t0)) s; $(grep -m1 -o 'backend [a-z]*[^"]*' $e2e/$be.log | head -1)"
+        grep -E 'stage done' $e2e/$be.log | sed 's/.*stage=/  stage=/'
+        [ $rc -eq 0 ] || { tail -20 $e2e/$be.log; exit 1; }
+      done
+      python3 "$here/compare_runs.py" $e2e/cpu $e2e/cuda
+    ) > "$OUT/e2e.txt" 2>&1 || { status=1; log "e2e FAILED"; }
+    tee -a "$OUT/summary.txt" < "$OUT/e2e.txt"
   fi
 fi
 log "done, status $status; results in $OUT"

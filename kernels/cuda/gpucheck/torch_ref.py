@@ -172,7 +172,7 @@ def main():
         sheet_name, sheet = datasheet_peak(name)
         print("\nratios (same GPU, same run; TFLOP/s from the same flop formula):")
         for m in ours:
-            line = f"  {m['op']:<10} hpcrun-cuda {m['gflops'] / 1e3:8.1f} TFLOP/s"
+            line = f"  {m['op']:<10} hpcrun-cuda v{m.get('version', 0)} {m['gflops'] / 1e3:8.1f} TFLOP/s"
             for r in out:
                 if r["op"] == m["op"]:
                     line += f"   vs {r['impl']} {r['gflops'] / 1e3:.1f}: x{m['gflops'] / r['gflops']:.2f}"

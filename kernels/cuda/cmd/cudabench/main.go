@@ -5,7 +5,7 @@
 // bundle (scripts/gpu-check.sh); torch_ref.py times PyTorch on the same
 // shapes in the same run and prints the ratios.
 //
-//	cudabench -ops topk,centroid,maxarg -nq 50000 -nb 10000000 -dim 512 -k 1000 -centroids 4096 -json out.json
+//	cudabench -ops topk,centroid,maxarg -nq 50000 -nb 10000000 -dim 512 -k 1000 -centroids 4096 -version 2,3 -json out.json
 //
 // Times are end to end from host memory (float16 rows in Go slices:
 // conversion and NaN checks, host-to-device copies overlapped with
@@ -21,6 +21,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -53,7 +54,7 @@ func main() {
 	k := flag.Int("k", 1000, "top-k")
 	kc := flag.Int("centroids", 4096, "centroids for the centroid op")
 	npm := flag.Int("prefix-rows", 50000, "rows for prefixmax")
-	version := flag.Int("version", 0, "kernel version (0 = auto)")
+	versions := flag.String("version", "0", "kernel versions, comma-separated (0 = auto, 1, 2, 3): every op runs with each")
 	reps := flag.Int("reps", 1, "timed repetitions (best is reported)")
 	threads := flag.Int("threads", 0, "host threads (0 = GOMAXPROCS)")
 	jsonOut := flag.String("json", "", "write the measurements here as a JSON array")
@@ -70,7 +71,15 @@ func main() {
 		os.Exit(1)
 	}
 	defer b.Close()
-	b.Version = *version
+	var vers []int
+	for _, f := range strings.Split(*versions, ",") {
+		v, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || v < 0 || v > 3 {
+			fmt.Fprintf(os.Stderr, "cudabench: -version %q: want 0, 1, 2 or 3\n", f)
+			os.Exit(2)
+		}
+		vers = append(vers, v)
+	}
 	host, _ := os.Hostname()
 	fmt.Printf("device: %s\n", desc)
 	th := *threads
@@ -80,23 +89,26 @@ func main() {
 
 	var out []measurement
 	timeIt := func(name string, flops float64, m measurement, run func(n int) error) {
-		if err := run(-1); err != nil { // warm-up: JIT, staging buffers
-			fmt.Fprintf(os.Stderr, "cudabench: %s warm-up: %v\n", name, err)
-			os.Exit(1)
-		}
-		best := math.Inf(1)
-		for r := 0; r < max(1, *reps); r++ {
-			t0 := time.Now()
-			if err := run(0); err != nil {
-				fmt.Fprintf(os.Stderr, "cudabench: %s: %v\n", name, err)
+		for _, v := range vers {
+			b.Version = v
+			if err := run(-1); err != nil { // warm-up: JIT, staging buffers
+				fmt.Fprintf(os.Stderr, "cudabench: %s v%d warm-up: %v\n", name, v, err)
 				os.Exit(1)
 			}
-			best = min(best, time.Since(t0).Seconds())
+			best := math.Inf(1)
+			for r := 0; r < max(1, *reps); r++ {
+				t0 := time.Now()
+				if err := run(0); err != nil {
+					fmt.Fprintf(os.Stderr, "cudabench: %s v%d: %v\n", name, v, err)
+					os.Exit(1)
+				}
+				best = min(best, time.Since(t0).Seconds())
+			}
+			m.Op, m.Impl, m.Device, m.Host, m.DType, m.Version = name, "hpcrun-cuda", b.Name(), host, "float16", v
+			m.Seconds, m.GFLOPS = best, flops/best/1e9
+			fmt.Printf("%-10s hpcrun-cuda v%d  %8.3f s  %8.1f TFLOP/s  nq=%d nb=%d dim=%d k=%d  %s\n", name, v, best, m.GFLOPS/1e3, m.NQ, m.NB, m.Dim, m.K, m.Note)
+			out = append(out, m)
 		}
-		m.Op, m.Impl, m.Device, m.Host, m.DType, m.Version = name, "hpcrun-cuda", b.Name(), host, "float16", *version
-		m.Seconds, m.GFLOPS = best, flops/best/1e9
-		fmt.Printf("%-10s hpcrun-cuda  %8.3f s  %8.1f TFLOP/s  nq=%d nb=%d dim=%d k=%d  %s\n", name, best, m.GFLOPS/1e3, m.NQ, m.NB, m.Dim, m.K, m.Note)
-		out = append(out, m)
 	}
 	prefix := func(m kernels.Matrix, n int) kernels.Matrix {
 		if n < 0 {
