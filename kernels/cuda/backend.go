@@ -41,6 +41,34 @@ type stats struct {
 	splits     int // TopK ranges redone in halves after a candidate overflow
 	selects    int // topk_select launches
 	queryBlock int // TopK query blocks
+
+	// with tunables.profile (synchronising after every kernel): seconds
+	// in the similarity kernels (with TopK's count copy), in topk_select,
+	// and waiting for the next chunk's packing and copy
+	kernelSec, selectSec, stallSec float64
+}
+
+// Profile reports, for benchmarks, what the host side did since the last
+// call (launches, chunks, splits, selects, query blocks) and, after
+// SetProfile(true), where the time went. It resets the counters.
+func (e *Backend) Profile() string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	s := e.stats
+	e.stats = stats{}
+	out := fmt.Sprintf("launches %d, chunks %d, selects %d, splits %d, query blocks %d", s.launches, s.chunks, s.selects, s.splits, s.queryBlock)
+	if e.tun.profile {
+		out += fmt.Sprintf("; kernels %.3f s, select (TopK) or sums (NearestCentroid) %.3f s, waiting for chunks %.3f s", s.kernelSec, s.selectSec, s.stallSec)
+	}
+	return out
+}
+
+// SetProfile makes the ops synchronise after every kernel to time them
+// (Profile reports the times); slower, for benchmarks only.
+func (e *Backend) SetProfile(on bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.tun.profile = on
 }
 
 var _ kernels.Backend = (*Backend)(nil)

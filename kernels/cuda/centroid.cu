@@ -17,6 +17,8 @@ epilogue):
   centroid_kernel3_f16       version 3: v2 fed by cp.async double buffering + ldmatrix
   centroid_sums_kernel1_f32  sums, version 1: one thread per (point, coordinate),
   centroid_sums_kernel1_f16  atom.add.u64 into sums[c*dim + k]
+  centroid_sums_kernel2_f32  sums, version 2 (used with tile versions 2 and 3): one
+  centroid_sums_kernel2_f16  warp per point, lanes over coordinates, red.global.add.u64
 (The counts are a histogram of the assignment, which the host has anyway.)
 
 Regenerate the PTX (clang-19, no CUDA toolkit): scripts/ptx.sh
@@ -60,3 +62,25 @@ DEV void centroid_sums(const SumArgs& s) {
 
 KERNEL __launch_bounds__(SUM_THREADS) void centroid_sums_kernel1_f32(SumArgs s) { centroid_sums<float>(s); }
 KERNEL __launch_bounds__(SUM_THREADS) void centroid_sums_kernel1_f16(SumArgs s) { centroid_sums<u16>(s); }
+
+// red.global.add.u64: the atomic add without a return value
+DEV void red_add_u64(u64* p, u64 v) { asm volatile("red.global.add.u64 [%0], %1;" ::"l"(p), "l"(v) : "memory"); }
+
+// version 2: one warp per point (grid-stride over points), lanes over its
+// coordinates: the point's key is one broadcast load, no 64-bit division,
+// and each warp instruction adds to 32 consecutive sums (red, no return).
+template <typename T>
+DEV void centroid_sums_w(const SumArgs& s) {
+    const int lane = tid_x() & 31;
+    const i64 stride = ((i64)nctaid_x() * SUM_THREADS) >> 5;
+    for (i64 i = ((i64)ctaid_x() * SUM_THREADS + tid_x()) >> 5; i < s.n; i += stride) {
+        const u64 key = s.best[i];
+        if (key == 0) continue;
+        const T* x = (const T*)s.X + i * s.ld;
+        u64* dst = s.sums + (i64)(~(u32)key) * s.dim;
+        for (i64 k = lane; k < s.dim; k += 32) red_add_u64(dst + k, (u64)f2ll_rn(to_f(x[k]) * 4294967296.0f));
+    }
+}
+
+KERNEL __launch_bounds__(SUM_THREADS) void centroid_sums_kernel2_f32(SumArgs s) { centroid_sums_w<float>(s); }
+KERNEL __launch_bounds__(SUM_THREADS) void centroid_sums_kernel2_f16(SumArgs s) { centroid_sums_w<u16>(s); }

@@ -165,7 +165,7 @@ func (d *emuDevice) launch(name string, grid, block [3]int, _ stream, params []u
 			return fmt.Errorf("emu: topk_select: grid %v for %d queries", grid, a.NQ)
 		}
 		d.selectK(a)
-	case strings.HasPrefix(name, "centroid_sums_kernel1_"):
+	case strings.HasPrefix(name, "centroid_sums_kernel"):
 		a, err := fromWords[sumArgs](params)
 		if err != nil {
 			return err

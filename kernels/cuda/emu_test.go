@@ -2,6 +2,7 @@ package cuda
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	"hpcrun/kernels"
@@ -84,5 +85,33 @@ func TestEmulatedLargeK(t *testing.T) {
 	}
 	if b.stats.chunks < 6 {
 		t.Errorf("base was not streamed in chunks: %+v", b.stats)
+	}
+}
+
+// TestEmulatedKernelSeconds: the kernel-only timer launches the real kernel
+// names (the emulator checks names, grids and parameters) and reports a
+// positive time; bad arguments are errors. Profile counts what ran.
+func TestEmulatedKernelSeconds(t *testing.T) {
+	b := newEmulated(t, 3, defaultTunables)
+	for _, op := range []string{"topk", "centroid"} {
+		sec, err := b.KernelSeconds(op, 130, 300, 48, 2)
+		if err != nil || !(sec > 0) {
+			t.Fatalf("%s: %v s, %v", op, sec, err)
+		}
+	}
+	if _, err := b.KernelSeconds("prefixmax", 1, 1, 1, 1); err == nil {
+		t.Error("unknown op accepted")
+	}
+	if _, err := b.KernelSeconds("topk", 0, 1, 1, 1); err == nil {
+		t.Error("empty A accepted")
+	}
+	b.Profile()
+	b.SetProfile(true)
+	q := kerneltest.Gen(1, 10, 32, kerneltest.Gauss, true)
+	if _, err := b.TopK(q.M, q.M, kernels.TopKOptions{K: 3}); err != nil {
+		t.Fatal(err)
+	}
+	if p := b.Profile(); !strings.Contains(p, "launches 1,") || !strings.Contains(p, "select (TopK)") {
+		t.Errorf("profile %q", p)
 	}
 }

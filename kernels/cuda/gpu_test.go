@@ -54,6 +54,16 @@ func TestGPUSmallTunables(t *testing.T) {
 	}
 }
 
+// TestGPUSelectGlobal runs the TopK suite with topk_select reading the
+// keys from global memory only (the other tests use its shared-memory path
+// wherever the candidates fit).
+func TestGPUSelectGlobal(t *testing.T) {
+	b := newGPU(t, 0)
+	b.tun.selectGlobalOnly = true
+	kerneltest.TopK(t, b)
+	kerneltest.Merge(t, b)
+}
+
 // TestGPULargeK checks k = 1,000 and 20,000 (the paper's candidate count).
 func TestGPULargeK(t *testing.T) {
 	b := newGPU(t, 0)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"time"
 
 	"hpcrun/kernels"
 )
@@ -147,6 +148,9 @@ func (e *Backend) topkBlock(q, b kernels.Matrix, q0, q1 int, t topkPlan, res ker
 	maxRange := e.tun.maxGridY * tile
 	base := simArgs{A: qd, NA: int64(nq), LD: int64(l.ld), Thr: thr, Count: count, Keys: keys, Cap: int64(capacity)}
 	sel := selectArgs{Keys: keys, Count: count, Thr: thr, NQ: int64(nq), Cap: int64(capacity), K: int64(k)}
+	if e.tun.selectGlobalOnly {
+		sel.Flags = selGlobalOnly
+	}
 	before := make([]uint32, nq) // counts after the last accepted range
 	cnt := make([]uint32, nq)
 	size := t.headroom // base rows per range: never overflows at headroom
@@ -156,6 +160,7 @@ func (e *Backend) topkBlock(q, b kernels.Matrix, q0, q1 int, t topkPlan, res ker
 			a := base
 			a.B, a.NB, a.BOff = buf+dptr((pos-r0)*rb), int64(n), int64(pos)
 			e.stats.launches++
+			t0 := time.Now()
 			if err := e.dev.launch(kname, [3]int{ceilDiv(nq, tile), ceilDiv(n, tile), 1}, [3]int{threads, 1, 1}, e.compute, words(&a)); err != nil {
 				return err
 			}
@@ -165,6 +170,7 @@ func (e *Backend) topkBlock(q, b kernels.Matrix, q0, q1 int, t topkPlan, res ker
 			if err := e.dev.sync(e.compute); err != nil {
 				return err
 			}
+			e.stats.kernelSec += time.Since(t0).Seconds()
 			var maxNew, maxCnt uint32
 			over := false
 			for i, c := range cnt {
@@ -189,8 +195,15 @@ func (e *Backend) topkBlock(q, b kernels.Matrix, q0, q1 int, t topkPlan, res ker
 			}
 			if int(maxCnt) >= k {
 				e.stats.selects++
+				t0 := time.Now()
 				if err := e.dev.launch("topk_select", [3]int{nq, 1, 1}, [3]int{threads, 1, 1}, e.compute, words(&sel)); err != nil {
 					return err
+				}
+				if e.tun.profile {
+					if err := e.dev.sync(e.compute); err != nil {
+						return err
+					}
+					e.stats.selectSec += time.Since(t0).Seconds()
 				}
 				for i, c := range cnt {
 					before[i] = min(c, uint32(k))
@@ -311,13 +324,27 @@ func (e *Backend) argmax(j argmaxJob, l layout) (kernels.ArgMax, error) {
 				a.Bias = bias + dptr(4*j0)
 			}
 			e.stats.launches++
+			t0 := time.Now()
 			if err := e.dev.launch(kname, [3]int{ceilDiv(n, tile), ceilDiv(j1-j0, tile), 1}, [3]int{threads, 1, 1}, e.compute, words(&a)); err != nil {
 				return err
 			}
+			if e.tun.profile {
+				if err := e.dev.sync(e.compute); err != nil {
+					return err
+				}
+				e.stats.kernelSec += time.Since(t0).Seconds()
+			}
 		}
 		if j.after != nil {
+			t0 := time.Now()
 			if err := j.after(buf, best, r0, r1); err != nil {
 				return err
+			}
+			if e.tun.profile {
+				if err := e.dev.sync(e.compute); err != nil {
+					return err
+				}
+				e.stats.selectSec += time.Since(t0).Seconds() // the sums kernel, for NearestCentroid
 			}
 		}
 		if err := e.dev.d2h(bytesOf(keys[:n]), best, e.compute); err != nil {
@@ -458,10 +485,16 @@ func (e *Backend) NearestCentroid(x, c kernels.Matrix, metric kernels.Metric, ac
 		if err := e.dev.memsetD32(sums, 0, 2*c.Rows*d, e.compute); err != nil {
 			return kernels.ArgMax{}, err
 		}
-		sname := "centroid_sums_kernel1_" + l.dtypeShort
+		// sums version 1 (a thread per value) with tile version 1, else 2 (a warp per point)
+		sv := min(2, e.version(l))
+		sname := fmt.Sprintf("centroid_sums_kernel%d_%s", sv, l.dtypeShort)
+		perBlock := threads // values per block and pass (version 1)
+		if sv == 2 {
+			perBlock = threads / 32 * d // points per block and pass (version 2), times dim
+		}
 		j.after = func(buf, best dptr, r0, r1 int) error {
 			a := sumArgs{X: buf, Best: best, Sums: sums, N: int64(r1 - r0), Dim: int64(d), LD: int64(l.ld)}
-			blocks := max(1, min(sumsBlocks, ceilDiv((r1-r0)*d, threads)))
+			blocks := max(1, min(sumsBlocks, ceilDiv((r1-r0)*d, perBlock)))
 			return e.dev.launch(sname, [3]int{blocks, 1, 1}, [3]int{threads, 1, 1}, e.compute, words(&a))
 		}
 	}

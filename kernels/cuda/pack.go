@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"sync"
+	"time"
 	"unsafe"
 
 	"hpcrun/kernels"
@@ -100,20 +101,26 @@ func pack(dst []byte, m kernels.Matrix, r0, r1 int, l layout, neg bool, name str
 	}
 	if l.f16 {
 		out := unsafe.Slice((*uint16)(unsafe.Pointer(&dst[0])), n*ld)
-		sign := uint16(0)
+		var sign uint64
 		if neg {
-			sign = 0x8000
+			sign = 0x8000_8000_8000_8000
+		}
+		if ld == d { // rows are contiguous on both sides: one flat pass per part
+			return parallelFor(n, threads, func(lo, hi int) error {
+				if copyF16(out[lo*d:hi*d], m.F16[(r0+lo)*d:(r0+hi)*d], sign) {
+					for i := lo; i < hi; i++ {
+						if copyF16(out[i*d:(i+1)*d], m.F16[(r0+i)*d:(r0+i+1)*d], sign) {
+							return fmt.Errorf("%w: %s row %d", kernels.ErrNonFinite, name, r0+i)
+						}
+					}
+				}
+				return nil
+			})
 		}
 		return parallelFor(n, threads, func(lo, hi int) error {
 			for i := lo; i < hi; i++ {
-				src := m.F16[(r0+i)*d : (r0+i+1)*d]
 				row := out[i*ld : (i+1)*ld]
-				bad := false
-				for k, h := range src {
-					bad = bad || h&0x7c00 == 0x7c00
-					row[k] = h ^ sign
-				}
-				if bad {
+				if copyF16(row[:d], m.F16[(r0+i)*d:(r0+i+1)*d], sign) {
 					return fmt.Errorf("%w: %s row %d", kernels.ErrNonFinite, name, r0+i)
 				}
 				clear(row[d:])
@@ -144,6 +151,35 @@ func pack(dst []byte, m kernels.Matrix, r0, r1 int, l layout, neg bool, name str
 		}
 		return nil
 	})
+}
+
+// copyF16 copies float16 bits src to dst (same length), XOR-ing every value
+// with the sign bits in sign (0 or 0x8000 in each 16-bit lane), and reports
+// whether src holds a NaN or ±Inf (exponent bits all ones). Four values per
+// 64-bit word: t = (x & exp) ^ exp has a zero lane exactly where the
+// exponent is all ones, and (t - 1s) &^ t & 8000s is non-zero iff some lane
+// of t is zero (a borrow can only set a lane's top bit above a zero lane).
+func copyF16(dst, src []uint16, sign uint64) bool {
+	const exp, ones, tops = 0x7c00_7c00_7c00_7c00, 0x0001_0001_0001_0001, 0x8000_8000_8000_8000
+	n4 := len(src) / 4
+	var bad uint64
+	if n4 > 0 {
+		s := unsafe.Slice((*uint64)(unsafe.Pointer(unsafe.SliceData(src))), n4)
+		o := unsafe.Slice((*uint64)(unsafe.Pointer(unsafe.SliceData(dst))), n4)
+		for i, x := range s {
+			t := x&exp ^ exp
+			bad |= (t - ones) &^ t & tops
+			o[i] = x ^ sign
+		}
+	}
+	for i := 4 * n4; i < len(src); i++ {
+		h := src[i]
+		if h&0x7c00 == 0x7c00 {
+			bad = 1
+		}
+		dst[i] = h ^ uint16(sign)
+	}
+	return bad != 0
 }
 
 // checkFinite reports the first non-finite value of m (for inputs that are
@@ -308,9 +344,11 @@ func (e *Backend) stream(m kernels.Matrix, l layout, neg bool, name string, fn f
 			err = e.dev.sync(e.compute)
 		}
 		if next != nil {
+			t0 := time.Now()
 			if err2 := <-next; err == nil {
 				err = err2
 			}
+			e.stats.stallSec += time.Since(t0).Seconds()
 		}
 		if err != nil {
 			return err

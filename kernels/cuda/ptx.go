@@ -23,7 +23,7 @@ var ptxModules = []ptxModule{
 	{"topk.ptx", []string{"topk_kernel1_f32", "topk_kernel1_f16", "topk_kernel2_f16", "topk_kernel3_f16", "topk_select"}},
 	{"maxarg.ptx", []string{"maxarg_kernel1_f32", "maxarg_kernel1_f16", "maxarg_kernel2_f16", "maxarg_kernel3_f16"}},
 	{"centroid.ptx", []string{"centroid_kernel1_f32", "centroid_kernel1_f16", "centroid_kernel2_f16", "centroid_kernel3_f16",
-		"centroid_sums_kernel1_f32", "centroid_sums_kernel1_f16"}},
+		"centroid_sums_kernel1_f32", "centroid_sums_kernel1_f16", "centroid_sums_kernel2_f32", "centroid_sums_kernel2_f16"}},
 	{"prefixmax.ptx", []string{"prefixmax_kernel1_f32", "prefixmax_kernel1_f16", "prefixmax_kernel2_f16", "prefixmax_kernel3_f16"}},
 }
 
@@ -71,7 +71,12 @@ type simArgs struct {
 type selectArgs struct {
 	Keys, Count, Thr, Out dptr
 	NQ, Cap, K            int64
+	Flags                 int64 // selGlobalOnly
 }
+
+// selGlobalOnly (SEL_GLOBAL_ONLY in topk.cu): topk_select never stages the
+// keys in shared memory (the tests check both paths).
+const selGlobalOnly = 1
 
 // sumArgs is the Go twin of struct SumArgs in centroid.cu.
 type sumArgs struct {

@@ -93,7 +93,11 @@ func TestPTXStructure(t *testing.T) {
 				t.Errorf("%s: no .maxntid 256 (launch bounds)", name)
 			}
 			mma := strings.Count(body, "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32")
-			tc := strings.Contains(name, "_kernel2_") || strings.Contains(name, "_kernel3_")
+			sums := strings.HasPrefix(name, "centroid_sums")
+			tc := !sums && (strings.Contains(name, "_kernel2_") || strings.Contains(name, "_kernel3_"))
+			if sums && strings.Contains(name, "_kernel2_") != strings.Contains(body, "red.global.add.u64") {
+				t.Errorf("%s: red.global.add.u64 is the sums kernel 2's (and only its) atomic", name)
+			}
 			switch {
 			case tc && mma != 32:
 				t.Errorf("%s: %d mma.sync, want 32 (4x4 tiles x 2 k-steps)", name, mma)

@@ -99,9 +99,12 @@ struct SelectArgs {
     i64 nq;
     i64 cap;
     i64 k;
+    i64 flags;  // SEL_GLOBAL_ONLY: never stage the keys in shared memory
 };
 
 #define SEL_THREADS 256
+#define SEL_SMEM_KEYS 5888   // keys staged in shared memory (46 KiB) when they fit
+#define SEL_GLOBAL_ONLY 1
 
 // topk_select: grid.x = nq, 256 threads. With n = count[q] >= k it finds
 // the k-th largest key by MSB-first radix select (8 rounds of 8-bit
@@ -110,11 +113,15 @@ struct SelectArgs {
 // order (in place: tile by tile, a ballot scan gives each kept key a slot
 // <= its own), sets count[q] = k and thr[q] = value of the k-th key.
 // With out set it then copies the first min(n, k) keys to out[q*k ...] and
-// pads with key 0.
+// pads with key 0. When n <= SEL_SMEM_KEYS (k + headroom for k <= 1,792
+// with the default tunables; flags can forbid it) the keys are first
+// copied to shared memory, so the 8 histogram passes and the compaction
+// read shared memory instead of global.
 KERNEL __launch_bounds__(SEL_THREADS) void topk_select(SelectArgs s) {
     __shared__ u32 hist[256];
     __shared__ u32 wsum[SEL_THREADS / 32];
     __shared__ u32 s_digit, s_rank;
+    __shared__ u64 skeys[SEL_SMEM_KEYS];
     const i64 q = ctaid_x();
     if (q >= s.nq) return;
     const int tid = tid_x(), lane = tid & 31, warp = tid >> 5;
@@ -124,13 +131,20 @@ KERNEL __launch_bounds__(SEL_THREADS) void topk_select(SelectArgs s) {
     const u32 k = (u32)s.k;
     u32 m = n;
     if (n >= k) {
+        // src: where the passes and the compaction read the keys (block-uniform)
+        const u64* src = kq;
+        if (n <= SEL_SMEM_KEYS && !(s.flags & SEL_GLOBAL_ONLY)) {
+            for (u32 x = tid; x < n; x += SEL_THREADS) skeys[x] = kq[x];
+            sync_threads();
+            src = skeys;
+        }
         u64 prefix = 0, mask = 0;
         u32 rank = k; // 1-based rank, from the top, among keys matching prefix
         for (int shift = 56; shift >= 0; shift -= 8) {
             for (int b = tid; b < 256; b += SEL_THREADS) hist[b] = 0;
             sync_threads();
             for (u32 x = tid; x < n; x += SEL_THREADS) {
-                const u64 key = kq[x];
+                const u64 key = src[x];
                 if ((key & mask) == prefix) atomic_add_u32(&hist[(key >> shift) & 255], 1);
             }
             sync_threads();
@@ -158,7 +172,7 @@ KERNEL __launch_bounds__(SEL_THREADS) void topk_select(SelectArgs s) {
                 u64 key = 0;
                 bool keep = false;
                 if (x < n) {
-                    key = kq[x];
+                    key = src[x];
                     keep = key >= kth;
                 }
                 const u32 bal = ballot(keep);

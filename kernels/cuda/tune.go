@@ -28,6 +28,14 @@ type tunables struct {
 	// maxGridY*tile B rows; larger B sets are launched in slices.
 	maxGridY int
 
+	// selectGlobalOnly makes topk_select read the candidate keys from
+	// global memory even when they fit in its shared memory (the tests
+	// run both paths).
+	selectGlobalOnly bool
+
+	// profile: synchronise after every kernel and time it (Backend.Profile).
+	profile bool
+
 	// residentFrac: the sets kept whole on the device (queries, centroids,
 	// PrefixMax's x) may take at most this fraction of free device memory.
 	residentFrac float64

@@ -17,7 +17,8 @@
 #
 # Environment: OUT (results dir; default ./out), NQ NB DIM K KC (bench shapes
 # of mode quick|full), VERSIONS, TESTS (go test -run pattern), DEADLINE,
-# SKIP_TORCH=1, SKIP_BENCH=1, SKIP_E2E=1.
+# SKIP_TORCH=1, SKIP_BENCH=1, SKIP_E2E=1, PROFILE=1 (cudabench -profile:
+# one more run of each op, timing its kernels, selection and chunk waits).
 # Results: $OUT/summary.txt (everything that matters), ptxas.txt,
 # conformance.txt, bench-{quick,full}-{hpcrun,torch}.{txt,json}, e2e.txt,
 # nvidia-smi.txt.
@@ -85,8 +86,8 @@ bench() { # name nq nb
   local name=$1 nq=$2 nb=$3
   if [ "$(left)" -lt 60 ]; then log "bench $name skipped: $(left) s left of DEADLINE"; return; fi
   log "bench $name: nq=$nq nb=$nb dim=$DIM k=$K centroids=$KC (float16), versions $VERSIONS"
-  timeout $(( $(left) - 10 )) "$here/cudabench" -ops topk,centroid -nq "$nq" -nb "$nb" -dim "$DIM" -k "$K" -centroids "$KC" \
-    -version "$VERSIONS" -json "$OUT/bench-$name-hpcrun.json" > "$OUT/bench-$name-hpcrun.txt" 2>&1 || { status=1; log "cudabench FAILED (exit $?)"; }
+  timeout $(( $(left) - 10 )) "$here/cudabench" -ops topk,centroid,kernel-topk,kernel-centroid -nq "$nq" -nb "$nb" -dim "$DIM" -k "$K" -centroids "$KC" \
+    -version "$VERSIONS" ${PROFILE:+-profile} -json "$OUT/bench-$name-hpcrun.json" > "$OUT/bench-$name-hpcrun.txt" 2>&1 || { status=1; log "cudabench FAILED (exit $?)"; }
   tee -a "$OUT/summary.txt" < "$OUT/bench-$name-hpcrun.txt"
   if [ "${SKIP_TORCH:-}" != 1 ] && [ "$(left)" -gt 30 ]; then
     PYTHONUNBUFFERED=1 timeout $(( $(left) - 5 )) python3 "$here/torch_ref.py" --nq "$nq" --nb "$nb" --dim "$DIM" --k "$K" --centroids "$KC" \

@@ -47,7 +47,7 @@ type measurement struct {
 }
 
 func main() {
-	ops := flag.String("ops", "topk,centroid,maxarg", "comma-separated: topk, centroid, maxarg, shiftedmax, prefixmax")
+	ops := flag.String("ops", "topk,centroid,maxarg", "comma-separated: topk, centroid, maxarg, shiftedmax, prefixmax, kernel-topk, kernel-centroid")
 	nq := flag.Int("nq", 50000, "queries")
 	nb := flag.Int("nb", 10000000, "base rows (points for centroid)")
 	dim := flag.Int("dim", 512, "dimension")
@@ -58,6 +58,7 @@ func main() {
 	reps := flag.Int("reps", 1, "timed repetitions (best is reported)")
 	threads := flag.Int("threads", 0, "host threads (0 = GOMAXPROCS)")
 	jsonOut := flag.String("json", "", "write the measurements here as a JSON array")
+	profile := flag.Bool("profile", false, "after each timed op, one more run synchronising after every kernel: where the time goes")
 	flag.Parse()
 
 	desc, err := cuda.Available()
@@ -95,6 +96,7 @@ func main() {
 				fmt.Fprintf(os.Stderr, "cudabench: %s v%d warm-up: %v\n", name, v, err)
 				os.Exit(1)
 			}
+			b.Profile() // reset the counters
 			best := math.Inf(1)
 			for r := 0; r < max(1, *reps); r++ {
 				t0 := time.Now()
@@ -107,7 +109,18 @@ func main() {
 			m.Op, m.Impl, m.Device, m.Host, m.DType, m.Version = name, "hpcrun-cuda", b.Name(), host, "float16", v
 			m.Seconds, m.GFLOPS = best, flops/best/1e9
 			fmt.Printf("%-10s hpcrun-cuda v%d  %8.3f s  %8.1f TFLOP/s  nq=%d nb=%d dim=%d k=%d  %s\n", name, v, best, m.GFLOPS/1e3, m.NQ, m.NB, m.Dim, m.K, m.Note)
+			fmt.Printf("             %s\n", b.Profile())
 			out = append(out, m)
+			if *profile {
+				b.SetProfile(true)
+				t0 := time.Now()
+				if err := run(0); err != nil {
+					fmt.Fprintf(os.Stderr, "cudabench: %s v%d (profiled): %v\n", name, v, err)
+					os.Exit(1)
+				}
+				fmt.Printf("             profiled run %.3f s: %s\n", time.Since(t0).Seconds(), b.Profile())
+				b.SetProfile(false)
+			}
 		}
 	}
 	prefix := func(m kernels.Matrix, n int) kernels.Matrix {
@@ -159,6 +172,28 @@ func main() {
 				_, err := b.NearestCentroid(prefix(B, n), C, kernels.L2, kernels.NewAccum(*kc, *dim))
 				return err
 			})
+		case "kernel-topk", "kernel-centroid":
+			// the similarity kernel alone on device-resident data: the
+			// queries (or one chunk of points) against one chunk of base
+			// rows (or the centroids)
+			kop := strings.TrimPrefix(op, "kernel-")
+			nA, nB := *nq, min(*nb, 262144)
+			if kop == "centroid" {
+				nA, nB = min(*nb, 262144), *kc
+			}
+			for _, v := range vers {
+				b.Version = v
+				sec, err := b.KernelSeconds(kop, nA, nB, *dim, max(3, *reps))
+				if err != nil {
+					fmt.Fprintf(os.Stderr, "cudabench: %s v%d: %v\n", op, v, err)
+					os.Exit(1)
+				}
+				m := measurement{Op: op, Impl: "hpcrun-cuda", Device: b.Name(), Host: host, DType: "float16", NQ: nA, NB: nB, Dim: *dim,
+					Version: v, Seconds: sec, GFLOPS: 2 * float64(nA) * float64(nB) * float64(*dim) / sec / 1e9,
+					Note: "one kernel launch, data resident on the GPU"}
+				fmt.Printf("%-15s hpcrun-cuda v%d  %8.4f s  %8.1f TFLOP/s  nA=%d nB=%d dim=%d  %s\n", op, v, sec, m.GFLOPS/1e3, nA, nB, *dim, m.Note)
+				out = append(out, m)
+			}
 		case "prefixmax":
 			X := randomUnitF16(4, *npm, *dim, th)
 			timeIt("prefixmax", float64(*npm)*float64(*npm-1)*float64(*dim), measurement{NB: *npm, Dim: *dim}, func(n int) error {
