@@ -5,6 +5,7 @@ import (
 	"math"
 	"slices"
 	"time"
+	"unsafe"
 
 	"hpcrun/kernels"
 )
@@ -77,10 +78,10 @@ func (e *Backend) TopK(q, b kernels.Matrix, opt kernels.TopKOptions) (kernels.To
 	if opt.Smallest {
 		pad = float32(math.Inf(1))
 	}
-	for i := range res.Val {
-		res.Val[i], res.Idx[i] = pad, -1
-	}
 	if q.Rows == 0 || b.Rows == 0 {
+		for i := range res.Val {
+			res.Val[i], res.Idx[i] = pad, -1
+		}
 		if err := checkFinite(q, "queries", e.threads); err != nil {
 			return kernels.TopKResult{}, err
 		}
@@ -229,19 +230,39 @@ func (e *Backend) topkBlock(q, b kernels.Matrix, q0, q1 int, t topkPlan, res ker
 	if err := e.dev.launch("topk_select", [3]int{nq, 1, 1}, [3]int{threads, 1, 1}, e.compute, words(&sel)); err != nil {
 		return err
 	}
-	outKeys := make([]uint64, nq*k)
-	if err := e.dev.d2h(bytesOf(outKeys), out, e.compute); err != nil {
+	// the k keys of every query come back through the page-locked staging
+	// buffer (fast DMA), a batch of rows at a time, sorted and decoded there
+	stg, err := e.staging(max(e.tun.chunkBytes, 8*k))
+	if err != nil {
 		return err
 	}
-	if err := e.dev.sync(e.compute); err != nil {
-		return err
+	batch := max(1, min(nq, len(stg[0])/(8*k)))
+	for b0 := 0; b0 < nq; b0 += batch {
+		b1 := min(nq, b0+batch)
+		keys := unsafe.Slice((*uint64)(unsafe.Pointer(&stg[0][0])), (b1-b0)*k)
+		if err := e.dev.d2h(bytesOf(keys), out+dptr(8*b0*k), e.compute); err != nil {
+			return err
+		}
+		if err := e.dev.sync(e.compute); err != nil {
+			return err
+		}
+		if err := decodeTopK(keys, b1-b0, q0+b0, t, res, pad, e.threads); err != nil {
+			return err
+		}
 	}
-	return parallelFor(nq, e.threads, func(lo, hi int) error {
+	return nil
+}
+
+// decodeTopK sorts each of the n rows of k keys (best first) and writes them
+// as values and indices into rows r0.. of res (key 0 is padding).
+func decodeTopK(keys []uint64, n, r0 int, t topkPlan, res kernels.TopKResult, pad float32, threads int) error {
+	k := t.k
+	return parallelFor(n, threads, func(lo, hi int) error {
 		for i := lo; i < hi; i++ {
-			row := outKeys[i*k : (i+1)*k]
+			row := keys[i*k : (i+1)*k]
 			slices.Sort(row)
 			slices.Reverse(row) // best first, key 0 (padding) last
-			vals, idx := res.Row(q0 + i)
+			vals, idx := res.Row(r0 + i)
 			for j, key := range row {
 				if key == 0 {
 					vals[j], idx[j] = pad, -1

@@ -314,14 +314,20 @@ func (e *Backend) stream(m kernels.Matrix, l layout, neg bool, name string, fn f
 		return err
 	}
 	nChunks := (n + rows - 1) / rows
+	// stage packs and copies chunk c in pieces: the copy of a piece (async,
+	// from page-locked memory) runs while the next piece is packed
+	piece := max(1, ceilDiv(rows, stagePieces))
 	stage := func(c int) error {
 		r0, r1 := c*rows, min(n, (c+1)*rows)
-		b := stg[c%2][:(r1-r0)*rb]
-		if err := pack(b, m, r0, r1, l, neg, name, e.threads); err != nil {
-			return err
-		}
-		if err := e.dev.h2d(bufs[c%2], b, e.copyS); err != nil {
-			return err
+		for p0 := r0; p0 < r1; p0 += piece {
+			p1 := min(r1, p0+piece)
+			b := stg[c%2][(p0-r0)*rb : (p1-r0)*rb]
+			if err := pack(b, m, p0, p1, l, neg, name, e.threads); err != nil {
+				return err
+			}
+			if err := e.dev.h2d(bufs[c%2]+dptr((p0-r0)*rb), b, e.copyS); err != nil {
+				return err
+			}
 		}
 		return e.dev.sync(e.copyS)
 	}
@@ -356,6 +362,9 @@ func (e *Backend) stream(m kernels.Matrix, l layout, neg bool, name string, fn f
 	}
 	return nil
 }
+
+// stagePieces: a streamed chunk is packed and copied in this many pieces.
+const stagePieces = 8
 
 // bytesOf views a slice of 4- or 8-byte values as bytes (for copies).
 func bytesOf[T uint32 | uint64 | float32 | int64](s []T) []byte {

@@ -71,7 +71,7 @@ log "conformance: cuda.test -test.run '$TESTS'"
 t0=$SECONDS
 timeout 300 "$here/cuda.test" -test.v -test.run "$TESTS" -test.timeout 290s > "$OUT/conformance.txt" 2>&1
 rc=$?
-grep -E '^(--- |    --- )(PASS|FAIL|SKIP)' "$OUT/conformance.txt" | head -60 | tee -a "$OUT/summary.txt"
+grep -E '^--- |^    --- (FAIL|SKIP|PASS: [A-Za-z]+/v[0-9] )' "$OUT/conformance.txt" | head -60 | tee -a "$OUT/summary.txt"
 grep -E '^\s+\S+_test\.go:[0-9]+: (stats|largest|NVIDIA|cuda\()' "$OUT/conformance.txt" | sort -u | head -10 >> "$OUT/summary.txt"
 if [ $rc -ne 0 ]; then
   status=1
