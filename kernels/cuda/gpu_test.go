@@ -186,3 +186,45 @@ func TestGPUVersionsAgree(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkGPUTopK and BenchmarkGPUNearestCentroid time the default kernel
+// version end to end from host memory on CLIP-sized float16 rows (skipped
+// without a GPU; cmd/cudabench runs the paper-sized shapes beside PyTorch).
+func BenchmarkGPUTopK(b *testing.B) {
+	be := newGPUBench(b)
+	q := kerneltest.Gen(1, 4096, 512, kerneltest.Gauss, true)
+	base := kerneltest.Gen(2, 200000, 512, kerneltest.Gauss, true)
+	b.SetBytes(int64(base.M.Rows * 512 * 2))
+	for b.Loop() {
+		if _, err := be.TopK(q.M, base.M, kernels.TopKOptions{K: 100}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(2*4096*200000*512*float64(b.N)/b.Elapsed().Seconds()/1e12, "TFLOP/s")
+}
+
+func BenchmarkGPUNearestCentroid(b *testing.B) {
+	be := newGPUBench(b)
+	x := kerneltest.Gen(3, 200000, 512, kerneltest.Gauss, true)
+	c := kerneltest.Gen(4, 1024, 512, kerneltest.Gauss, true)
+	b.SetBytes(int64(x.M.Rows * 512 * 2))
+	for b.Loop() {
+		if _, err := be.NearestCentroid(x.M, c.M, kernels.L2, kernels.NewAccum(1024, 512)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(2*200000*1024*512*float64(b.N)/b.Elapsed().Seconds()/1e12, "TFLOP/s")
+}
+
+func newGPUBench(b *testing.B) *Backend {
+	b.Helper()
+	if _, err := Available(); err != nil || emulated() {
+		b.Skipf("no GPU: %v", err)
+	}
+	be, err := New(0, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { be.Close() })
+	return be
+}
