@@ -53,6 +53,9 @@ var ErrFormat = errors.New("not a JPEG, PNG or WebP image")
 func Decode(data []byte) (*Picture, error) {
 	switch {
 	case len(data) >= 3 && data[0] == 0xff && data[1] == 0xd8 && data[2] == 0xff:
+		if p, err, ok := decodeTurbo(data); ok {
+			return p, err
+		}
 		img, err := jpeg.Decode(bytes.NewReader(data))
 		if err != nil {
 			return nil, fmt.Errorf("jpeg: %w", err)

@@ -133,8 +133,9 @@ for f in sys.argv[3:]:
 
 // pilTolerance is the largest |Run - PIL| allowed, in 8-bit levels before
 // normalisation, per format: PNG goes through no lossy decoder and must
-// match exactly; JPEG and WebP pixels come from Go's decoders, whose IDCT
-// rounds differently from libjpeg-turbo's, so a decoded pixel may be a
+// match exactly; JPEG decoded by libjpeg-turbo (PIL's own decoder) must
+// match exactly too, but CMYK JPEGs and JPEGs without the library come from
+// Go's decoder, whose IDCT rounds differently, so a decoded pixel may be a
 // level or three off (resampling can carry that to a few levels at sharp
 // edges); WebP (libwebp's upsampler and YUV tables replicated) matches
 // exactly. meanLevels bounds the mean difference. One level is
@@ -178,11 +179,71 @@ func TestPreprocessMatchesPIL(t *testing.T) {
 		}
 		meanL := sumL / float64(len(ref))
 		tol := pilTolerance[filepath.Ext(f)]
+		if p.Format == "jpeg" && p.Mode != ModeCMYK && JPEGDecoder() == "libjpeg-turbo" {
+			tol.maxLevels, tol.meanLevels = 0, 0 // PIL's own decoder: exact
+		}
 		t.Logf("%-14s %-4s %3dx%-3d decode: max %2.0f mean %.3f levels; tensor: max %.2f mean %.4f levels", name, p.Mode, p.W, p.H, dmax, dmean, maxL, meanL)
 		if maxL > tol.maxLevels+1e-3 || meanL > tol.meanLevels {
 			t.Errorf("%s: differs from PIL by up to %.2f levels (mean %.4f), tolerance %v / %v", name, maxL, meanL, tol.maxLevels, tol.meanLevels)
 		}
 	}
+}
+
+// TestJPEGDecoders: libjpeg-turbo is there where make deps ran (required
+// under HPCRUN_REQUIRE_REFS=1); HPCRUN_JPEG=go switches to image/jpeg,
+// which decodes the same files to within a few levels; a truncated JPEG is
+// an error from both.
+func TestJPEGDecoders(t *testing.T) {
+	d := JPEGDecoder()
+	t.Logf("JPEG decoder: %s", d)
+	if d != "libjpeg-turbo" {
+		if os.Getenv("HPCRUN_REQUIRE_REFS") == "1" {
+			t.Fatalf("libjpeg-turbo not used (apt-get install libturbojpeg0): %s", d)
+		}
+		t.Skip(d)
+	}
+	for _, name := range []string{"photo.jpg", "photo422.jpg", "grey.jpg", "cmyk.jpg"} {
+		data, err := os.ReadFile(filepath.Join("testdata", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		tj, err := Decode(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Setenv(JPEGEnv, "go")
+		if d := JPEGDecoder(); !strings.HasPrefix(d, "go (") {
+			t.Fatalf("%s=go: decoder %q", JPEGEnv, d)
+		}
+		g, err := Decode(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Decode(data[:len(data)*2/3]); err == nil {
+			t.Errorf("%s: truncated file accepted by the Go decoder", name)
+		}
+		os.Unsetenv(JPEGEnv)
+		if _, err := Decode(data[:len(data)*2/3]); err == nil {
+			t.Errorf("%s: truncated file accepted by libjpeg-turbo", name)
+		}
+		if tj.W != g.W || tj.H != g.H || tj.Mode != g.Mode || tj.C != g.C {
+			t.Fatalf("%s: %dx%d %v/%d vs Go %dx%d %v/%d", name, tj.W, tj.H, tj.Mode, tj.C, g.W, g.H, g.Mode, g.C)
+		}
+		dmax := 0
+		for i := range tj.Pix {
+			dmax = max(dmax, abs(int(tj.Pix[i])-int(g.Pix[i])))
+		}
+		if dmax > 4 {
+			t.Errorf("%s: libjpeg-turbo and image/jpeg differ by %d levels", name, dmax)
+		}
+	}
+}
+
+func abs(x int) int {
+	if x < 0 {
+		return -x
+	}
+	return x
 }
 
 // toRGB is convert("RGB") of the decoded planes, for the decoder check.

@@ -10,7 +10,7 @@ ORT_VERSION=1.24.3
 ORT_LIB_SHA256=92ba8e44d31b80a34f5e805076a044122c3be1fffe0d88ed790de7267b0b2682
 ORT_DIR=third_party/onnxruntime
 
-APT_PKGS=(python3-numpy python3-faiss python3-pil libopenblas0-pthread nats-server clang-19 chromium fonts-dejavu-core ca-certificates)
+APT_PKGS=(python3-numpy python3-faiss python3-pil libturbojpeg0 libopenblas0-pthread nats-server clang-19 chromium fonts-dejavu-core ca-certificates)
 
 log() { printf '[deps] %s\n' "$*"; }
 SUDO=""

@@ -299,7 +299,7 @@ func embedSet(ctx context.Context, env *Env, name string, ec *configs.Embed) (*e
 		}
 		os.RemoveAll(filepath.Join(out, ".parts"))
 		env.Log.Info("embed: done", "set", name, "images", rows, "failed", len(failed), "shards", shards, "dim", dim,
-			"dtype", ec.DType, "images_per_s", fmt.Sprintf("%.1f", rep.Rate))
+			"dtype", ec.DType, "images_per_s", fmt.Sprintf("%.1f", rep.Rate), "jpeg", clip.JPEGDecoder())
 	}
 	if err := comm.Barrier(ctx); err != nil {
 		return nil, err
