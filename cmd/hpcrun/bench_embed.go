@@ -212,8 +212,8 @@ batch_size = %d
 	rate := float64(set.PipelineImages) / set.PipelineSeconds
 	refRate := float64(ref.NQ) / ref.Seconds
 	m := Measurement{Op: "embed", Impl: "hpcrun", Host: b.host, DType: "float32", NQ: set.PipelineImages, Dim: ref.Dim, Seconds: set.PipelineSeconds,
-		Note: fmt.Sprintf("%.1f images/s = %.0f%% of ort; decode+preprocess of 500x375 JPEGs overlapped with inference, batch %d, %d threads, %s; whole stage %.2f s",
-			rate, 100*rate/refRate, b.batch, b.threads, set.Provider, total)}
+		Note: fmt.Sprintf("%.1f images/s = %.0f%% of ort; decode (%s) + preprocess of 500x375 JPEGs overlapped with inference, batch %d, %d threads, %s; whole stage %.2f s",
+			rate, 100*rate/refRate, clip.JPEGDecoder(), b.batch, b.threads, set.Provider, total)}
 	if b.flops > 0 {
 		m.GFLOPS = b.flops * rate / 1e9
 	}
