@@ -202,6 +202,14 @@ func (t *natsTransport) connect(role string) (*nats.Conn, error) {
 		nats.Name(fmt.Sprintf("hpcrun %s rank %d %s", t.cfg.JobID, t.cfg.Rank, role)),
 		nats.NoReconnect(),
 		nats.Timeout(min(max(t.cfg.Timeout, time.Second), 10*time.Second)),
+		// A write to the server that cannot finish (a cut link; the server
+		// stalling this producer behind a dead consumer) must not outlive the
+		// liveness verdict: without a deadline a publish blocks in the
+		// socket write for nats.go's default minute, holding the connection,
+		// and the rank never reports the dead peer. With it, the write fails
+		// a heartbeat interval after the peer would have been declared dead,
+		// and publish returns that verdict (publish prefers mbox.err()).
+		nats.FlusherTimeout(max(t.cfg.Timeout, time.Second)+heartbeatInterval(t.cfg.Timeout)),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { t.lost(role, err) }),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			// A slow consumer has lost messages: a collective would hang.

@@ -96,7 +96,22 @@ func StartServer(o ServerOptions) (*Server, error) {
 func (s *Server) URL() string { return s.url }
 
 // Shutdown stops the server and waits until it has.
+//
+// It waits at most shutdownWait: the server's own Shutdown waits for every
+// client goroutine, and one writing to a peer whose link is gone blocks
+// until WriteDeadline (a minute), which would keep a failing rank alive
+// long after it has reported the dead peer.
 func (s *Server) Shutdown() {
-	s.ns.Shutdown()
-	s.ns.WaitForShutdown()
+	done := make(chan struct{})
+	go func() {
+		s.ns.Shutdown()
+		s.ns.WaitForShutdown()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(shutdownWait):
+	}
 }
+
+const shutdownWait = 2 * time.Second
