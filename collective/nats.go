@@ -209,7 +209,7 @@ func (t *natsTransport) connect(role string) (*nats.Conn, error) {
 		// and the rank never reports the dead peer. With it, the write fails
 		// a heartbeat interval after the peer would have been declared dead,
 		// and publish returns that verdict (publish prefers mbox.err()).
-		nats.FlusherTimeout(max(t.cfg.Timeout, time.Second)+heartbeatInterval(t.cfg.Timeout)),
+		nats.FlusherTimeout(max(t.cfg.Timeout, time.Second) + heartbeatInterval(t.cfg.Timeout)),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { t.lost(role, err) }),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			// A slow consumer has lost messages: a collective would hang.
