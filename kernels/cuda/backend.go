@@ -17,8 +17,9 @@ type Backend struct {
 	// Version selects the kernel version of every op (see the .cu
 	// headers): 0 picks the fastest that applies (defaultVersion, tensor
 	// cores, when both inputs are float16; else 1), 1 forces the FFMA
-	// kernels, 2 and 3 the tensor-core kernels where the inputs are
-	// float16 (others use 1).
+	// kernels, 2, 3 and 4 the tensor-core kernels where the inputs are
+	// float16 (others use 1; 4 falls back to 3 on a GPU without 80 KiB of
+	// shared memory per block).
 	Version int
 
 	dev     device
@@ -82,7 +83,7 @@ const EmulatorEnv = "HPCRUN_CUDA_EMULATOR"
 func emulated() bool { return os.Getenv(EmulatorEnv) == "1" }
 
 // VersionEnv names the environment variable that sets a new Backend's
-// Version (0, 1, 2 or 3; e.g. to run a whole experiment on one kernel
+// Version (0, 1, 2, 3 or 4; e.g. to run a whole experiment on one kernel
 // version).
 const VersionEnv = "HPCRUN_CUDA_KERNELS"
 
@@ -92,8 +93,8 @@ func versionFromEnv() (int, error) {
 		return 0, nil
 	}
 	v, err := strconv.Atoi(s)
-	if err != nil || v < 0 || v > 3 {
-		return 0, fmt.Errorf("kernels/cuda: %s=%q: want 0 (auto), 1, 2 or 3", VersionEnv, s)
+	if err != nil || v < 0 || v > 4 {
+		return 0, fmt.Errorf("kernels/cuda: %s=%q: want 0 (auto), 1, 2, 3 or 4", VersionEnv, s)
 	}
 	return v, nil
 }
@@ -202,6 +203,8 @@ func (e *Backend) version(l layout) int {
 	switch {
 	case e.Version == 1, !l.f16:
 		return 1
+	case e.Version == 4 && !e.dev.has("topk_kernel4_f16"):
+		return 3 // this GPU lacks the shared memory version 4 needs
 	case e.Version >= 2:
 		return e.Version
 	default:

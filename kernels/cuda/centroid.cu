@@ -15,6 +15,7 @@ epilogue):
   centroid_kernel1_f16       version 1: FFMA 64x64 tile, float16 inputs
   centroid_kernel2_f16       version 2: mma.sync m16n8k16 128x128 tile, float16 inputs
   centroid_kernel3_f16       version 3: v2 fed by cp.async double buffering + ldmatrix
+  centroid_kernel4_f16       version 4: v3 with a four-stage pipeline (dynamic shared memory)
   centroid_sums_kernel1_f32  sums, version 1: one thread per (point, coordinate),
   centroid_sums_kernel1_f16  atom.add.u64 into sums[c*dim + k]
   centroid_sums_kernel2_f32  sums, version 2 (used with tile versions 2 and 3): one
@@ -29,6 +30,7 @@ KERNEL __launch_bounds__(V1_THREADS) void centroid_kernel1_f32(SimArgs a) { argm
 KERNEL __launch_bounds__(V1_THREADS) void centroid_kernel1_f16(SimArgs a) { argmax_v1<u16, false>(a); }
 KERNEL __launch_bounds__(V2_THREADS) void centroid_kernel2_f16(SimArgs a) { argmax_mma<2, false>(a); }
 KERNEL __launch_bounds__(V2_THREADS) void centroid_kernel3_f16(SimArgs a) { argmax_mma<3, false>(a); }
+KERNEL __launch_bounds__(V2_THREADS) void centroid_kernel4_f16(SimArgs a) { argmax_mma<4, false>(a); }
 
 // SumArgs is the by-value parameter of the sums kernels (all fields 8 bytes;
 // Go twin: sumArgs in ptx.go).

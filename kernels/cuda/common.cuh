@@ -24,6 +24,10 @@
 //       the next k step in flight during this one's mma) and ldmatrix.x4
 //       fragment loads (one instruction per 16x16 A tile or 2 B tiles
 //       instead of 4 lds.32). 40 KiB of static shared memory.
+//   v4 (tensor cores, float16 only): v3 with a four-stage cp.async pipeline
+//       (three k steps in flight, one barrier per k step) in 80 KiB of
+//       dynamic shared memory (the host raises the kernel's limit); same
+//       fragments and mma sequence, so bit-identical to v2 and v3.
 // In both, the value of a pair depends only on its two rows, never on the
 // tile position, so results of base chunks merge exactly (kernels.MergeTopK)
 // and chunked k-means assignments are identical.
@@ -231,6 +235,7 @@ DEV void cp_async16(u32 dst, const void* src, bool pred) {
 DEV void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
 DEV void cp_async_wait0() { asm volatile("cp.async.wait_group 0;" ::: "memory"); }
 DEV void cp_async_wait1() { asm volatile("cp.async.wait_group 1;" ::: "memory"); }
+DEV void cp_async_wait2() { asm volatile("cp.async.wait_group 2;" ::: "memory"); }
 
 // ldmatrix.x4: four 8x8 b16 matrices; lanes 8m..8m+7 give matrix m's row
 // addresses, lane l receives row l/4, elements 2(l%4), 2(l%4)+1 of each.
@@ -308,10 +313,84 @@ DEV void v3_tile(const SimArgs& a, i64 i0, i64 j0, float acc[4][4][4], u16* sm) 
     }
 }
 
-// mma_tile: the engine of tensor-core version V (2 or 3) with its shared memory.
+// ---------------------------------------------------------------------------
+// v4: v3 with a four-stage pipeline in dynamic shared memory
+
+#define V4_STAGES 4
+#define V4_SMEM_BYTES (V4_STAGES * 2 * V2_TILE * V2_LDS * 2) // 81920; Go twin: v4SharedBytes
+
+extern __shared__ __attribute__((aligned(16))) u16 dsmem[];
+
+// v4_tile: as v3_tile with stages kt, kt+1, kt+2 in flight while kt is
+// computed. Every iteration commits one group (empty past the end), so
+// wait_group(STAGES-2) always means "step kt has landed".
+DEV void v4_tile(const SimArgs& a, i64 i0, i64 j0, float acc[4][4][4]) {
+    const u16* A = (const u16*)a.A;
+    const u16* B = (const u16*)a.B;
+    const int tid = tid_x(), lane = tid & 31, warp = tid >> 5;
+    const int wm = warp >> 2, wn = warp & 3;
+#pragma unroll
+    for (int mt = 0; mt < 4; mt++)
+#pragma unroll
+        for (int nt = 0; nt < 4; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) acc[mt][nt][e] = 0.0f;
+    const u32 base = smem_addr(dsmem);
+    const u32 stageBytes = 2 * V2_TILE * V2_LDS * 2, bOff = V2_TILE * V2_LDS * 2;
+    auto load = [&](i64 kt, int st) {
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            const int idx = tid + V2_THREADS * e, row = idx >> 2, seg = idx & 3;
+            const i64 ia = i0 + row, jb = j0 + row;
+            const u32 off = (u32)(row * V2_LDS + seg * 8) * 2;
+            cp_async16(base + st * stageBytes + off, A + (ia < a.nA ? ia : 0) * a.ld + kt * V2_BK + seg * 8, ia < a.nA);
+            cp_async16(base + st * stageBytes + bOff + off, B + (jb < a.nB ? jb : 0) * a.ld + kt * V2_BK + seg * 8, jb < a.nB);
+        }
+    };
+    const u32 aLane = (u32)(((lane & 7) + 8 * ((lane >> 3) & 1)) * V2_LDS + 8 * (lane >> 4)) * 2;
+    const u32 bLane = (u32)(((lane & 7) + 8 * (lane >> 4)) * V2_LDS + 8 * ((lane >> 3) & 1)) * 2;
+    const i64 nk = a.ld / V2_BK;
+    for (int s = 0; s < V4_STAGES - 1; s++) {
+        if (s < nk) load(s, s);
+        cp_async_commit();
+    }
+    for (i64 kt = 0; kt < nk; kt++) {
+        cp_async_wait2(); // V4_STAGES - 2: step kt has landed (for this thread)
+        sync_threads();   // ... for every thread; and step kt-1's stage is free
+        const i64 next = kt + V4_STAGES - 1;
+        if (next < nk) load(next, (int)(next % V4_STAGES));
+        cp_async_commit();
+        const u32 As = base + (u32)(kt % V4_STAGES) * stageBytes, Bs = As + bOff;
+#pragma unroll
+        for (int ks = 0; ks < V2_BK; ks += 16) {
+            u32 af[4][4], bf[4][2];
+#pragma unroll
+            for (int mt = 0; mt < 4; mt++)
+                ldmatrix_x4(af[mt], As + (u32)((wm * 64 + mt * 16) * V2_LDS + ks) * 2 + aLane);
+#pragma unroll
+            for (int np = 0; np < 2; np++) {
+                u32 r[4];
+                ldmatrix_x4(r, Bs + (u32)((wn * 32 + np * 16) * V2_LDS + ks) * 2 + bLane);
+                bf[2 * np][0] = r[0];
+                bf[2 * np][1] = r[1];
+                bf[2 * np + 1][0] = r[2];
+                bf[2 * np + 1][1] = r[3];
+            }
+#pragma unroll
+            for (int mt = 0; mt < 4; mt++)
+#pragma unroll
+                for (int nt = 0; nt < 4; nt++) mma_16816(acc[mt][nt], af[mt], bf[nt]);
+        }
+    }
+    cp_async_wait0(); // only empty groups remain; drain before exit
+}
+
+// mma_tile: the engine of tensor-core version V (2, 3 or 4) with its shared memory.
 template <int V>
 DEV void mma_tile(const SimArgs& a, i64 i0, i64 j0, float acc[4][4][4]) {
-    if (V == 3) {
+    if (V == 4) {
+        v4_tile(a, i0, j0, acc);
+    } else if (V == 3) {
         __shared__ __attribute__((aligned(16))) u16 sm[V3_SMEM];
         v3_tile(a, i0, j0, acc, sm);
     } else {

@@ -32,6 +32,7 @@ type device interface {
 	d2h(dst []byte, src dptr, s stream) error // async on s
 	memsetD32(dst dptr, v uint32, n int, s stream) error
 	launch(kernel string, grid, block [3]int, s stream, params []uint64) error
+	has(kernel string) bool // the kernel is loaded and this GPU can run it
 	sync(s stream) error
 	newStream() (stream, error)
 	memInfo() (free, total uint64, err error)

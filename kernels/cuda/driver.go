@@ -39,6 +39,7 @@ type driver struct {
 	cuStreamCreate            func(s *uintptr, flags uint32) int32
 	cuStreamDestroy           func(s uintptr) int32
 	cuStreamSynchronize       func(s uintptr) int32
+	cuFuncSetAttribute        func(f uintptr, attr int32, v int32) int32
 	cuLaunchKernel            func(f uintptr, gx, gy, gz, bx, by, bz, shared uint32, s uintptr, params *unsafe.Pointer, extra *unsafe.Pointer) int32
 	cuGetErrorName            func(e int32, s **byte) int32
 	cuGetErrorString          func(e int32, s **byte) int32
@@ -56,6 +57,7 @@ const (
 	jitErrorLogBuffer  = 5  // CU_JIT_ERROR_LOG_BUFFER
 	jitErrorLogSize    = 6  // CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES
 	streamNonBlocking  = 1  // CU_STREAM_NON_BLOCKING
+	attrMaxDynShared   = 8  // CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
 )
 
 var (
@@ -106,6 +108,7 @@ func openDriver() (*driver, error) {
 		{&d.cuStreamCreate, []string{"cuStreamCreate"}},
 		{&d.cuStreamDestroy, []string{"cuStreamDestroy_v2", "cuStreamDestroy"}},
 		{&d.cuStreamSynchronize, []string{"cuStreamSynchronize"}},
+		{&d.cuFuncSetAttribute, []string{"cuFuncSetAttribute"}},
 		{&d.cuLaunchKernel, []string{"cuLaunchKernel"}},
 		{&d.cuGetErrorName, []string{"cuGetErrorName"}},
 		{&d.cuGetErrorString, []string{"cuGetErrorString"}},
@@ -232,6 +235,7 @@ type cudaDevice struct {
 	ctx     uintptr
 	mods    []uintptr
 	funcs   map[string]uintptr
+	missing map[string]string // kernels this GPU cannot run, and why
 	streams []uintptr
 }
 
@@ -247,7 +251,7 @@ func openDevice(ordinal int) (device, error) {
 	if inf.major < 8 {
 		return nil, fmt.Errorf("kernels/cuda: %s: compute capability %d.%d; the kernels need sm_80 or newer", inf.name, inf.major, inf.minor)
 	}
-	c := &cudaDevice{d: d, inf: inf, funcs: map[string]uintptr{}}
+	c := &cudaDevice{d: d, inf: inf, funcs: map[string]uintptr{}, missing: map[string]string{}}
 	if err := d.check("cuDevicePrimaryCtxRetain", d.cuDevicePrimaryCtxRetain(&c.ctx, inf.dev)); err != nil {
 		return nil, err
 	}
@@ -285,12 +289,22 @@ func (c *cudaDevice) loadModule(m ptxModule) error {
 		if err := c.d.check("cuModuleGetFunction("+name+")", c.d.cuModuleGetFunction(&f, mod, name)); err != nil {
 			return err
 		}
+		if n := dynamicShared(name); n > 0 {
+			// more than 48 KiB needs the opt-in; a GPU without that much
+			// shared memory per block just lacks the kernel (has reports it)
+			if r := c.d.cuFuncSetAttribute(f, attrMaxDynShared, int32(n)); r != cuSuccess {
+				c.missing[name] = fmt.Sprintf("%d bytes of shared memory: %s", n, c.d.errText(r))
+				continue
+			}
+		}
 		c.funcs[name] = f
 	}
 	return nil
 }
 
 func (c *cudaDevice) String() string { return c.inf.String() }
+
+func (c *cudaDevice) has(kernel string) bool { _, ok := c.funcs[kernel]; return ok }
 
 func (c *cudaDevice) describe() string {
 	return fmt.Sprintf("%s, sm_%d%d", c.inf.name, c.inf.major, c.inf.minor)
@@ -346,6 +360,9 @@ func (c *cudaDevice) memsetD32(dst dptr, v uint32, n int, s stream) error {
 func (c *cudaDevice) launch(name string, grid, block [3]int, s stream, params []uint64) error {
 	f, ok := c.funcs[name]
 	if !ok {
+		if why, ok := c.missing[name]; ok {
+			return fmt.Errorf("kernels/cuda: %s cannot run on %s: %s", name, c.inf.name, why)
+		}
 		return fmt.Errorf("kernels/cuda: no kernel %q in the embedded PTX", name)
 	}
 	for _, g := range grid {
@@ -359,7 +376,7 @@ func (c *cudaDevice) launch(name string, grid, block [3]int, s stream, params []
 	// one by-value struct parameter: kernelParams[0] points at its bytes
 	kp := []unsafe.Pointer{unsafe.Pointer(&params[0])}
 	r := c.d.cuLaunchKernel(f, uint32(grid[0]), uint32(grid[1]), uint32(grid[2]),
-		uint32(block[0]), uint32(block[1]), uint32(block[2]), 0, uintptr(s), &kp[0], nil)
+		uint32(block[0]), uint32(block[1]), uint32(block[2]), uint32(dynamicShared(name)), uintptr(s), &kp[0], nil)
 	return c.d.check("cuLaunchKernel("+name+")", r)
 }
 

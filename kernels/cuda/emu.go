@@ -54,6 +54,8 @@ func newEmuDevice() (*emuDevice, error) {
 
 func (d *emuDevice) describe() string { return "emulated" }
 
+func (d *emuDevice) has(kernel string) bool { return d.entries[kernel] }
+
 func (d *emuDevice) alloc(n int) (dptr, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()

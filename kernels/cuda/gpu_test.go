@@ -33,7 +33,7 @@ func newGPU(t *testing.T, version int) *Backend {
 // kernel version (versions 2 and 3 apply to the float16 cases; float32
 // cases use version 1 in every run).
 func TestGPUConformance(t *testing.T) {
-	for _, v := range []int{1, 2, 3} {
+	for _, v := range []int{1, 2, 3, 4} {
 		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) { kerneltest.All(t, newGPU(t, v)) })
 	}
 }
@@ -41,7 +41,7 @@ func TestGPUConformance(t *testing.T) {
 // TestGPUSmallTunables crosses chunk, query-block, grid-slice and overflow
 // boundaries on the GPU.
 func TestGPUSmallTunables(t *testing.T) {
-	for _, v := range []int{1, 2, 3} {
+	for _, v := range []int{1, 2, 3, 4} {
 		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) {
 			b := newGPU(t, v)
 			b.tun = tunables{chunkBytes: 64 << 10, topkHeadroom: 64, topkBytes: 40 * (8*(300+64) + 8*300 + 8 + 4*160), maxGridY: 2, residentFrac: 0.5}
@@ -87,7 +87,7 @@ func TestGPULargeK(t *testing.T) {
 // does not depend on atomics' order), and NearestCentroid against exact
 // scores with sums equal to those of the returned assignment.
 func TestGPURealShape(t *testing.T) {
-	for _, v := range []int{1, 2, 3} {
+	for _, v := range []int{1, 2, 3, 4} {
 		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) {
 			b := newGPU(t, v)
 			q := kerneltest.Gen(3, 64, 512, kerneltest.Gauss, true)
@@ -144,11 +144,11 @@ func TestGPURealShape(t *testing.T) {
 	}
 }
 
-// TestGPUVersionsAgree: versions 2 and 3 run the same mma sequence on the
-// same fragments (v3 only feeds them differently), so every op gives
-// bit-identical results on float16 inputs, over ragged tile edges.
+// TestGPUVersionsAgree: versions 2, 3 and 4 run the same mma sequence on
+// the same fragments (3 and 4 only feed them differently), so every op
+// gives bit-identical results on float16 inputs, over ragged tile edges.
 func TestGPUVersionsAgree(t *testing.T) {
-	b2, b3 := newGPU(t, 2), newGPU(t, 3)
+	b2, b3, b4 := newGPU(t, 2), newGPU(t, 3), newGPU(t, 4)
 	q := kerneltest.Gen(7, 300, 512, kerneltest.Gauss, true)
 	base := kerneltest.Gen(8, 20011, 512, kerneltest.Duplicates, true)
 	type run struct {
@@ -177,12 +177,14 @@ func TestGPUVersionsAgree(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s v2: %v", r.name, err)
 		}
-		got3, err := r.f(b3)
-		if err != nil {
-			t.Fatalf("%s v3: %v", r.name, err)
-		}
-		if !reflect.DeepEqual(got2, got3) {
-			t.Errorf("%s: versions 2 and 3 differ", r.name)
+		for v, b := range map[int]*Backend{3: b3, 4: b4} {
+			got, err := r.f(b)
+			if err != nil {
+				t.Fatalf("%s v%d: %v", r.name, v, err)
+			}
+			if !reflect.DeepEqual(got2, got) {
+				t.Errorf("%s: versions 2 and %d differ", r.name, v)
+			}
 		}
 	}
 }

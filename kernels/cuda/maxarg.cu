@@ -13,6 +13,7 @@ epilogue: best[i] = max over j of key(dot·scale[j] + bias[j], j)):
   maxarg_kernel1_f16  version 1: FFMA 64x64 tile, float16 inputs
   maxarg_kernel2_f16  version 2: mma.sync m16n8k16 128x128 tile, float16 inputs
   maxarg_kernel3_f16       version 3: v2 fed by cp.async double buffering + ldmatrix
+  maxarg_kernel4_f16       version 4: v3 with a four-stage pipeline (dynamic shared memory)
 
 Regenerate the PTX (clang-19, no CUDA toolkit): scripts/ptx.sh
 */
@@ -22,3 +23,4 @@ KERNEL __launch_bounds__(V1_THREADS) void maxarg_kernel1_f32(SimArgs a) { argmax
 KERNEL __launch_bounds__(V1_THREADS) void maxarg_kernel1_f16(SimArgs a) { argmax_v1<u16, false>(a); }
 KERNEL __launch_bounds__(V2_THREADS) void maxarg_kernel2_f16(SimArgs a) { argmax_mma<2, false>(a); }
 KERNEL __launch_bounds__(V2_THREADS) void maxarg_kernel3_f16(SimArgs a) { argmax_mma<3, false>(a); }
+KERNEL __launch_bounds__(V2_THREADS) void maxarg_kernel4_f16(SimArgs a) { argmax_mma<4, false>(a); }

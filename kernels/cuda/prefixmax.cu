@@ -13,6 +13,7 @@ common.cuh argmax epilogue with the mask bOff+j < aOff+i):
   prefixmax_kernel1_f16  version 1: FFMA 64x64 tile, float16 inputs
   prefixmax_kernel2_f16  version 2: mma.sync m16n8k16 128x128 tile, float16 inputs
   prefixmax_kernel3_f16       version 3: v2 fed by cp.async double buffering + ldmatrix
+  prefixmax_kernel4_f16       version 4: v3 with a four-stage pipeline (dynamic shared memory)
 
 Regenerate the PTX (clang-19, no CUDA toolkit): scripts/ptx.sh
 */
@@ -22,3 +23,4 @@ KERNEL __launch_bounds__(V1_THREADS) void prefixmax_kernel1_f32(SimArgs a) { arg
 KERNEL __launch_bounds__(V1_THREADS) void prefixmax_kernel1_f16(SimArgs a) { argmax_v1<u16, true>(a); }
 KERNEL __launch_bounds__(V2_THREADS) void prefixmax_kernel2_f16(SimArgs a) { argmax_mma<2, true>(a); }
 KERNEL __launch_bounds__(V2_THREADS) void prefixmax_kernel3_f16(SimArgs a) { argmax_mma<3, true>(a); }
+KERNEL __launch_bounds__(V2_THREADS) void prefixmax_kernel4_f16(SimArgs a) { argmax_mma<4, true>(a); }

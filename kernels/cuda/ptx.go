@@ -3,6 +3,7 @@ package cuda
 import (
 	"embed"
 	"fmt"
+	"strings"
 	"unsafe"
 )
 
@@ -20,11 +21,11 @@ type ptxModule struct {
 }
 
 var ptxModules = []ptxModule{
-	{"topk.ptx", []string{"topk_kernel1_f32", "topk_kernel1_f16", "topk_kernel2_f16", "topk_kernel3_f16", "topk_select"}},
-	{"maxarg.ptx", []string{"maxarg_kernel1_f32", "maxarg_kernel1_f16", "maxarg_kernel2_f16", "maxarg_kernel3_f16"}},
-	{"centroid.ptx", []string{"centroid_kernel1_f32", "centroid_kernel1_f16", "centroid_kernel2_f16", "centroid_kernel3_f16",
+	{"topk.ptx", []string{"topk_kernel1_f32", "topk_kernel1_f16", "topk_kernel2_f16", "topk_kernel3_f16", "topk_kernel4_f16", "topk_select"}},
+	{"maxarg.ptx", []string{"maxarg_kernel1_f32", "maxarg_kernel1_f16", "maxarg_kernel2_f16", "maxarg_kernel3_f16", "maxarg_kernel4_f16"}},
+	{"centroid.ptx", []string{"centroid_kernel1_f32", "centroid_kernel1_f16", "centroid_kernel2_f16", "centroid_kernel3_f16", "centroid_kernel4_f16",
 		"centroid_sums_kernel1_f32", "centroid_sums_kernel1_f16", "centroid_sums_kernel2_f32", "centroid_sums_kernel2_f16"}},
-	{"prefixmax.ptx", []string{"prefixmax_kernel1_f32", "prefixmax_kernel1_f16", "prefixmax_kernel2_f16", "prefixmax_kernel3_f16"}},
+	{"prefixmax.ptx", []string{"prefixmax_kernel1_f32", "prefixmax_kernel1_f16", "prefixmax_kernel2_f16", "prefixmax_kernel3_f16", "prefixmax_kernel4_f16"}},
 }
 
 func ptxSource(file string) (string, error) {
@@ -43,6 +44,18 @@ const (
 	maxGridY   = 65535
 	sumsBlocks = 4096 // grid of the grid-stride sums kernel (at most)
 )
+
+// v4SharedBytes is the dynamic shared memory of the version-4 kernels
+// (common.cuh V4_SMEM_BYTES: 4 stages x (128 + 128) rows x 40 halves).
+const v4SharedBytes = 4 * 2 * 128 * 40 * 2
+
+// dynamicShared returns the dynamic shared memory a kernel is launched with.
+func dynamicShared(kernel string) int {
+	if strings.Contains(kernel, "_kernel4_") {
+		return v4SharedBytes
+	}
+	return 0
+}
 
 func tileOf(version int) int {
 	if version >= 2 {

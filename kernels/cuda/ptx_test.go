@@ -61,7 +61,7 @@ func TestPTXStructure(t *testing.T) {
 				t.Errorf("%s: missing %q", m.file, strings.TrimSpace(want))
 			}
 		}
-		for _, bad := range []string{".extern", "call.uni", "\tcall ", ".func ", ".local", "__local_depot"} {
+		for _, bad := range []string{".extern .func", "call.uni", "\tcall ", ".func ", ".local", "__local_depot"} {
 			if strings.Contains(src, bad) {
 				t.Errorf("%s: contains %q (calls, external functions or local memory)", m.file, bad)
 			}
@@ -94,7 +94,7 @@ func TestPTXStructure(t *testing.T) {
 			}
 			mma := strings.Count(body, "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32")
 			sums := strings.HasPrefix(name, "centroid_sums")
-			tc := !sums && (strings.Contains(name, "_kernel2_") || strings.Contains(name, "_kernel3_"))
+			tc := !sums && (strings.Contains(name, "_kernel2_") || strings.Contains(name, "_kernel3_") || strings.Contains(name, "_kernel4_"))
 			if sums && strings.Contains(name, "_kernel2_") != strings.Contains(body, "red.global.add.u64") {
 				t.Errorf("%s: red.global.add.u64 is the sums kernel 2's (and only its) atomic", name)
 			}
@@ -109,11 +109,19 @@ func TestPTXStructure(t *testing.T) {
 			ldm := strings.Count(body, "ldmatrix.sync.aligned.m8n8.x4.shared.b16")
 			cpa := strings.Count(body, "cp.async.cg.shared.global")
 			v3 := strings.Contains(name, "_kernel3_")
+			v4 := strings.Contains(name, "_kernel4_")
+			dyn := strings.Contains(body, "dsmem")
 			switch {
 			case v3 && (ldm != 12 || cpa != 8 || !strings.Contains(body, "cp.async.wait_group 1") || !strings.Contains(body, "cp.async.wait_group 0")):
 				t.Errorf("%s: %d ldmatrix.x4, %d cp.async, want 12 and 8 and both wait_group forms", name, ldm, cpa)
-			case !v3 && ldm+cpa != 0:
-				t.Errorf("%s: ldmatrix / cp.async outside version 3", name)
+			case v4 && (ldm != 12 || cpa < 8 || !strings.Contains(body, "cp.async.wait_group 2") || strings.Count(body, "bar.sync") != 1):
+				// version 4: one barrier per k step, three steps in flight
+				t.Errorf("%s: %d ldmatrix.x4, %d cp.async, %d bar.sync; want 12, >= 8, wait_group 2 and one barrier", name, ldm, cpa, strings.Count(body, "bar.sync"))
+			case !v3 && !v4 && ldm+cpa != 0:
+				t.Errorf("%s: ldmatrix / cp.async outside versions 3 and 4", name)
+			}
+			if dyn != (dynamicShared(name) > 0) {
+				t.Errorf("%s: uses dynamic shared memory %v, host launches it with %d bytes", name, dyn, dynamicShared(name))
 			}
 			if strings.Contains(name, "_kernel1_") && !strings.HasPrefix(name, "centroid_sums") && !strings.Contains(body, "fma.rn.f32") {
 				t.Errorf("%s: no fma.rn.f32", name)

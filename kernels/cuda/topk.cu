@@ -11,6 +11,7 @@ The kernels:
   topk_kernel1_f16  version 1: FFMA 64x64 tile, float16 inputs converted exactly to float32
   topk_kernel2_f16  version 2: mma.sync m16n8k16 128x128 tile (common.cuh v2), float16 inputs
   topk_kernel3_f16  version 3: v2 fed by cp.async double buffering + ldmatrix (common.cuh v3)
+  topk_kernel4_f16  version 4: v3 with a four-stage pipeline in dynamic shared memory (common.cuh v4)
   topk_select       one block per query: radix-select the k best of its candidates,
                     compact them to the front, raise the threshold (and write the
                     final k when out != null)
@@ -85,6 +86,7 @@ KERNEL __launch_bounds__(V1_THREADS) void topk_kernel1_f32(SimArgs a) { topk_v1<
 KERNEL __launch_bounds__(V1_THREADS) void topk_kernel1_f16(SimArgs a) { topk_v1<u16>(a); }
 KERNEL __launch_bounds__(V2_THREADS) void topk_kernel2_f16(SimArgs a) { topk_mma<2>(a); }
 KERNEL __launch_bounds__(V2_THREADS) void topk_kernel3_f16(SimArgs a) { topk_mma<3>(a); }
+KERNEL __launch_bounds__(V2_THREADS) void topk_kernel4_f16(SimArgs a) { topk_mma<4>(a); }
 
 // ----------------------------------------------------------------------------
 // selection

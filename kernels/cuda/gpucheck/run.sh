@@ -11,7 +11,7 @@
 #     all     (default) quick, then full, then the quickstart end to end
 #             (backend=cpu vs backend=cuda), each step only while the
 #             DEADLINE (seconds from the start, default 540) leaves room
-#   Every benchmark runs hpcrun's kernel versions $VERSIONS (default "2,3")
+#   Every benchmark runs hpcrun's kernel versions $VERSIONS (default "3,4")
 #   and then PyTorch (x @ y.T + torch.topk, the paper's implementation) on
 #   the same GPU in the same run.
 #
@@ -28,7 +28,7 @@ OUT=${OUT:-$here/out}
 mkdir -p "$OUT"
 MODE=${1:-all}
 DEADLINE=${DEADLINE:-540}
-VERSIONS=${VERSIONS:-2,3}
+VERSIONS=${VERSIONS:-3,4}
 DIM=${DIM:-512} K=${K:-1000} KC=${KC:-4096}
 TESTS=${TESTS:-'^(TestGPU|TestPTXStructure|TestKeys|TestNoGPU|TestEmulatorEnv)'}
 status=0
@@ -60,7 +60,7 @@ if [ -n "$PTXAS" ] && [ -d "$here/ptx" ]; then
   awk '/Compiling entry function/ { match($0, /\047[^\047]+\047/); fn = substr($0, RSTART + 1, RLENGTH - 2) }
        /spill stores/ { sub(/^ +/, ""); sp = $0 }
        /Used [0-9]+ registers/ { sub(/.*Used/, "Used"); print "  " fn ": " $0 "; " sp }' "$OUT/ptxas.txt" \
-    | grep -E 'kernel[23]|select' | tee -a "$OUT/summary.txt"
+    | grep -E 'kernel[234]|select' | tee -a "$OUT/summary.txt"
 else
   log "no ptxas here: skipped the register report"
 fi

@@ -54,7 +54,7 @@ func main() {
 	k := flag.Int("k", 1000, "top-k")
 	kc := flag.Int("centroids", 4096, "centroids for the centroid op")
 	npm := flag.Int("prefix-rows", 50000, "rows for prefixmax")
-	versions := flag.String("version", "0", "kernel versions, comma-separated (0 = auto, 1, 2, 3): every op runs with each")
+	versions := flag.String("version", "0", "kernel versions, comma-separated (0 = auto, 1, 2, 3, 4): every op runs with each")
 	reps := flag.Int("reps", 1, "timed repetitions (best is reported)")
 	threads := flag.Int("threads", 0, "host threads (0 = GOMAXPROCS)")
 	jsonOut := flag.String("json", "", "write the measurements here as a JSON array")
@@ -75,8 +75,8 @@ func main() {
 	var vers []int
 	for _, f := range strings.Split(*versions, ",") {
 		v, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || v < 0 || v > 3 {
-			fmt.Fprintf(os.Stderr, "cudabench: -version %q: want 0, 1, 2 or 3\n", f)
+		if err != nil || v < 0 || v > 4 {
+			fmt.Fprintf(os.Stderr, "cudabench: -version %q: want 0, 1, 2, 3 or 4\n", f)
 			os.Exit(2)
 		}
 		vers = append(vers, v)
