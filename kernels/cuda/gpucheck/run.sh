@@ -17,7 +17,8 @@
 #
 # Environment: OUT (results dir; default ./out), NQ NB DIM K KC (bench shapes
 # of mode quick|full), VERSIONS, TESTS (go test -run pattern), DEADLINE,
-# SKIP_TORCH=1, SKIP_BENCH=1, SKIP_E2E=1, PROFILE=1 (cudabench -profile:
+# SKIP_TORCH=1, TORCH_OPS (torch_ref.py --ops, default all), SKIP_BENCH=1,
+# SKIP_E2E=1, PROFILE=1 (cudabench -profile:
 # one more run of each op, timing its kernels, selection and chunk waits).
 # Results: $OUT/summary.txt (everything that matters), ptxas.txt,
 # conformance.txt, bench-{quick,full}-{hpcrun,torch}.{txt,json}, e2e.txt,
@@ -90,7 +91,7 @@ bench() { # name nq nb
     -version "$VERSIONS" ${PROFILE:+-profile} -json "$OUT/bench-$name-hpcrun.json" > "$OUT/bench-$name-hpcrun.txt" 2>&1 || { status=1; log "cudabench FAILED (exit $?)"; }
   tee -a "$OUT/summary.txt" < "$OUT/bench-$name-hpcrun.txt"
   if [ "${SKIP_TORCH:-}" != 1 ] && [ "$(left)" -gt 30 ]; then
-    PYTHONUNBUFFERED=1 timeout $(( $(left) - 5 )) python3 "$here/torch_ref.py" --nq "$nq" --nb "$nb" --dim "$DIM" --k "$K" --centroids "$KC" \
+    PYTHONUNBUFFERED=1 timeout $(( $(left) - 5 )) python3 "$here/torch_ref.py" --nq "$nq" --nb "$nb" --dim "$DIM" --k "$K" --centroids "$KC" ${TORCH_OPS:+--ops "$TORCH_OPS"} \
       --json "$OUT/bench-$name-torch.json" --ours "$OUT/bench-$name-hpcrun.json" > "$OUT/bench-$name-torch.txt" 2>&1 \
       || { status=1; log "torch_ref.py FAILED or cut (exit $?)"; }
     tee -a "$OUT/summary.txt" < "$OUT/bench-$name-torch.txt"
