@@ -16,9 +16,10 @@ import (
 // Rates a plan assumes when no --bench file gives measured ones, per rank:
 // GFLOP/s per op and GB/s for I/O and allreduce. The CPU figures are this
 // project's 2-core AVX-512 machine. The GPU op rates were measured on one
-// H100 80GB HBM3 (docs/gpu/2026-11-26-h100/run3, cudabench): top-k end to
-// end from host memory at the paper's shape, 177 TFLOP/s; the argmax ops
-// (NearestCentroid, MaxArg, ShiftedMax) at their kernel rate, 197 TFLOP/s,
+// H100 80GB HBM3 (docs/gpu/2026-11-26-h100/run4, cudabench, kernel version
+// 4): top-k end to end from host memory at the paper's shape, 183 TFLOP/s;
+// the argmax ops (NearestCentroid, MaxArg, ShiftedMax) at their kernel
+// rate, 213 TFLOP/s,
 // which is what they reach when the resident set is large (k = 50,000
 // centroids, 200,000 eval images; with 4,096 centroids the host-to-device
 // stream bounds NearestCentroid at 68 TFLOP/s); PrefixMax (dedup) was not
@@ -26,7 +27,7 @@ import (
 var planDefaults = map[string]map[string]float64{
 	"cpu": {"centroid": 180, "topk": 170, "maxarg": 180, "shiftedmax": 180, "prefixmax": 150,
 		"read_gbps": 2, "allreduce_gbps": 1, "embed_ips": 150},
-	"gpu": {"centroid": 197e3, "topk": 177e3, "maxarg": 197e3, "shiftedmax": 197e3, "prefixmax": 150e3,
+	"gpu": {"centroid": 213e3, "topk": 183e3, "maxarg": 213e3, "shiftedmax": 213e3, "prefixmax": 150e3,
 		"read_gbps": 5, "allreduce_gbps": 10, "embed_ips": 4000},
 }
 

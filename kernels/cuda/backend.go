@@ -200,23 +200,26 @@ func (e *Backend) begin() (func(), error) {
 // version returns the kernel version for layout l: float32 inputs always
 // use version 1; float16 ones Version, or defaultVersion when it is 0.
 func (e *Backend) version(l layout) int {
-	switch {
-	case e.Version == 1, !l.f16:
+	if e.Version == 1 || !l.f16 {
 		return 1
-	case e.Version == 4 && !e.dev.has("topk_kernel4_f16"):
-		return 3 // this GPU lacks the shared memory version 4 needs
-	case e.Version >= 2:
-		return e.Version
-	default:
-		return defaultVersion
 	}
+	v := e.Version
+	if v == 0 {
+		v = defaultVersion
+	}
+	if v == 4 && !e.dev.has("topk_kernel4_f16") {
+		return 3 // this GPU lacks the 80 KiB of shared memory per block version 4 needs
+	}
+	return v
 }
 
-// defaultVersion is the tensor-core kernel version used when Version is 0:
-// version 3 gives the same bits as 2 and was faster on an H100 (kernel
-// alone 229 vs 192 TFLOP/s for top-k, 197 vs 172 for NearestCentroid;
-// docs/gpu/2026-11-26-h100).
-const defaultVersion = 3
+// defaultVersion is the tensor-core kernel version used when Version is 0.
+// Versions 2, 3 and 4 give the same bits; on an H100 (docs/gpu/2026-11-26-h100)
+// the kernels alone ran at 192 / 228 / 237 TFLOP/s for top-k and
+// 172 / 195 / 214 for NearestCentroid, and top-k at the paper's size took
+// 3.01 s with version 3 and 2.80 s with 4 (NearestCentroid end to end,
+// bounded by the host stream, 0.63 vs 0.73 s in that one run).
+const defaultVersion = 4
 
 // kernelName is "<op>_kernel<version>_<f16|f32>".
 func kernelName(op string, version int, l layout) string {

@@ -4,7 +4,7 @@
 // same results as kernels.Naive, within the tolerances of kernels/kerneltest.
 //
 // STATUS: checked on an H100 80GB HBM3 (docs/gpu/2026-11-26-h100): every
-// conformance suite passes for versions 1, 2 and 3, versions 2 and 3 agree
+// conformance suite passes for versions 1 to 4, versions 2, 3 and 4 agree
 // bit for bit, and the quickstart on the GPU writes the same outputs as on
 // the CPU. Other GPUs (sm_80, sm_86, sm_89) have not been run.
 //
@@ -44,7 +44,9 @@
 // mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 (128x128 per block,
 // 64x32 per warp, register prefetch); 3 = version 2's tile, fragments and
 // mma sequence (bit-identical results) fed by a two-stage cp.async
-// pipeline and ldmatrix.x4, the default when both inputs are float16.
+// pipeline and ldmatrix.x4; 4 = version 3 with a four-stage pipeline in 80
+// KiB of dynamic shared memory (cuFuncSetAttribute; a GPU without that much
+// falls back to 3), the default when both inputs are float16.
 // Backend.Version (or HPCRUN_CUDA_KERNELS) forces one. float32 inputs always use version 1: converting them to
 // float16 would change results beyond the conformance tolerances.
 //
