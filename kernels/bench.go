@@ -40,10 +40,18 @@ func Bench(op, dtype string, nq, nb, dim, k, threads int) (BenchResult, error) {
 	if threads <= 0 {
 		threads = runtime.GOMAXPROCS(0)
 	}
+	return BenchOn(NewCPU(threads), PeakGFLOPS(threads), op, dtype, nq, nb, dim, k, threads)
+}
+
+// BenchOn is Bench on backend e (e.g. the CUDA one), with peak the
+// GFLOP/s PctPeak is relative to (0: none; op "peak" reports peak itself).
+func BenchOn(e Backend, peak float64, op, dtype string, nq, nb, dim, k, threads int) (BenchResult, error) {
+	if threads <= 0 {
+		threads = runtime.GOMAXPROCS(0)
+	}
 	r := BenchResult{Op: op, Dtype: dtype, NQ: nq, NB: nb, Dim: dim, K: k, Threads: threads}
-	e := NewCPU(threads)
 	r.Backend = e.Name()
-	r.PeakGFLOPS = PeakGFLOPS(threads)
+	r.PeakGFLOPS = peak
 	if op == "peak" {
 		r.GFLOPS, r.Seconds, r.Reps = r.PeakGFLOPS, 0, 1
 		r.PctPeak = 100

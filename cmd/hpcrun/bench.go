@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"hpcrun/collective"
+	"hpcrun/kernels/cuda"
 	"hpcrun/dataset"
 	"hpcrun/slurm"
 )
@@ -56,6 +57,7 @@ type benchOpts struct {
 	host    string
 	threads int
 	comm    *collective.Comm // the bench job's Comm (size 1 when alone)
+	gpu     *cuda.Backend    // --backend cuda: the kernel ops run on this rank's GPU
 }
 
 // A benchOp measures one op on this rank. Ops whose measurement needs every
@@ -104,6 +106,7 @@ func cmdBench(ctx context.Context, args []string) error {
 	fs.StringVar(&o.file, "file", "", "read: the .npy shard to read (default: a generated 1 GiB float16 shard)")
 	fs.IntVar(&o.threads, "threads", 0, "compute threads per rank (0 = the rank's share of the cores)")
 	jsonOut := fs.String("json", "", "write the measurements as a JSON array to FILE (- = stdout; %j = the Slurm job id)")
+	backend := fs.String("backend", "cpu", "the similarity-engine ops (topk maxarg shiftedmax centroid prefixmax) run on: cpu | cuda (this rank's GPU)")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -115,6 +118,9 @@ func cmdBench(ctx context.Context, args []string) error {
 	fs.Visit(func(f *flag.Flag) { o.set[f.Name] = true })
 	if o.dtype != "float32" && o.dtype != "float16" {
 		return usagef("bench: --dtype must be float32 or float16")
+	}
+	if *backend != "cpu" && *backend != "cuda" {
+		return usagef("bench: --backend must be cpu or cuda")
 	}
 	if *byteList != "" {
 		for _, s := range strings.Split(*byteList, ",") {
@@ -189,6 +195,14 @@ func cmdBench(ctx context.Context, args []string) error {
 	}
 	if o.threads == 0 {
 		o.threads = max(1, runtime.NumCPU()/max(1, localRanks(opts)))
+	}
+	if *backend == "cuda" {
+		g, err := cuda.New(gpuOrdinal(), o.threads)
+		if err != nil {
+			return fmt.Errorf("bench --backend cuda: rank %d: %w", opts.Rank, err)
+		}
+		defer g.Close()
+		o.gpu = g
 	}
 	comm, err := collective.Connect(ctx, *opts)
 	if err != nil {

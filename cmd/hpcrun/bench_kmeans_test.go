@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"strings"
 	"testing"
+
+	"hpcrun/kernels/cuda"
 )
 
 // The kmeans-iter and dedup bench ops on small shapes: both sides run, and
@@ -44,4 +47,45 @@ func TestBenchKMeansOps(t *testing.T) {
 		t.Fatalf("dedup: %+v", ours)
 	}
 	t.Log(ours.Note)
+}
+
+// TestBenchBackendCUDA: `hpcrun bench --backend cuda` runs the kernel ops on
+// the CUDA backend (here its emulator), reports them as hpcrun-cuda without
+// the CPU peak line, and fails with one clear line (exit 1) without a GPU;
+// an unknown backend is a usage error.
+func TestBenchBackendCUDA(t *testing.T) {
+	out := t.TempDir() + "/b.json"
+	t.Setenv(cuda.EmulatorEnv, "1")
+	code, logs := run(t, "bench", "--backend", "cuda", "--ops", "peak,topk,centroid", "--nq", "40", "--nb", "700",
+		"--dim", "32", "--k", "5", "--dtype", "float16", "--threads", "1", "--json", out)
+	if code != 0 {
+		t.Fatalf("exit %d:\n%s", code, logs)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ms []Measurement
+	if err := json.Unmarshal(b, &ms); err != nil {
+		t.Fatal(err)
+	}
+	if len(ms) != 2 || ms[0].Op != "topk" || ms[1].Op != "centroid" {
+		t.Fatalf("measurements %+v, want topk and centroid (no CPU peak)", ms)
+	}
+	for _, m := range ms {
+		if m.Impl != "hpcrun-cuda" || !strings.Contains(m.Note, "cuda(emulated)") || m.Seconds <= 0 {
+			t.Errorf("measurement %+v", m)
+		}
+	}
+	t.Setenv(cuda.EmulatorEnv, "")
+	if _, err := cuda.Available(); err == nil {
+		t.Skip("a GPU is present: the no-GPU error cannot be checked")
+	}
+	code, logs = run(t, "bench", "--backend", "cuda", "--ops", "topk", "--nq", "4", "--nb", "50", "--dim", "8")
+	if code != 1 || !strings.Contains(logs, "bench --backend cuda: rank 0: kernels/cuda: no CUDA") {
+		t.Errorf("without a GPU: exit %d:\n%s", code, logs)
+	}
+	if code, logs = run(t, "bench", "--backend", "tpu", "--ops", "topk"); code != 2 {
+		t.Errorf("--backend tpu: exit %d:\n%s", code, logs)
+	}
 }
