@@ -21,8 +21,8 @@ import (
 	"time"
 
 	"hpcrun/collective"
-	"hpcrun/kernels/cuda"
 	"hpcrun/dataset"
+	"hpcrun/kernels/cuda"
 	"hpcrun/slurm"
 )
 
