@@ -145,6 +145,9 @@ func runKMeans(ctx context.Context, env *Env) (*Result, error) {
 	if kc.Metric == "cosine" {
 		km.metric = kernels.Cosine
 	}
+	if err := checkIDsAcrossShards(ctx, env, ds, km.rows.shards); err != nil {
+		return nil, err
+	}
 	st, prev, cur, assign, finished, err := km.start(ctx, hash)
 	if err != nil {
 		return nil, err

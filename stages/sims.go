@@ -138,6 +138,9 @@ func runSims(ctx context.Context, env *Env) (*Result, error) {
 		if err != nil {
 			return nil, fmt.Errorf("base %s: %w", bname, err)
 		}
+		if err := checkIDsAcrossShards(ctx, env, scan.d, scan.shards); err != nil {
+			return nil, fmt.Errorf("base %s: %w", bname, err)
+		}
 		for _, ev := range evals {
 			if ev.Q.Dim != scan.d.Dim {
 				return nil, fmt.Errorf("eval %s has dim %d but base %s has dim %d", ev.Name, ev.Q.Dim, bname, scan.d.Dim)
