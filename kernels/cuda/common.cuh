@@ -322,7 +322,9 @@ DEV void v3_tile(const SimArgs& a, i64 i0, i64 j0, float acc[4][4][4], u16* sm) 
 extern __shared__ __attribute__((aligned(16))) u16 dsmem[];
 
 // v4_tile: as v3_tile with stages kt, kt+1, kt+2 in flight while kt is
-// computed. Every iteration commits one group (empty past the end), so
+// computed. (Its load and mma steps repeat v3_tile's on purpose: both
+// versions' PTX was checked on an H100, and moving the shared steps into
+// helpers changes the emitted PTX, so that waits for the next GPU run.) Every iteration commits one group (empty past the end), so
 // wait_group(STAGES-2) always means "step kt has landed".
 DEV void v4_tile(const SimArgs& a, i64 i0, i64 j0, float acc[4][4][4]) {
     const u16* A = (const u16*)a.A;
