@@ -45,9 +45,10 @@ type Picture struct {
 var ErrFormat = errors.New("not a JPEG, PNG or WebP image")
 
 // Decode decodes a JPEG, PNG or WebP file into the planes PIL would hold
-// after Image.open: JPEG colour through libjpeg's fancy upsampling and
-// YCbCr tables (so pixels match libjpeg-turbo up to its IDCT rounding),
-// CMYK/YCCK JPEGs as CMYK, PNG palette and bilevel images in P and 1 modes,
+// after Image.open: YCbCr and greyscale JPEGs by libjpeg-turbo when it is
+// there (turbo.go: PIL's decoder, so exactly PIL's pixels), else by
+// image/jpeg with libjpeg's fancy upsampling and YCbCr tables (pixels match
+// up to the IDCT's rounding); CMYK/YCCK JPEGs (image/jpeg) as CMYK, PNG palette and bilevel images in P and 1 modes,
 // PNG tRNS ignored on grey/RGB (as PIL's convert("RGB") does), 16-bit PNG
 // samples cut to their high byte.
 func Decode(data []byte) (*Picture, error) {
