@@ -18,7 +18,8 @@
 # Environment: OUT (results dir; default ./out), NQ NB DIM K KC (bench shapes
 # of mode quick|full), VERSIONS, TESTS (go test -run pattern), DEADLINE,
 # SKIP_TORCH=1, TORCH_OPS (torch_ref.py --ops, default all), SKIP_BENCH=1,
-# SKIP_E2E=1, PROFILE=1 (cudabench -profile:
+# SKIP_E2E=1, NCU=1 (Nsight Compute on one launch of each similarity kernel:
+# ncu.txt), PROFILE=1 (cudabench -profile:
 # one more run of each op, timing its kernels, selection and chunk waits).
 # Results: $OUT/summary.txt (everything that matters), ptxas.txt,
 # conformance.txt, bench-{quick,full}-{hpcrun,torch}.{txt,json}, e2e.txt,
@@ -103,6 +104,27 @@ if [ "${SKIP_BENCH:-}" != 1 ]; then
     full) bench full "${NQ:-50000}" "${NB:-10000000}" ;;
     all) bench quick 10000 1000000; bench full 50000 10000000 ;;
   esac
+fi
+
+# 2b. NCU=1: Nsight Compute on one launch of each default-version similarity
+#     kernel (speed of light, memory, warp stalls), for the next tuning step.
+if [ "${NCU:-}" = 1 ]; then
+  NCU_BIN=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
+  if [ -z "$NCU_BIN" ]; then
+    log "ncu not found: profile skipped"
+  elif [ "$(left)" -lt 60 ]; then
+    log "ncu skipped: $(left) s left of DEADLINE"
+  else
+    log "ncu: one launch each of topk_kernel and centroid_kernel (default version)"
+    : > "$OUT/ncu.txt"
+    for op in topk centroid; do
+      timeout $(( $(left) / 2 )) "$NCU_BIN" --kernel-name regex:"${op}_kernel[0-9]_f16" --launch-count 1 \
+        --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section Occupancy \
+        "$here/cudabench" -ops "kernel-$op" -nq 50000 -nb 262144 -dim "$DIM" -centroids "$KC" \
+        >> "$OUT/ncu.txt" 2>&1 || log "ncu $op FAILED or cut (exit $?), see ncu.txt"
+    done
+    grep -E 'topk_kernel|centroid_kernel|Compute \(SM\) Throughput|Memory Throughput|Achieved Occupancy|Registers Per Thread|Stall' "$OUT/ncu.txt" | head -30 | tee -a "$OUT/summary.txt"
+  fi
 fi
 
 # 3. the quickstart end to end on the GPU (every stage but embed and
