@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -333,4 +334,40 @@ func benchJPEG(b *testing.B, w, h int) []byte {
 		b.Fatal(err)
 	}
 	return buf.Bytes()
+}
+
+// TestJPEGDecodeConcurrent: many goroutines share libjpeg-turbo's handle
+// pool (or the Go decoder) and get the sequential result every time.
+func TestJPEGDecodeConcurrent(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("testdata", "photo422.jpg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := Decode(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 100)
+	for g := 0; g < 100; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 5; i++ {
+				p, err := Decode(data)
+				if err == nil && !bytes.Equal(p.Pix, want.Pix) {
+					err = fmt.Errorf("pixels differ from the sequential decode")
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
 }

@@ -39,11 +39,14 @@ var turbo struct {
 	decompress2       func(h uintptr, buf *byte, size uint64, dst *byte, w, pitch, ht, pf, flags int32) int32
 	destroy           func(h uintptr) int32
 	errStr2           func(h uintptr) string
-	handles           sync.Pool
+	// idle decompressor handles (a sync.Pool would drop them at GC without
+	// tjDestroy: a leak); beyond its capacity a handle is destroyed
+	handles chan uintptr
 }
 
 func loadTurbo() error {
 	turbo.once.Do(func() {
+		turbo.handles = make(chan uintptr, 64)
 		lib, err := purego.Dlopen(turboName, purego.RTLD_NOW|purego.RTLD_GLOBAL)
 		if err != nil {
 			turbo.err = fmt.Errorf("%s not found (%v)", turboName, err)
@@ -88,13 +91,21 @@ func decodeTurbo(data []byte) (p *Picture, err error, ok bool) {
 	if os.Getenv(JPEGEnv) == "go" || loadTurbo() != nil {
 		return nil, nil, false
 	}
-	h, _ := turbo.handles.Get().(uintptr)
-	if h == 0 {
+	var h uintptr
+	select {
+	case h = <-turbo.handles:
+	default:
 		if h = turbo.initDecompress(); h == 0 {
 			return nil, nil, false
 		}
 	}
-	defer turbo.handles.Put(h)
+	defer func() {
+		select {
+		case turbo.handles <- h:
+		default:
+			turbo.destroy(h)
+		}
+	}()
 	var w, ht, sub, cs int32
 	if turbo.decompressHeader3(h, &data[0], uint64(len(data)), &w, &ht, &sub, &cs) != 0 {
 		return nil, fmt.Errorf("jpeg: %s", turbo.errStr2(h)), true
