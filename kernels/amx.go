@@ -86,6 +86,13 @@ var amxCfg = func() (c [64]byte) {
 
 // amxAllowedByEnv: HPCRUN_NO_AMX=1 turns the filter off for the whole
 // process (results are the same; for benchmarks and debugging).
+// noAVX512ByEnv: HPCRUN_NO_AVX512=1 runs the AVX2 paths (kern5) on an
+// AVX-512 CPU, to test and measure them; AMX needs AVX-512, so it goes too.
+func noAVX512ByEnv() bool {
+	v := os.Getenv("HPCRUN_NO_AVX512")
+	return v != "" && v != "0"
+}
+
 func amxAllowedByEnv() bool {
 	v := os.Getenv("HPCRUN_NO_AMX")
 	return v == "" || v == "0"

@@ -49,3 +49,14 @@ func TestCPULargeK(t *testing.T) {
 		ck.Check(t, got, opt, false)
 	}
 }
+
+// TestAVX2Conformance runs the conformance suite with AVX-512 (and so AMX)
+// switched off: the AVX2 micro-kernel (kern5) end to end.
+func TestAVX2Conformance(t *testing.T) {
+	ok, restore := kernels.WithoutAVX512()
+	defer restore()
+	if !ok {
+		t.Skip("no AVX2+FMA")
+	}
+	kerneltest.All(t, kernels.NewCPU(2))
+}

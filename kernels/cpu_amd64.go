@@ -26,7 +26,7 @@ func init() {
 	cpuFeat.avx2 = hasAVX && b7&(1<<5) != 0
 	// AVX-512 F, DQ, BW, VL all required by our kernels.
 	const need = 1<<16 | 1<<17 | 1<<30 | 1<<31
-	cpuFeat.avx512 = avx512OS && b7&need == need && cpuFeat.fma
+	cpuFeat.avx512 = avx512OS && b7&need == need && cpuFeat.fma && !noAVX512ByEnv()
 	// AMX-TILE (EDX bit 24) and AMX-BF16 (bit 22), tile state enabled by
 	// the OS (XCR0 bits 17, 18); the process asks for the tile state on
 	// first use (amxGranted).

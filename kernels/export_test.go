@@ -15,3 +15,12 @@ func SetSmallBlocks(streaming bool) (restore func()) {
 		mcBlock, ncBlock, aPackBytes, bPackBytes, topkStateBytes, topkSlack, mcAMX = mc, nc, ap, bp, ts, sl, ma
 	}
 }
+
+// WithoutAVX512 switches the AVX-512 (and AMX) paths off, as on a CPU with
+// AVX2+FMA only (kern5), and reports whether that path exists here; the
+// returned function restores the features.
+func WithoutAVX512() (ok bool, restore func()) {
+	saved := cpuFeat
+	cpuFeat.avx512, cpuFeat.amx = false, false
+	return cpuFeat.avx2 && cpuFeat.fma && haveAsmKernel, func() { cpuFeat = saved }
+}

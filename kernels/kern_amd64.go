@@ -14,6 +14,28 @@ func kern14x32bcst(kc int, a, b, c *float32, ldc int, accum int)
 //go:noescape
 func kern14x32(kc int, a, b, c *float32, ldc int, accum int)
 
+// kern6x16avx2 and kern2x16avx2 are the AVX2+FMA sub-block kernels of
+// kern5 (kern14x32AVX2): rows x 16 columns of the 14x32 block; a points at
+// the block's first row in the A panel, b at its first column in the B
+// panel, c at the sub-block.
+//
+//go:noescape
+func kern6x16avx2(kc int, a, b, c *float32, ldc int, accum int)
+
+//go:noescape
+func kern2x16avx2(kc int, a, b, c *float32, ldc int, accum int)
+
+// kern14x32AVX2 is kern5: the 14x32 block as six AVX2 sub-blocks (rows
+// 0-5, 6-11, 12-13 x columns 0-15, 16-31), each element the same FMA chain
+// as kern3's, so results are bit-identical on CPUs without AVX-512.
+func kern14x32AVX2(kc int, a, b, c []float32, ldc int, accum int) {
+	for c0 := 0; c0 < nr; c0 += 16 {
+		kern6x16avx2(kc, &a[0], &b[c0], &c[c0], ldc, accum)
+		kern6x16avx2(kc, &a[6], &b[c0], &c[6*ldc+c0], ldc, accum)
+		kern2x16avx2(kc, &a[12], &b[c0], &c[12*ldc+c0], ldc, accum)
+	}
+}
+
 // peakFMA runs n iterations of 24 independent zmm FMAs (768 flops each).
 //
 //go:noescape
@@ -23,7 +45,7 @@ const haveAsmKernel = true
 
 // microKernel runs the best available micro-kernel version.
 func microKernel(kc int, a, b, c []float32, ldc int, accum bool) {
-	if !cpuFeat.avx512 || kc == 0 {
+	if !(cpuFeat.avx512 || cpuFeat.avx2 && cpuFeat.fma) || kc == 0 {
 		kernGeneric(kc, a, b, c, ldc, accum)
 		return
 	}
@@ -34,13 +56,26 @@ func microKernel(kc int, a, b, c []float32, ldc int, accum bool) {
 	if accum {
 		acc = 1
 	}
+	if !cpuFeat.avx512 {
+		kern14x32AVX2(kc, a, b, c, ldc, acc)
+		return
+	}
 	kern14x32(kc, unsafe.SliceData(a), unsafe.SliceData(b), unsafe.SliceData(c), ldc, acc)
 }
 
+// peakFMAavx2 runs n iterations of 12 independent ymm FMAs (192 flops each).
+//
+//go:noescape
+func peakFMAavx2(n int)
+
 func peakLoop(n int) (flops float64, ok bool) {
-	if !cpuFeat.avx512 {
-		return 0, false
+	switch {
+	case cpuFeat.avx512:
+		peakFMA(n)
+		return float64(n) * 24 * 32, true
+	case cpuFeat.avx2 && cpuFeat.fma:
+		peakFMAavx2(n)
+		return float64(n) * 12 * 16, true
 	}
-	peakFMA(n)
-	return float64(n) * 24 * 32, true
+	return 0, false
 }

@@ -2,6 +2,7 @@ package kernels
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"testing"
 )
@@ -92,4 +93,56 @@ func BenchmarkPeak(b *testing.B) {
 		fl += f
 	}
 	b.ReportMetric(fl/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+}
+
+// TestAVX2MicroKernel: kern5 (AVX2 sub-blocks) gives kern3's bits exactly,
+// for every k and both accumulate modes, and writes nothing outside the
+// block (skipped without AVX2+FMA; kern3 needs AVX-512 to compare).
+func TestAVX2MicroKernel(t *testing.T) {
+	if !cpuFeat.avx2 || !cpuFeat.fma || !haveAsmKernel {
+		t.Skip("no AVX2+FMA")
+	}
+	r := rand.New(rand.NewPCG(3, 4))
+	for _, kc := range []int{1, 2, 3, 5, 16, 63, 256, 513} {
+		for _, accum := range []int{0, 1} {
+			a := randSlice(r, kc*mr)
+			b := randSlice(r, kc*nr)
+			const ldc = nr + 3
+			c0 := randSlice(r, mr*ldc+5)
+			got := append([]float32(nil), c0...)
+			kern14x32AVX2(kc, a, b, got, ldc, accum)
+			want := append([]float32(nil), c0...)
+			if cpuFeat.avx512 {
+				microKernel(kc, a, b, want, ldc, accum == 1)
+			} else {
+				kernFMARef(kc, a, b, want, ldc, accum == 1)
+			}
+			for i := range got {
+				row, col := i/ldc, i%ldc
+				in := row < mr && col < nr
+				if !in && got[i] != c0[i] {
+					t.Fatalf("kc=%d: wrote outside the block at %d,%d", kc, row, col)
+				}
+				if in && math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+					t.Fatalf("kc=%d accum=%d c[%d][%d] = %v, want %v (kern3's bits)", kc, accum, row, col, got[i], want[i])
+				}
+			}
+		}
+	}
+}
+
+// kernFMARef is kernGeneric with fma32: every element one fused chain.
+func kernFMARef(kc int, a, b, c []float32, ldc int, accum bool) {
+	for i := 0; i < mr; i++ {
+		for j := 0; j < nr; j++ {
+			var s float32
+			if accum {
+				s = c[i*ldc+j]
+			}
+			for p := 0; p < kc; p++ {
+				s = fma32(a[p*mr+i], b[p*nr+j], s)
+			}
+			c[i*ldc+j] = s
+		}
+	}
 }

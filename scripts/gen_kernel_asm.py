@@ -98,6 +98,66 @@ def kernel(name, bcast_mem, unroll, prefetch):
 kernel("kern14x32bcst", True, 4, 0)
 kernel("kern14x32", False, 4, 0)
 
+def kernel_avx2(rows):
+    """kern<rows>x16avx2: the AVX2+FMA sub-block kernel of kern5 (kern.go):
+    rows x 16 columns of the 14x32 block, 2 ymm accumulators per row,
+    VBROADCASTSS + VFMADD231PS as kern14x32 (so every element is the same
+    FMA chain). a points at the block's first row in the A panel (stride MR
+    floats per k), b at its first column in the B panel (stride NR)."""
+    name = "kern%dx16avx2" % rows
+    accy = lambda i, h: "Y%d" % (2 * i + h)
+    w("// func %s(kc int, a, b, c *float32, ldc int, accum int)" % name)
+    w("TEXT ·%s(SB), NOSPLIT, $0-48" % name)
+    w("\tMOVQ kc+0(FP), CX")
+    w("\tMOVQ a+8(FP), AX")
+    w("\tMOVQ b+16(FP), BX")
+    w("\tMOVQ c+24(FP), DI")
+    w("\tMOVQ ldc+32(FP), R8")
+    w("\tSHLQ $2, R8")
+    w("\tMOVQ accum+40(FP), DX")
+    w("\tTESTQ DX, DX")
+    w("\tJNZ %s_load" % name)
+    for i in range(rows):
+        for h in range(2):
+            r = accy(i, h)
+            w("\tVXORPS %s, %s, %s" % (r, r, r))
+    w("\tJMP %s_start" % name)
+    w("%s_load:" % name)
+    w("\tMOVQ DI, SI")
+    for i in range(rows):
+        w("\tVMOVUPS (SI), %s" % accy(i, 0))
+        w("\tVMOVUPS 32(SI), %s" % accy(i, 1))
+        if i != rows - 1:
+            w("\tADDQ R8, SI")
+    w("%s_start:" % name)
+    w("\tTESTQ CX, CX")
+    w("\tJZ %s_store" % name)
+    w("%s_loop:" % name)
+    w("\tVMOVUPS (BX), Y12")
+    w("\tVMOVUPS 32(BX), Y13")
+    for i in range(rows):
+        y = "Y14" if i % 2 == 0 else "Y15"
+        w("\tVBROADCASTSS %d(AX), %s" % (4 * i, y))
+        w("\tVFMADD231PS Y12, %s, %s" % (y, accy(i, 0)))
+        w("\tVFMADD231PS Y13, %s, %s" % (y, accy(i, 1)))
+    w("\tADDQ $%d, AX" % (MR * 4))
+    w("\tADDQ $%d, BX" % (NR * 4))
+    w("\tDECQ CX")
+    w("\tJNZ %s_loop" % name)
+    w("%s_store:" % name)
+    for i in range(rows):
+        w("\tVMOVUPS %s, (DI)" % accy(i, 0))
+        w("\tVMOVUPS %s, 32(DI)" % accy(i, 1))
+        if i != rows - 1:
+            w("\tADDQ R8, DI")
+    w("\tVZEROUPPER")
+    w("\tRET")
+    w("")
+
+
+kernel_avx2(6)
+kernel_avx2(2)
+
 # Peak: 24 independent FMA chains on zmm registers, n iterations.
 w("// func peakFMA(n int)")
 w("TEXT ·peakFMA(SB), NOSPLIT, $0-8")
@@ -109,6 +169,21 @@ for r in range(24):
     w("\tVFMADD231PS Z24, Z25, Z%d" % r)
 w("\tDECQ CX")
 w("\tJNZ peak_loop")
+w("\tVZEROUPPER")
+w("\tRET")
+w("")
+
+# Peak on AVX2+FMA: 12 independent FMA chains on ymm registers, n iterations.
+w("// func peakFMAavx2(n int)")
+w("TEXT ·peakFMAavx2(SB), NOSPLIT, $0-8")
+w("\tMOVQ n+0(FP), CX")
+for r in range(14):
+    w("\tVXORPS Y%d, Y%d, Y%d" % (r, r, r))
+w("peak2_loop:")
+for r in range(12):
+    w("\tVFMADD231PS Y12, Y13, Y%d" % r)
+w("\tDECQ CX")
+w("\tJNZ peak2_loop")
 w("\tVZEROUPPER")
 w("\tRET")
 w("")
