@@ -23,7 +23,10 @@ def acc(i, h):
     return "Z%d" % (2 * i + h)
 
 
-def kernel(name, bcast_mem, unroll, prefetch):
+def prologue(name, rows, accf, width, zero):
+    """Arguments into registers (CX kc, AX a, BX b, DI c, R8 ldc bytes) and
+    the rows x 2 accumulators accf(i, h) zeroed (zero: the xor op) or loaded
+    from C (accum != 0); width is one accumulator's bytes."""
     w("// func %s(kc int, a, b, c *float32, ldc int, accum int)" % name)
     w("TEXT ·%s(SB), NOSPLIT, $0-48" % name)
     w("\tMOVQ kc+0(FP), CX")
@@ -35,19 +38,36 @@ def kernel(name, bcast_mem, unroll, prefetch):
     w("\tMOVQ accum+40(FP), DX")
     w("\tTESTQ DX, DX")
     w("\tJNZ %s_load" % name)
-    for i in range(MR):
+    for i in range(rows):
         for h in range(2):
-            r = acc(i, h)
-            w("\tVPXORD %s, %s, %s" % (r, r, r))
+            r = accf(i, h)
+            w("\t%s %s, %s, %s" % (zero, r, r, r))
     w("\tJMP %s_start" % name)
     w("%s_load:" % name)
     w("\tMOVQ DI, SI")
-    for i in range(MR):
-        w("\tVMOVUPS (SI), %s" % acc(i, 0))
-        w("\tVMOVUPS 64(SI), %s" % acc(i, 1))
-        if i != MR - 1:
+    for i in range(rows):
+        w("\tVMOVUPS (SI), %s" % accf(i, 0))
+        w("\tVMOVUPS %d(SI), %s" % (width, accf(i, 1)))
+        if i != rows - 1:
             w("\tADDQ R8, SI")
     w("%s_start:" % name)
+
+
+def store(name, rows, accf, width):
+    """The accumulators back into C, then return."""
+    w("%s_store:" % name)
+    for i in range(rows):
+        w("\tVMOVUPS %s, (DI)" % accf(i, 0))
+        w("\tVMOVUPS %s, %d(DI)" % (accf(i, 1), width))
+        if i != rows - 1:
+            w("\tADDQ R8, DI")
+    w("\tVZEROUPPER")
+    w("\tRET")
+    w("")
+
+
+def kernel(name, bcast_mem, unroll, prefetch):
+    prologue(name, MR, acc, 64, "VPXORD")
     w("\tCMPQ CX, $%d" % unroll)
     w("\tJLT %s_tail" % name)
     w("%s_loop:" % name)
@@ -84,15 +104,7 @@ def kernel(name, bcast_mem, unroll, prefetch):
     w("\tADDQ $%d, BX" % (NR * 4))
     w("\tDECQ CX")
     w("\tJMP %s_tail" % name)
-    w("%s_store:" % name)
-    for i in range(MR):
-        w("\tVMOVUPS %s, (DI)" % acc(i, 0))
-        w("\tVMOVUPS %s, 64(DI)" % acc(i, 1))
-        if i != MR - 1:
-            w("\tADDQ R8, DI")
-    w("\tVZEROUPPER")
-    w("\tRET")
-    w("")
+    store(name, MR, acc, 64)
 
 
 kernel("kern14x32bcst", True, 4, 0)
@@ -106,30 +118,7 @@ def kernel_avx2(rows):
     floats per k), b at its first column in the B panel (stride NR)."""
     name = "kern%dx16avx2" % rows
     accy = lambda i, h: "Y%d" % (2 * i + h)
-    w("// func %s(kc int, a, b, c *float32, ldc int, accum int)" % name)
-    w("TEXT ·%s(SB), NOSPLIT, $0-48" % name)
-    w("\tMOVQ kc+0(FP), CX")
-    w("\tMOVQ a+8(FP), AX")
-    w("\tMOVQ b+16(FP), BX")
-    w("\tMOVQ c+24(FP), DI")
-    w("\tMOVQ ldc+32(FP), R8")
-    w("\tSHLQ $2, R8")
-    w("\tMOVQ accum+40(FP), DX")
-    w("\tTESTQ DX, DX")
-    w("\tJNZ %s_load" % name)
-    for i in range(rows):
-        for h in range(2):
-            r = accy(i, h)
-            w("\tVXORPS %s, %s, %s" % (r, r, r))
-    w("\tJMP %s_start" % name)
-    w("%s_load:" % name)
-    w("\tMOVQ DI, SI")
-    for i in range(rows):
-        w("\tVMOVUPS (SI), %s" % accy(i, 0))
-        w("\tVMOVUPS 32(SI), %s" % accy(i, 1))
-        if i != rows - 1:
-            w("\tADDQ R8, SI")
-    w("%s_start:" % name)
+    prologue(name, rows, accy, 32, "VXORPS")
     w("\tTESTQ CX, CX")
     w("\tJZ %s_store" % name)
     w("%s_loop:" % name)
@@ -144,15 +133,7 @@ def kernel_avx2(rows):
     w("\tADDQ $%d, BX" % (NR * 4))
     w("\tDECQ CX")
     w("\tJNZ %s_loop" % name)
-    w("%s_store:" % name)
-    for i in range(rows):
-        w("\tVMOVUPS %s, (DI)" % accy(i, 0))
-        w("\tVMOVUPS %s, 32(DI)" % accy(i, 1))
-        if i != rows - 1:
-            w("\tADDQ R8, DI")
-    w("\tVZEROUPPER")
-    w("\tRET")
-    w("")
+    store(name, rows, accy, 32)
 
 
 kernel_avx2(6)
