@@ -1,9 +1,13 @@
 package kernels
 
 import (
+	"bytes"
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"testing"
 )
 
@@ -144,5 +148,32 @@ func kernFMARef(kc int, a, b, c []float32, ldc int, accum bool) {
 			}
 			c[i*ldc+j] = s
 		}
+	}
+}
+
+// TestKernelAsmFresh: kern_amd64.s is what scripts/gen_kernel_asm.py
+// writes (edit the generator, not the assembly).
+func TestKernelAsmFresh(t *testing.T) {
+	const py = "/usr/bin/python3"
+	if _, err := os.Stat(py); err != nil {
+		if os.Getenv("HPCRUN_REQUIRE_REFS") == "1" {
+			t.Fatalf("%s is required: %v", py, err)
+		}
+		t.Skip(err)
+	}
+	out := filepath.Join(t.TempDir(), "kern_amd64.s")
+	if b, err := exec.Command(py, "../scripts/gen_kernel_asm.py", out).CombinedOutput(); err != nil {
+		t.Fatalf("gen_kernel_asm.py: %v\n%s", err, b)
+	}
+	want, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile("kern_amd64.s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatal("kernels/kern_amd64.s is stale or edited by hand: run /usr/bin/python3 scripts/gen_kernel_asm.py")
 	}
 }
