@@ -169,8 +169,9 @@ func RandomUnit(seed uint64, rows, dim int, f16 bool, threads int) Matrix {
 
 var peakCache sync.Map // threads -> float64
 
-// PeakGFLOPS measures (once per thread count, ~0.2 s) the float32 FMA peak
-// of this machine: independent 512-bit FMA chains on every thread. It
+// PeakGFLOPS measures (once per thread count, ~0.02 s) the float32 FMA
+// peak of this machine: independent FMA chains (512-bit, or 256-bit on
+// AVX2-only CPUs) on every thread. It
 // returns 0 where no assembly path exists.
 func PeakGFLOPS(threads int) float64 {
 	if threads <= 0 {
@@ -179,12 +180,16 @@ func PeakGFLOPS(threads int) float64 {
 	if v, ok := peakCache.Load(threads); ok {
 		return v.(float64)
 	}
-	if _, ok := peakLoop(1); !ok {
+	perIter, ok := peakLoop(1)
+	if !ok {
 		return 0
 	}
+	// about 0.8 GFLOP per thread and repetition whatever the vector width
+	// (AVX-512: 768 flops per iteration, AVX2: 192), so that goroutine
+	// start-up skew stays small against the timed loop
+	n := int(8e8 / perIter)
 	best := 0.0
 	for rep := 0; rep < 3; rep++ {
-		const n = 1 << 20
 		var wg sync.WaitGroup
 		t0 := time.Now()
 		var total float64

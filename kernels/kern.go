@@ -9,7 +9,7 @@ package kernels
 //	kern4  amxTile         AMX-BF16 approximate tile for engine 2's filter (amx.go); not exact,
 //	                       every entry it lets through is recomputed by kern3's FMA chain
 //	kern5  kern14x32AVX2   AVX2+FMA (CPUs without AVX-512, or HPCRUN_NO_AVX512=1): the block as
-//	                       six 6x16 / 2x16 sub-blocks of ymm accumulators, kern3's FMA chains
+//	                       four 6x16 and one 2x32 sub-blocks of ymm accumulators, kern3's FMA chains
 //
 // All versions compute every C element as one float32 FMA chain over k in
 // increasing order (starting from 0, or from C when accum is set), so results

@@ -14,26 +14,28 @@ func kern14x32bcst(kc int, a, b, c *float32, ldc int, accum int)
 //go:noescape
 func kern14x32(kc int, a, b, c *float32, ldc int, accum int)
 
-// kern6x16avx2 and kern2x16avx2 are the AVX2+FMA sub-block kernels of
-// kern5 (kern14x32AVX2): rows x 16 columns of the 14x32 block; a points at
-// the block's first row in the A panel, b at its first column in the B
-// panel, c at the sub-block.
+// kern6x16avx2 and kern2x32avx2 are the AVX2+FMA sub-block kernels of
+// kern5 (kern14x32AVX2): 6 rows x 16 columns and 2 rows x 32 columns of the
+// 14x32 block (12 and 8 ymm accumulators: enough independent FMA chains to
+// keep both FMA ports busy); a points at the block's first row in the A
+// panel, b at its first column in the B panel, c at the sub-block.
 //
 //go:noescape
 func kern6x16avx2(kc int, a, b, c *float32, ldc int, accum int)
 
 //go:noescape
-func kern2x16avx2(kc int, a, b, c *float32, ldc int, accum int)
+func kern2x32avx2(kc int, a, b, c *float32, ldc int, accum int)
 
-// kern14x32AVX2 is kern5: the 14x32 block as six AVX2 sub-blocks (rows
-// 0-5, 6-11, 12-13 x columns 0-15, 16-31), each element the same FMA chain
-// as kern3's, so results are bit-identical on CPUs without AVX-512.
+// kern14x32AVX2 is kern5: the 14x32 block as five AVX2 sub-blocks (rows
+// 0-5 and 6-11 x columns 0-15 and 16-31, rows 12-13 x all 32), each element
+// the same FMA chain as kern3's, so results are bit-identical on CPUs
+// without AVX-512.
 func kern14x32AVX2(kc int, a, b, c []float32, ldc int, accum int) {
 	for c0 := 0; c0 < nr; c0 += 16 {
 		kern6x16avx2(kc, &a[0], &b[c0], &c[c0], ldc, accum)
 		kern6x16avx2(kc, &a[6], &b[c0], &c[6*ldc+c0], ldc, accum)
-		kern2x16avx2(kc, &a[12], &b[c0], &c[12*ldc+c0], ldc, accum)
 	}
+	kern2x32avx2(kc, &a[12], &b[0], &c[12*ldc], ldc, accum)
 }
 
 // peakFMA runs n iterations of 24 independent zmm FMAs (768 flops each).

@@ -23,10 +23,10 @@ def acc(i, h):
     return "Z%d" % (2 * i + h)
 
 
-def prologue(name, rows, accf, width, zero):
+def prologue(name, rows, accf, width, zero, nvec=2):
     """Arguments into registers (CX kc, AX a, BX b, DI c, R8 ldc bytes) and
-    the rows x 2 accumulators accf(i, h) zeroed (zero: the xor op) or loaded
-    from C (accum != 0); width is one accumulator's bytes."""
+    the rows x nvec accumulators accf(i, h) zeroed (zero: the xor op) or
+    loaded from C (accum != 0); width is one accumulator's bytes."""
     w("// func %s(kc int, a, b, c *float32, ldc int, accum int)" % name)
     w("TEXT ·%s(SB), NOSPLIT, $0-48" % name)
     w("\tMOVQ kc+0(FP), CX")
@@ -39,26 +39,26 @@ def prologue(name, rows, accf, width, zero):
     w("\tTESTQ DX, DX")
     w("\tJNZ %s_load" % name)
     for i in range(rows):
-        for h in range(2):
+        for h in range(nvec):
             r = accf(i, h)
             w("\t%s %s, %s, %s" % (zero, r, r, r))
     w("\tJMP %s_start" % name)
     w("%s_load:" % name)
     w("\tMOVQ DI, SI")
     for i in range(rows):
-        w("\tVMOVUPS (SI), %s" % accf(i, 0))
-        w("\tVMOVUPS %d(SI), %s" % (width, accf(i, 1)))
+        for h in range(nvec):
+            w("\tVMOVUPS %s(SI), %s" % (("%d" % (h * width)) if h else "", accf(i, h)))
         if i != rows - 1:
             w("\tADDQ R8, SI")
     w("%s_start:" % name)
 
 
-def store(name, rows, accf, width):
+def store(name, rows, accf, width, nvec=2):
     """The accumulators back into C, then return."""
     w("%s_store:" % name)
     for i in range(rows):
-        w("\tVMOVUPS %s, (DI)" % accf(i, 0))
-        w("\tVMOVUPS %s, %d(DI)" % (accf(i, 1), width))
+        for h in range(nvec):
+            w("\tVMOVUPS %s, %s(DI)" % (accf(i, h), ("%d" % (h * width)) if h else ""))
         if i != rows - 1:
             w("\tADDQ R8, DI")
     w("\tVZEROUPPER")
@@ -110,34 +110,39 @@ def kernel(name, bcast_mem, unroll, prefetch):
 kernel("kern14x32bcst", True, 4, 0)
 kernel("kern14x32", False, 4, 0)
 
-def kernel_avx2(rows):
-    """kern<rows>x16avx2: the AVX2+FMA sub-block kernel of kern5 (kern.go):
-    rows x 16 columns of the 14x32 block, 2 ymm accumulators per row,
-    VBROADCASTSS + VFMADD231PS as kern14x32 (so every element is the same
-    FMA chain). a points at the block's first row in the A panel (stride MR
-    floats per k), b at its first column in the B panel (stride NR)."""
-    name = "kern%dx16avx2" % rows
-    accy = lambda i, h: "Y%d" % (2 * i + h)
-    prologue(name, rows, accy, 32, "VXORPS")
+def kernel_avx2(rows, cols):
+    """kern<rows>x<cols>avx2: an AVX2+FMA sub-block kernel of kern5 (kern.go):
+    rows x cols (16 or 32) columns of the 14x32 block, cols/8 ymm
+    accumulators per row, VBROADCASTSS + VFMADD231PS as kern14x32 (so every
+    element is the same FMA chain). a points at the block's first row in the
+    A panel (stride MR floats per k), b at its first column in the B panel
+    (stride NR). Needs rows*cols/8 + cols/8 + 2 <= 16 ymm registers."""
+    name = "kern%dx%davx2" % (rows, cols)
+    nvec = cols // 8
+    accy = lambda i, h: "Y%d" % (nvec * i + h)
+    bvec = ["Y%d" % (rows * nvec + h) for h in range(nvec)]
+    bc = ["Y%d" % (rows * nvec + nvec), "Y%d" % (rows * nvec + nvec + 1)]
+    assert rows * nvec + nvec + 2 <= 16
+    prologue(name, rows, accy, 32, "VXORPS", nvec)
     w("\tTESTQ CX, CX")
     w("\tJZ %s_store" % name)
     w("%s_loop:" % name)
-    w("\tVMOVUPS (BX), Y12")
-    w("\tVMOVUPS 32(BX), Y13")
+    for h in range(nvec):
+        w("\tVMOVUPS %s(BX), %s" % (("%d" % (32 * h)) if h else "", bvec[h]))
     for i in range(rows):
-        y = "Y14" if i % 2 == 0 else "Y15"
+        y = bc[i % 2]
         w("\tVBROADCASTSS %d(AX), %s" % (4 * i, y))
-        w("\tVFMADD231PS Y12, %s, %s" % (y, accy(i, 0)))
-        w("\tVFMADD231PS Y13, %s, %s" % (y, accy(i, 1)))
+        for h in range(nvec):
+            w("\tVFMADD231PS %s, %s, %s" % (bvec[h], y, accy(i, h)))
     w("\tADDQ $%d, AX" % (MR * 4))
     w("\tADDQ $%d, BX" % (NR * 4))
     w("\tDECQ CX")
     w("\tJNZ %s_loop" % name)
-    store(name, rows, accy, 32)
+    store(name, rows, accy, 32, nvec)
 
 
-kernel_avx2(6)
-kernel_avx2(2)
+kernel_avx2(6, 16)
+kernel_avx2(2, 32)
 
 # Peak: 24 independent FMA chains on zmm registers, n iterations.
 w("// func peakFMA(n int)")
