@@ -3,7 +3,6 @@ package cuda
 import (
 	"fmt"
 	"math"
-	"math/rand/v2"
 	"time"
 
 	"hpcrun/kernels"
@@ -31,18 +30,7 @@ func (e *Backend) KernelSeconds(op string, nA, nB, dim, reps int) (float64, erro
 		return 0, err
 	}
 	defer done()
-	rnd := func(seed uint64, rows int) kernels.Matrix {
-		r := rand.New(rand.NewPCG(seed, 1))
-		f := make([]float32, rows*dim)
-		s := float32(math.Sqrt(3 / float64(dim))) // unit norm on average
-		for i := range f {
-			f[i] = (2*r.Float32() - 1) * s
-		}
-		h := make([]uint16, len(f))
-		kernels.F32ToF16(h, f)
-		return kernels.F16Matrix(h, rows, dim)
-	}
-	A, B := rnd(1, nA), rnd(2, nB)
+	A, B := kernels.RandomUnit(1, nA, dim, true, e.threads), kernels.RandomUnit(2, nB, dim, true, e.threads)
 	l := layoutOf(dim, A, B)
 	ad, err := e.upload(A, l, false, "A")
 	if err != nil {

@@ -18,12 +18,10 @@ import (
 	"flag"
 	"fmt"
 	"math"
-	"math/rand/v2"
 	"os"
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"hpcrun/kernels"
@@ -136,8 +134,8 @@ func main() {
 	need := func() {
 		if B.Rows == 0 {
 			t0 := time.Now()
-			Q = randomUnitF16(1, *nq, *dim, th)
-			B = randomUnitF16(2, *nb, *dim, th)
+			Q = kernels.RandomUnit(1, *nq, *dim, true, th)
+			B = kernels.RandomUnit(2, *nb, *dim, true, th)
 			fmt.Printf("generated %d + %d float16 rows of dim %d in %.1f s\n", *nq, *nb, *dim, time.Since(t0).Seconds())
 		}
 	}
@@ -167,7 +165,7 @@ func main() {
 			})
 		case "centroid":
 			need()
-			C := randomUnitF16(3, *kc, *dim, th)
+			C := kernels.RandomUnit(3, *kc, *dim, true, th)
 			timeIt("centroid", 2*float64(*nb)*float64(*kc)*float64(*dim), measurement{NB: *nb, Dim: *dim, K: *kc, Note: "L2, fixed-point sums"}, func(n int) error {
 				_, err := b.NearestCentroid(prefix(B, n), C, kernels.L2, kernels.NewAccum(*kc, *dim))
 				return err
@@ -195,7 +193,7 @@ func main() {
 				out = append(out, m)
 			}
 		case "prefixmax":
-			X := randomUnitF16(4, *npm, *dim, th)
+			X := kernels.RandomUnit(4, *npm, *dim, true, th)
 			timeIt("prefixmax", float64(*npm)*float64(*npm-1)*float64(*dim), measurement{NB: *npm, Dim: *dim}, func(n int) error {
 				_, err := b.PrefixMax(prefix(X, n))
 				return err
@@ -212,36 +210,4 @@ func main() {
 			os.Exit(1)
 		}
 	}
-}
-
-// randomUnitF16 returns rows seeded random unit vectors as float16.
-func randomUnitF16(seed uint64, rows, dim, threads int) kernels.Matrix {
-	h := make([]uint16, rows*dim)
-	var wg sync.WaitGroup
-	const chunk = 8192
-	sem := make(chan struct{}, max(1, threads))
-	for c0 := 0; c0 < rows; c0 += chunk {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func(c0 int) {
-			defer func() { <-sem; wg.Done() }()
-			r := rand.New(rand.NewPCG(seed, uint64(c0)))
-			row := make([]float32, dim)
-			for i := c0; i < min(rows, c0+chunk); i++ {
-				var s float64
-				for k := range row {
-					v := r.NormFloat64()
-					row[k] = float32(v)
-					s += v * v
-				}
-				inv := float32(1 / math.Sqrt(s))
-				for k := range row {
-					row[k] *= inv
-				}
-				kernels.F32ToF16(h[i*dim:(i+1)*dim], row)
-			}
-		}(c0)
-	}
-	wg.Wait()
-	return kernels.F16Matrix(h, rows, dim)
 }
