@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -492,42 +490,29 @@ func peakRSS() int64 {
 // writeSignShard writes rows unit vectors whose entries are ±1/sqrt(dim)
 // (random signs): fast to make, and valid embeddings.
 func writeSignShard(path string, rows, dim int) error {
-	f, err := dataset.CreateAtomic(path)
+	w, err := dataset.CreateMatrix(path, dataset.Float16, dim)
 	if err != nil {
 		return err
 	}
-	hdr := fmt.Sprintf("{'descr': '<f2', 'fortran_order': False, 'shape': (%d, %d), }", rows, dim)
-	total := (10 + len(hdr) + 1 + 63) / 64 * 64
-	hdr += strings.Repeat(" ", total-10-len(hdr)-1) + "\n"
-	w := bufio.NewWriterSize(f, 4<<20)
-	w.WriteString("\x93NUMPY\x01\x00")
-	binary.Write(w, binary.LittleEndian, uint16(len(hdr)))
-	w.WriteString(hdr)
-	pos := dataset.FloatToHalf(float32(1 / math.Sqrt(float64(dim))))
-	neg := pos | 0x8000
+	v := float32(1 / math.Sqrt(float64(dim)))
 	const chunk = 8192
-	buf := make([]byte, chunk*dim*2)
+	buf := make([]float32, chunk*dim)
 	rng := rand.New(rand.NewPCG(1, uint64(rows)))
 	for r0 := 0; r0 < rows; r0 += chunk {
 		n := min(chunk, rows-r0)
 		for i := 0; i < n*dim; i += 64 {
 			bits := rng.Uint64()
 			for j := 0; j < 64 && i+j < n*dim; j++ {
-				h := pos
+				buf[i+j] = v
 				if bits>>j&1 == 1 {
-					h = neg
+					buf[i+j] = -v
 				}
-				binary.LittleEndian.PutUint16(buf[2*(i+j):], h)
 			}
 		}
-		if _, err := w.Write(buf[:n*dim*2]); err != nil {
-			f.Abort()
+		if err := w.Write(buf[:n*dim]); err != nil {
+			w.Abort()
 			return err
 		}
 	}
-	if err := w.Flush(); err != nil {
-		f.Abort()
-		return err
-	}
-	return f.Commit()
+	return w.Close()
 }
