@@ -33,7 +33,6 @@ package stages
 
 import (
 	"cmp"
-	"container/heap"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -641,8 +640,7 @@ func dedupFinish(dir string, sh *shuffled, st dedupStats) error {
 // mergeSortedInt64 merges sorted 1-d int64 .npy files into one at out
 // (atomically), streaming, and returns its length.
 func mergeSortedInt64(out string, parts []string) (int64, error) {
-	var total int64
-	h := &int64Heap{}
+	var srcs []*int64Stream
 	for _, p := range parts {
 		f, hd, err := dataset.OpenNPY(p)
 		if err != nil {
@@ -652,103 +650,9 @@ func mergeSortedInt64(out string, parts []string) (int64, error) {
 		if hd.DType != dataset.Int64 || len(hd.Shape) != 1 {
 			return 0, fmt.Errorf("%s: want 1-d int64, got %s %v", p, hd.DType.Name(), hd.Shape)
 		}
-		total += int64(hd.Shape[0])
-		src := &int64Stream{r: io.NewSectionReader(f, hd.DataOffset, hd.DataBytes()), name: p}
-		if ok, err := src.next(); err != nil {
-			return 0, err
-		} else if ok {
-			h.s = append(h.s, src)
-		}
+		srcs = append(srcs, &int64Stream{r: io.NewSectionReader(f, hd.DataOffset, hd.DataBytes()), name: p})
 	}
-	heap.Init(h)
-	af, err := dataset.CreateAtomic(out)
-	if err != nil {
-		return 0, err
-	}
-	w := newInt64Writer(af)
-	w.buf = append(w.buf, npyHeader(dataset.Int64, int(total))...)
-	for h.Len() > 0 {
-		s := h.s[0]
-		w.put(s.cur)
-		ok, err := s.next()
-		if err != nil {
-			af.Abort()
-			return 0, err
-		}
-		if ok {
-			heap.Fix(h, 0)
-		} else {
-			heap.Pop(h)
-		}
-		if w.err != nil {
-			break
-		}
-	}
-	if err := w.flush(); err != nil {
-		af.Abort()
-		return 0, fmt.Errorf("writing %s: %w", out, err)
-	}
-	return total, af.Commit()
-}
-
-type int64Stream struct {
-	r    io.Reader
-	name string
-	buf  []int64
-	pos  int
-	cur  int64
-}
-
-func (s *int64Stream) next() (bool, error) {
-	if s.pos == len(s.buf) {
-		s.buf = slices.Grow(s.buf[:0], 8192)[:8192]
-		n, err := io.ReadFull(s.r, sliceBytes(s.buf))
-		if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
-			return false, fmt.Errorf("%s: %w", s.name, err)
-		}
-		s.buf, s.pos = s.buf[:n/8], 0
-		if len(s.buf) == 0 {
-			return false, nil
-		}
-	}
-	s.cur = s.buf[s.pos]
-	s.pos++
-	return true, nil
-}
-
-type int64Heap struct{ s []*int64Stream }
-
-func (h *int64Heap) Len() int           { return len(h.s) }
-func (h *int64Heap) Less(i, j int) bool { return h.s[i].cur < h.s[j].cur }
-func (h *int64Heap) Swap(i, j int)      { h.s[i], h.s[j] = h.s[j], h.s[i] }
-func (h *int64Heap) Push(x any)         { h.s = append(h.s, x.(*int64Stream)) }
-func (h *int64Heap) Pop() any {
-	x := h.s[len(h.s)-1]
-	h.s = h.s[:len(h.s)-1]
-	return x
-}
-
-type int64Writer struct {
-	w   io.Writer
-	buf []byte
-	err error
-}
-
-func newInt64Writer(w io.Writer) *int64Writer { return &int64Writer{w: w, buf: make([]byte, 0, 1<<20)} }
-
-func (w *int64Writer) put(v int64) {
-	w.buf = append(w.buf, sliceBytes([]int64{v})...)
-	if len(w.buf) >= 1<<20 {
-		w.flush()
-	}
-}
-
-func (w *int64Writer) flush() error {
-	if w.err == nil && len(w.buf) > 0 {
-		_, w.err = w.w.Write(w.buf)
-	}
-	w.buf = w.buf[:0]
-	return w.err
+	return mergeStreams(out, srcs, false)
 }
 
 // dedupStatsOf summarises cluster sizes and removed counts; the histogram

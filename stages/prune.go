@@ -38,7 +38,6 @@ package stages
 
 import (
 	"bufio"
-	"container/heap"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -718,96 +717,18 @@ func (p *pruneSink) writeLists(ctx context.Context, dir string) (map[string]int6
 }
 
 // mergeSortedParts merges sorted raw int64 part files into one sorted .npy
-// without duplicates, streaming (a heap over the parts' heads), and returns
-// its length.
+// without duplicates, streaming, and returns its length.
 func mergeSortedParts(path string, parts []string) (int64, error) {
-	out, err := createNPYStream(path, dataset.Int64)
-	if err != nil {
-		return 0, err
-	}
-	h := &idHeap{}
+	var srcs []*int64Stream
 	for _, p := range parts {
 		f, err := os.Open(p)
 		if err != nil {
-			out.abort()
 			return 0, err
 		}
 		defer f.Close()
-		r := &idReader{r: bufio.NewReaderSize(f, 1<<16), name: p}
-		if ok, err := r.next(); err != nil {
-			out.abort()
-			return 0, err
-		} else if ok {
-			h.rs = append(h.rs, r)
-		}
+		srcs = append(srcs, &int64Stream{r: f, name: p})
 	}
-	heap.Init(h)
-	var n int64
-	last := int64(math.MinInt64)
-	var b [8]byte
-	for h.Len() > 0 {
-		r := h.rs[0]
-		if n == 0 || r.cur != last {
-			last = r.cur
-			putInt64(b[:], last)
-			if err := out.write(b[:]); err != nil {
-				out.abort()
-				return 0, err
-			}
-			n++
-		}
-		ok, err := r.next()
-		if err != nil {
-			out.abort()
-			return 0, err
-		}
-		if ok {
-			heap.Fix(h, 0)
-		} else {
-			heap.Pop(h)
-		}
-	}
-	return n, out.close(int(n))
-}
-
-func putInt64(b []byte, v int64) {
-	for i := 0; i < 8; i++ {
-		b[i] = byte(uint64(v) >> (8 * i))
-	}
-}
-
-type idReader struct {
-	r    *bufio.Reader
-	name string
-	cur  int64
-	buf  [8]byte
-}
-
-func (r *idReader) next() (bool, error) {
-	if _, err := io.ReadFull(r.r, r.buf[:]); err != nil {
-		if err == io.EOF {
-			return false, nil
-		}
-		return false, fmt.Errorf("%s: %w", r.name, err)
-	}
-	var v uint64
-	for i := 7; i >= 0; i-- {
-		v = v<<8 | uint64(r.buf[i])
-	}
-	r.cur = int64(v)
-	return true, nil
-}
-
-type idHeap struct{ rs []*idReader }
-
-func (h *idHeap) Len() int           { return len(h.rs) }
-func (h *idHeap) Less(i, j int) bool { return h.rs[i].cur < h.rs[j].cur }
-func (h *idHeap) Swap(i, j int)      { h.rs[i], h.rs[j] = h.rs[j], h.rs[i] }
-func (h *idHeap) Push(x any)         { h.rs = append(h.rs, x.(*idReader)) }
-func (h *idHeap) Pop() any {
-	x := h.rs[len(h.rs)-1]
-	h.rs = h.rs[:len(h.rs)-1]
-	return x
+	return mergeStreams(path, srcs, true)
 }
 
 // ---------------------------------------------------------------- subsets
@@ -907,7 +828,7 @@ func readPositions(path string, pos []int64) ([]int64, error) {
 	if len(h.Shape) != 1 || h.DType != dataset.Int64 {
 		return nil, fmt.Errorf("%s: want a 1-d int64 array", path)
 	}
-	r := &idReader{r: bufio.NewReaderSize(f, 1<<20), name: path}
+	r := &int64Stream{r: io.NewSectionReader(f, h.DataOffset, h.DataBytes()), name: path}
 	out := make([]int64, 0, len(pos))
 	var at int64 = -1
 	for _, p := range pos {

@@ -7,14 +7,17 @@ package stages
 // Comm).
 
 import (
+	"container/heap"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"unsafe"
@@ -264,4 +267,97 @@ func sliceBytes[T int32 | int64 | uint8 | uint16 | float32](s []T) []byte {
 		return nil
 	}
 	return unsafe.Slice((*byte)(unsafe.Pointer(&s[0])), len(s)*int(unsafe.Sizeof(s[0])))
+}
+
+// ---------------------------------------------------------------- sorted int64 streams
+
+// int64Stream reads int64 values from r in batches: a raw part file, or
+// the data section of a 1-d int64 .npy.
+type int64Stream struct {
+	r    io.Reader
+	name string
+	buf  []int64
+	pos  int
+	cur  int64
+}
+
+// next advances to the next value (cur); false at the end.
+func (s *int64Stream) next() (bool, error) {
+	if s.pos == len(s.buf) {
+		s.buf = slices.Grow(s.buf[:0], 8192)[:8192]
+		n, err := io.ReadFull(s.r, sliceBytes(s.buf))
+		if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
+			return false, fmt.Errorf("%s: %w", s.name, err)
+		}
+		s.buf, s.pos = s.buf[:n/8], 0
+		if len(s.buf) == 0 {
+			return false, nil
+		}
+	}
+	s.cur = s.buf[s.pos]
+	s.pos++
+	return true, nil
+}
+
+type int64Heap struct{ s []*int64Stream }
+
+func (h *int64Heap) Len() int           { return len(h.s) }
+func (h *int64Heap) Less(i, j int) bool { return h.s[i].cur < h.s[j].cur }
+func (h *int64Heap) Swap(i, j int)      { h.s[i], h.s[j] = h.s[j], h.s[i] }
+func (h *int64Heap) Push(x any)         { h.s = append(h.s, x.(*int64Stream)) }
+func (h *int64Heap) Pop() any {
+	x := h.s[len(h.s)-1]
+	h.s = h.s[:len(h.s)-1]
+	return x
+}
+
+// mergeStreams merges sorted int64 streams into a 1-d int64 .npy at out
+// (atomically, streaming: a heap over the streams' heads) and returns its
+// length; unique drops repeated values.
+func mergeStreams(out string, srcs []*int64Stream, unique bool) (int64, error) {
+	o, err := createNPYStream(out, dataset.Int64)
+	if err != nil {
+		return 0, err
+	}
+	h := &int64Heap{}
+	for _, s := range srcs {
+		ok, err := s.next()
+		if err != nil {
+			o.abort()
+			return 0, err
+		}
+		if ok {
+			h.s = append(h.s, s)
+		}
+	}
+	heap.Init(h)
+	var n, last int64
+	buf := make([]int64, 0, 8192)
+	for h.Len() > 0 {
+		s := h.s[0]
+		if !unique || n == 0 || s.cur != last {
+			buf = append(buf, s.cur)
+			last = s.cur
+			n++
+		}
+		ok, err := s.next()
+		if err == nil && len(buf) == cap(buf) {
+			err = o.write(sliceBytes(buf))
+			buf = buf[:0]
+		}
+		if err != nil {
+			o.abort()
+			return 0, err
+		}
+		if ok {
+			heap.Fix(h, 0)
+		} else {
+			heap.Pop(h)
+		}
+	}
+	if err := o.write(sliceBytes(buf)); err != nil {
+		o.abort()
+		return 0, err
+	}
+	return n, o.close(int(n))
 }
