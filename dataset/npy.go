@@ -493,6 +493,11 @@ func asBytes[T int32 | int64 | uint16 | float32 | float64 | uint8](s []T) []byte
 
 // headerBytes renders a version 1.0 header padded with spaces to exactly
 // size bytes (size a multiple of 64, so the data is aligned as numpy does).
+// NPYHeader is a version 1.0 .npy header for an array of dtype dt and
+// shape, padded to size bytes (0: the next multiple of 64, as numpy writes
+// it; a fixed size leaves room to patch the shape in place later).
+func NPYHeader(dt DType, shape []int, size int) ([]byte, error) { return headerBytes(dt, shape, size) }
+
 func headerBytes(dt DType, shape []int, size int) ([]byte, error) {
 	var sb strings.Builder
 	sb.WriteString("(")

@@ -1098,10 +1098,8 @@ func (o *npyStream) write(b []byte) error {
 // close checks that the data fills shape, writes the header and commits.
 func (o *npyStream) close(shape ...int) error {
 	want := int64(o.dt.Size())
-	dims := make([]string, len(shape))
-	for i, s := range shape {
+	for _, s := range shape {
 		want *= int64(s)
-		dims[i] = fmt.Sprint(s)
 	}
 	if want != o.n {
 		o.abort()
@@ -1111,18 +1109,11 @@ func (o *npyStream) close(shape ...int) error {
 		o.abort()
 		return fmt.Errorf("writing %s: %w", o.f.Name(), err)
 	}
-	tuple := strings.Join(dims, ", ")
-	if len(shape) == 1 {
-		tuple += ","
-	}
-	dict := fmt.Sprintf("{'descr': '%s', 'fortran_order': False, 'shape': (%s), }", o.dt, tuple)
-	pad := npyStreamHeader - 10 - len(dict) - 1
-	if pad < 0 {
+	hdr, err := dataset.NPYHeader(o.dt, shape, npyStreamHeader)
+	if err != nil {
 		o.abort()
-		return fmt.Errorf("npy header for shape %v too long", shape)
+		return fmt.Errorf("writing %s: %w", o.f.Name(), err)
 	}
-	hdr := append([]byte("\x93NUMPY\x01\x00"), byte(npyStreamHeader-10), 0)
-	hdr = append(append(append(hdr, dict...), strings.Repeat(" ", pad)...), '\n')
 	if _, err := o.f.WriteAt(hdr, 0); err != nil {
 		o.abort()
 		return err

@@ -10,7 +10,6 @@ import (
 	"container/heap"
 	"context"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -18,8 +17,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
-	"strings"
 	"unsafe"
 
 	"hpcrun/collective"
@@ -158,35 +155,16 @@ func agree(ctx context.Context, c *collective.Comm, f func() bool) (bool, error)
 
 // ---------------------------------------------------------------- .npy written by every rank
 
-// npyHeader is a version 1.0 .npy header padded to a multiple of 64 bytes,
-// as dataset.WriteNPY writes it.
-func npyHeader(dt dataset.DType, shape ...int) []byte {
-	parts := make([]string, len(shape))
-	for i, s := range shape {
-		parts[i] = strconv.Itoa(s)
-	}
-	tuple := "(" + strings.Join(parts, ", ")
-	if len(shape) == 1 {
-		tuple += ","
-	}
-	tuple += ")"
-	dict := fmt.Sprintf("{'descr': '%s', 'fortran_order': False, 'shape': %s, }", dt, tuple)
-	size := (10 + len(dict) + 1 + 63) / 64 * 64
-	b := make([]byte, 0, size)
-	b = append(b, "\x93NUMPY\x01\x00"...)
-	b = binary.LittleEndian.AppendUint16(b, uint16(size-10))
-	b = append(b, dict...)
-	b = append(b, strings.Repeat(" ", size-10-len(dict)-1)...)
-	return append(b, '\n')
-}
-
 // writeNPYGlobal writes an array of the given shape whose rows are spread
 // over the ranks: this rank holds data, the bytes from row off on (rows of
 // rowBytes bytes). Rank 0 creates a hidden temp file of the final size,
 // every rank writes its range in place and syncs, and rank 0 renames the
 // file into place once all have: the array appears whole or not at all.
 func writeNPYGlobal(ctx context.Context, c *collective.Comm, path string, dt dataset.DType, shape []int, off int64, rowBytes int, data []byte) error {
-	hdr := npyHeader(dt, shape...)
+	hdr, err := dataset.NPYHeader(dt, shape, 0)
+	if err != nil {
+		return err
+	}
 	total := int64(dt.Size())
 	for _, s := range shape {
 		total *= int64(s)
