@@ -16,29 +16,26 @@ import (
 // in two of its shards: ids name samples (prune's keep lists, subsample's
 // tar keys), so a duplicate would merge two images in every output.
 // Uniqueness inside a shard is checked whenever a shard's ids are read
-// (dataset.IDs); across shards, every rank reads the ids of its own shards
-// (shards) and the ranks exchange each shard's smallest and largest id.
+// (dataset.IDs); across shards, every rank passes the ids it has read of
+// its own shards (ids[i] of shards[i]) and the ranks exchange each shard's
+// smallest and largest id.
 // Shards whose ranges do not overlap cannot share an id — clip-retrieval
 // numbers samples consecutively, so that is the usual end of it. Shards
 // whose ranges overlap are compared by rank 0, which reads just their id
 // columns (memory: 16 bytes per id of those shards), and every rank returns
 // rank 0's verdict. Collective: every rank calls it. The embeddings layout
 // (ids are row numbers) needs no check.
-func checkIDsAcrossShards(ctx context.Context, env *Env, d *dataset.Dataset, shards []int) error {
+func checkIDsAcrossShards(ctx context.Context, env *Env, d *dataset.Dataset, shards []int, ids [][]int64) error {
 	if d.Opts.Layout != dataset.ClipRetrieval {
 		return nil
 	}
 	// (shard, min, max) of this rank's non-empty shards
 	var mine []byte
-	for _, s := range shards {
-		ids, err := d.IDs(s)
-		if err != nil {
-			return fmt.Errorf("rank %d: %w", env.Rank(), err)
-		}
-		if len(ids) == 0 {
+	for i, s := range shards {
+		if len(ids[i]) == 0 {
 			continue
 		}
-		lo, hi := slices.Min(ids), slices.Max(ids)
+		lo, hi := slices.Min(ids[i]), slices.Max(ids[i])
 		mine = binary.LittleEndian.AppendUint64(mine, uint64(s))
 		mine = binary.LittleEndian.AppendUint64(mine, uint64(lo))
 		mine = binary.LittleEndian.AppendUint64(mine, uint64(hi))

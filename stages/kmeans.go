@@ -108,6 +108,7 @@ type kmRun struct {
 	blockRows int
 	dir       string
 	open      map[int]*dataset.Matrix // shards opened by fetchRows
+	ids       [][]int64               // ids of this rank's shards (rows.shards order)
 }
 
 func runKMeans(ctx context.Context, env *Env) (*Result, error) {
@@ -145,7 +146,14 @@ func runKMeans(ctx context.Context, env *Env) (*Result, error) {
 	if kc.Metric == "cosine" {
 		km.metric = kernels.Cosine
 	}
-	if err := checkIDsAcrossShards(ctx, env, ds, km.rows.shards); err != nil {
+	for _, s := range km.rows.shards {
+		v, err := ds.IDs(s)
+		if err != nil {
+			return nil, fmt.Errorf("rank %d: %w", env.Rank(), err)
+		}
+		km.ids = append(km.ids, v)
+	}
+	if err := checkIDsAcrossShards(ctx, env, ds, km.rows.shards, km.ids); err != nil {
 		return nil, err
 	}
 	st, prev, cur, assign, finished, err := km.start(ctx, hash)
@@ -586,14 +594,7 @@ func (km *kmRun) loadCheckpoint(hash string) ([]byte, []byte) {
 
 func (km *kmRun) writeOutputs(ctx context.Context, st *kmState, centres []float32, assign []int32) error {
 	env := km.env
-	ids := make([]int64, 0, km.rows.n())
-	for _, s := range km.rows.shards {
-		v, err := km.ds.IDs(s)
-		if err != nil {
-			return fmt.Errorf("rank %d: %w", env.Rank(), err)
-		}
-		ids = append(ids, v...)
-	}
+	ids := slices.Concat(km.ids...)
 	n := int(km.n)
 	if err := writeNPYGlobal(ctx, env.Comm, filepath.Join(km.dir, "ids.npy"), dataset.Int64, []int{n}, km.rows.lo, 8, collective.AsBytes(ids)); err != nil {
 		return err

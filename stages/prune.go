@@ -79,7 +79,7 @@ func runPrune(ctx context.Context, env *Env) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("base %s: %w", p.Base, err)
 	}
-	if err := checkIDsAcrossShards(ctx, env, scan.d, scan.shards); err != nil {
+	if err := checkIDsAcrossShards(ctx, env, scan.d, scan.shards, scan.ids); err != nil {
 		return nil, fmt.Errorf("base %s: %w", p.Base, err)
 	}
 	ref, err := openBaseScan(env, p.Reference, scanBlockRows(cfg, 1))

@@ -138,7 +138,7 @@ func runSims(ctx context.Context, env *Env) (*Result, error) {
 		if err != nil {
 			return nil, fmt.Errorf("base %s: %w", bname, err)
 		}
-		if err := checkIDsAcrossShards(ctx, env, scan.d, scan.shards); err != nil {
+		if err := checkIDsAcrossShards(ctx, env, scan.d, scan.shards, scan.ids); err != nil {
 			return nil, fmt.Errorf("base %s: %w", bname, err)
 		}
 		for _, ev := range evals {
