@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # deps.sh - install what hpcrun's build, tests and benchmarks need, only what
-# is missing: Debian packages, Go modules, and the ONNX Runtime library from
-# the npm package onnxruntime-node (version and sha256 pinned). Idempotent
-# and quick once done. Runs as root (CI) or with sudo.
+# is missing: Debian packages, Go modules, the ONNX Runtime library from
+# the npm package onnxruntime-node (version and sha256 pinned), and NVIDIA's
+# ptxas from Debian's nvidia-cuda-toolkit .deb (trixie non-free; pinned; only
+# the one binary is unpacked, nothing is installed) so the tests assemble the
+# embedded PTX without a GPU. Idempotent and quick once done. Runs as root
+# (CI) or with sudo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,7 +13,11 @@ ORT_VERSION=1.24.3
 ORT_LIB_SHA256=92ba8e44d31b80a34f5e805076a044122c3be1fffe0d88ed790de7267b0b2682
 ORT_DIR=third_party/onnxruntime
 
-APT_PKGS=(python3-numpy python3-faiss python3-pil libturbojpeg0 libopenblas0-pthread nats-server clang-19 chromium fonts-dejavu-core ca-certificates)
+PTXAS_DEB_URL=http://deb.debian.org/debian/pool/non-free/n/nvidia-cuda-toolkit/nvidia-cuda-toolkit_12.4.131~12.4.1-2_amd64.deb
+PTXAS_SHA256=1173444a1de6fd2d0f183409c91ef7d05f66a55839dad8d8ab642b2596b79b0b # usr/bin/ptxas, CUDA 12.4.131
+PTXAS=third_party/ptxas/ptxas
+
+APT_PKGS=(python3-numpy python3-faiss python3-pil libturbojpeg0 libopenblas0-pthread nats-server clang-19 chromium fonts-dejavu-core ca-certificates curl)
 
 log() { printf '[deps] %s\n' "$*"; }
 SUDO=""
@@ -47,4 +54,18 @@ if [ ! -f "$lib" ] || ! echo "$ORT_LIB_SHA256  $lib" | sha256sum -c --status; th
   mkdir -p "$ORT_DIR"
   install -m 0644 "$tmp/package/bin/napi-v6/linux/x64/libonnxruntime.so.1" "$lib.tmp" && mv "$lib.tmp" "$lib"
 fi
-log "ready: $(go version | cut -d' ' -f3), numpy $(/usr/bin/python3 -c 'import numpy; print(numpy.__version__)'), faiss $(/usr/bin/python3 -c 'import faiss; print(faiss.__version__)'), $lib"
+if [ ! -x "$PTXAS" ] || ! echo "$PTXAS_SHA256  $PTXAS" | sha256sum -c --status; then
+  log "fetching ptxas (CUDA 12.4, from Debian's nvidia-cuda-toolkit .deb; assembles the PTX in the tests)"
+  ptmp=$(mktemp -d)
+  if curl -fsSL -m 900 -o "$ptmp/tk.deb" "$PTXAS_DEB_URL" \
+     && dpkg-deb --fsys-tarfile "$ptmp/tk.deb" | tar -x -C "$ptmp" ./usr/bin/ptxas \
+     && echo "$PTXAS_SHA256  $ptmp/usr/bin/ptxas" | sha256sum -c --status; then
+    mkdir -p "$(dirname "$PTXAS")"
+    install -m 0755 "$ptmp/usr/bin/ptxas" "$PTXAS.tmp" && mv "$PTXAS.tmp" "$PTXAS"
+  else
+    # not fatal: TestPTXAssemble then skips (the PTX structure tests still run)
+    log "WARNING: could not fetch ptxas from $PTXAS_DEB_URL; TestPTXAssemble will skip"
+  fi
+  rm -rf "$ptmp"
+fi
+log "ready: $(go version | cut -d' ' -f3), numpy $(/usr/bin/python3 -c 'import numpy; print(numpy.__version__)'), faiss $(/usr/bin/python3 -c 'import faiss; print(faiss.__version__)'), $lib$([ -x "$PTXAS" ] && echo ", $PTXAS")"

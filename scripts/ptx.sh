@@ -17,4 +17,10 @@ for cu in kernels/cuda/*.cu; do
     -Xclang -target-feature -Xclang +ptx70 -O3 -ffp-contract=off -std=c++17 \
     -S -o "$out/$name.ptx.tmp" "$cu"
   mv "$out/$name.ptx.tmp" "$out/$name.ptx"
+  # the sm_90a module (wgmma needs PTX ISA 8.0 and the "a" target, which the
+  # driver loads on sm_90 GPUs only): the version-5 kernels, -DHPCRUN_SM90A.
+  "$CLANG" -x cuda --cuda-device-only -nocudainc -nocudalib --cuda-gpu-arch=sm_90a \
+    -Xclang -target-feature -Xclang +ptx80 -O3 -ffp-contract=off -std=c++17 -DHPCRUN_SM90A \
+    -S -o "$out/${name}_sm90a.ptx.tmp" "$cu"
+  mv "$out/${name}_sm90a.ptx.tmp" "$out/${name}_sm90a.ptx"
 done

@@ -83,7 +83,7 @@ const EmulatorEnv = "HPCRUN_CUDA_EMULATOR"
 func emulated() bool { return os.Getenv(EmulatorEnv) == "1" }
 
 // VersionEnv names the environment variable that sets a new Backend's
-// Version (0, 1, 2, 3 or 4; e.g. to run a whole experiment on one kernel
+// Version (0, 1, 2, 3, 4 or 5; e.g. to run a whole experiment on one kernel
 // version).
 const VersionEnv = "HPCRUN_CUDA_KERNELS"
 
@@ -93,8 +93,8 @@ func versionFromEnv() (int, error) {
 		return 0, nil
 	}
 	v, err := strconv.Atoi(s)
-	if err != nil || v < 0 || v > 4 {
-		return 0, fmt.Errorf("kernels/cuda: %s=%q: want 0 (auto), 1, 2, 3 or 4", VersionEnv, s)
+	if err != nil || v < 0 || v > 5 {
+		return 0, fmt.Errorf("kernels/cuda: %s=%q: want 0 (auto), 1, 2, 3, 4 or 5", VersionEnv, s)
 	}
 	return v, nil
 }
@@ -207,11 +207,19 @@ func (e *Backend) version(l layout) int {
 	if v == 0 {
 		v = defaultVersion
 	}
+	if v == 5 && !e.dev.has("topk_kernel5_f16") {
+		v = 4 // version 5 (wgmma) runs on sm_90 GPUs only
+	}
 	if v == 4 && !e.dev.has("topk_kernel4_f16") {
 		return 3 // this GPU lacks the 80 KiB of shared memory per block version 4 needs
 	}
 	return v
 }
+
+// Float16Version is the kernel version float16 inputs run with now: Version
+// (or the default) after the fallbacks of GPUs that lack it (5 needs sm_90a,
+// 4 needs 80 KiB of shared memory per block).
+func (e *Backend) Float16Version() int { return e.version(layout{f16: true}) }
 
 // defaultVersion is the tensor-core kernel version used when Version is 0.
 // Versions 2, 3 and 4 give the same bits; on an H100 (docs/gpu/2026-11-26-h100)

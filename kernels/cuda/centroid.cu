@@ -16,6 +16,8 @@ epilogue):
   centroid_kernel2_f16       version 2: mma.sync m16n8k16 128x128 tile, float16 inputs
   centroid_kernel3_f16       version 3: v2 fed by cp.async double buffering + ldmatrix
   centroid_kernel4_f16       version 4: v3 with a four-stage pipeline (dynamic shared memory)
+  centroid_kernel5_f16       version 5: wgmma.m64n256k16 128x256 tile (common.cuh v5), sm_90a
+                         only: the one kernel of centroid_sm90a.ptx (built with -DHPCRUN_SM90A)
   centroid_sums_kernel1_f32  sums, version 1: one thread per (point, coordinate),
   centroid_sums_kernel1_f16  atom.add.u64 into sums[c*dim + k]
   centroid_sums_kernel2_f32  sums, version 2 (used with tile versions 2 and 3): one
@@ -26,6 +28,9 @@ Regenerate the PTX (clang-19, no CUDA toolkit): scripts/ptx.sh
 */
 #include "common.cuh"
 
+#ifdef HPCRUN_SM90A
+KERNEL __launch_bounds__(V2_THREADS) void centroid_kernel5_f16(SimArgs a) { argmax_wg<false>(a); }
+#else
 KERNEL __launch_bounds__(V1_THREADS) void centroid_kernel1_f32(SimArgs a) { argmax_v1<float, false>(a); }
 KERNEL __launch_bounds__(V1_THREADS) void centroid_kernel1_f16(SimArgs a) { argmax_v1<u16, false>(a); }
 KERNEL __launch_bounds__(V2_THREADS) void centroid_kernel2_f16(SimArgs a) { argmax_mma<2, false>(a); }
@@ -86,3 +91,4 @@ DEV void centroid_sums_w(const SumArgs& s) {
 
 KERNEL __launch_bounds__(SUM_THREADS) void centroid_sums_kernel2_f32(SumArgs s) { centroid_sums_w<float>(s); }
 KERNEL __launch_bounds__(SUM_THREADS) void centroid_sums_kernel2_f16(SumArgs s) { centroid_sums_w<u16>(s); }
+#endif // HPCRUN_SM90A

@@ -483,3 +483,176 @@ DEV void argmax_mma(const SimArgs& a) {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// v5: warpgroup MMA (wgmma.mma_async, sm_90a only; compiled into the
+// *_sm90a.ptx modules with -DHPCRUN_SM90A)
+//
+// 128x256 tile (A rows x B rows), 256 threads = 2 warpgroups, warpgroup g
+// computes A rows 64g..64g+63 against all 256 B rows with one
+// wgmma.m64n256k16 per 16 k: 128 float32 accumulators per thread. Both
+// operands come from shared memory through matrix descriptors, in the
+// 128-byte-swizzled K-major layout: a stage holds 64 k (128 bytes) of every
+// row; row r's 16-byte piece c sits at r*128 + ((c ^ (r & 7)) * 16), so
+// 8 rows form a 1024-byte swizzle atom (the descriptor's stride byte offset)
+// and the k16 steps inside a stage advance the start address by 32 bytes.
+// Four stages of 48 KiB in dynamic shared memory (plus 1 KiB to align the
+// first atom): cp.async fills step kt+2 while the tensor cores run step kt
+// and step kt-1's wgmma group may still be in flight (wgmma.wait_group 1);
+// each thread fences its landed pieces into the async proxy
+// (fence.proxy.async) before the barrier that hands them to the wgmma.
+// The mma sequence is v2's in k order (16 products at a time into float32),
+// so the error bound of doc.go holds; whether its bits equal v2's is for
+// the GPU run to show (TestGPUVersionsAgree).
+//
+// Accumulator layout (PTX ISA, wgmma .m64nNk16 D fragments): warp w of the
+// warpgroup holds rows 16w..16w+15; acc[4n+e] is row (lane>>2) + 8(e>>1),
+// column 8n + 2(lane&3) + (e&1) — v2's m16n8 fragment, 32 times along N.
+
+#define V5_BM 128
+#define V5_BN 256
+#define V5_BK 64
+#define V5_STAGES 4
+#define V5_ACC 128
+#define V5_STAGE_BYTES ((V5_BM + V5_BN) * V5_BK * 2)      // 49152
+#define V5_SMEM_BYTES (V5_STAGES * V5_STAGE_BYTES + 1024) // 197632; Go twin: v5SharedBytes
+
+#ifdef HPCRUN_SM90A
+// descriptor of a K-major operand in 128B-swizzled atoms starting at shared
+// address addr: start>>4 (bits 0-13), leading byte offset 1 (unused for
+// swizzled K-major), stride byte offset 1024>>4 (bits 32-45), swizzle mode 1
+// = 128 bytes (bits 62-63).
+DEV u64 wg_desc(u32 addr) {
+    return (u64)((addr & 0x3ffff) >> 4) | ((u64)1 << 16) | ((u64)(1024 >> 4) << 32) | ((u64)1 << 62);
+}
+
+DEV void wg_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
+DEV void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
+DEV void wg_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory"); }
+DEV void wg_wait1() { asm volatile("wgmma.wait_group.sync.aligned 1;" ::: "memory"); }
+// generic-proxy writes (cp.async) made visible to the async proxy (wgmma)
+DEV void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
+// pins the accumulators at this point of the program: the compiler sees
+// wgmma write them at issue, so without this it could read them before
+// wgmma.wait_group or write them after wgmma.fence
+DEV void wg_fence_acc(float* d, int n) {
+#pragma unroll
+    for (int i = 0; i < n; i++) asm volatile("" : "+f"(d[i])::"memory");
+}
+
+#define WG_F4(i) "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3])
+#define WG_F16(i) WG_F4(i), WG_F4(i + 4), WG_F4(i + 8), WG_F4(i + 12)
+#define WG_F64(i) WG_F16(i), WG_F16(i + 16), WG_F16(i + 32), WG_F16(i + 48)
+
+// d += A·Bᵀ for a 64x16 A and a 256x16 B in shared memory (descriptors)
+DEV void wgmma_m64n256k16(float d[V5_ACC], u64 da, u64 db) {
+    asm volatile(
+        "{ .reg .pred p; setp.ne.b32 p, %130, 0;\n" // scale-d is a predicate: 1 = accumulate
+        "wgmma.mma_async.sync.aligned.m64n256k16.f32.f16.f16 {"
+        "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"
+        "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,"
+        "%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,"
+        "%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63,"
+        "%64,%65,%66,%67,%68,%69,%70,%71,%72,%73,%74,%75,%76,%77,%78,%79,"
+        "%80,%81,%82,%83,%84,%85,%86,%87,%88,%89,%90,%91,%92,%93,%94,%95,"
+        "%96,%97,%98,%99,%100,%101,%102,%103,%104,%105,%106,%107,%108,%109,%110,%111,"
+        "%112,%113,%114,%115,%116,%117,%118,%119,%120,%121,%122,%123,%124,%125,%126,%127"
+        "}, %128, %129, p, 1, 1, 0, 0; }"
+        : WG_F64(0), WG_F64(64)
+        : "l"(da), "l"(db), "r"(1)
+        : "memory");
+}
+
+// v5_tile: acc[4n+e] = A[v5_row(i0, e)] · B[v5_col(j0, n, e)]; rows past
+// nA / nB and k past ld read as zeros.
+DEV void v5_tile(const SimArgs& a, i64 i0, i64 j0, float acc[V5_ACC]) {
+    const u16* A = (const u16*)a.A;
+    const u16* B = (const u16*)a.B;
+    const int tid = tid_x(), wg = tid >> 7;
+#pragma unroll
+    for (int i = 0; i < V5_ACC; i++) acc[i] = 0.0f;
+    wg_fence_acc(acc, V5_ACC);
+    const u32 base = (smem_addr(dsmem) + 1023u) & ~1023u;
+    const u32 bOff = V5_BM * V5_BK * 2;
+    // step kt into stage st: 128 + 256 rows x 8 pieces of 16 bytes, 4 + 8 per thread
+    auto load = [&](i64 kt, int st) {
+        const u32 sA = base + (u32)st * V5_STAGE_BYTES, sB = sA + bOff;
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int idx = tid + V2_THREADS * e, row = idx >> 3, c = idx & 7;
+            const i64 ia = i0 + row, k = kt * V5_BK + c * 8;
+            const bool ok = ia < a.nA && k < a.ld;
+            cp_async16(sA + (u32)(row * 128 + ((c ^ (row & 7)) << 4)), A + (ok ? ia * a.ld + k : 0), ok);
+        }
+#pragma unroll
+        for (int e = 0; e < 8; e++) {
+            const int idx = tid + V2_THREADS * e, row = idx >> 3, c = idx & 7;
+            const i64 jb = j0 + row, k = kt * V5_BK + c * 8;
+            const bool ok = jb < a.nB && k < a.ld;
+            cp_async16(sB + (u32)(row * 128 + ((c ^ (row & 7)) << 4)), B + (ok ? jb * a.ld + k : 0), ok);
+        }
+    };
+    const i64 nk = (a.ld + V5_BK - 1) / V5_BK;
+    // prologue: steps 0 and 1 in flight (one commit group each, maybe empty)
+    for (int s = 0; s < V5_STAGES - 2; s++) {
+        if (s < nk) load(s, s);
+        cp_async_commit();
+    }
+    for (i64 kt = 0; kt < nk; kt++) {
+        cp_async_wait1();    // groups committed: kt+2; step kt has landed (for this thread)
+        fence_proxy_async(); // ... and is visible to the tensor cores
+        sync_threads();      // for every thread; and every warpgroup is past step kt-2's wgmma
+        const i64 next = kt + V5_STAGES - 2;
+        if (next < nk) load(next, (int)(next % V5_STAGES)); // the stage of step kt-2
+        cp_async_commit();
+        const u32 sA = base + (u32)(kt % V5_STAGES) * V5_STAGE_BYTES + (u32)wg * (64 * 128), sB = base + (u32)(kt % V5_STAGES) * V5_STAGE_BYTES + bOff;
+        wg_fence();
+#pragma unroll
+        for (int ks = 0; ks < V5_BK / 16; ks++) wgmma_m64n256k16(acc, wg_desc(sA + 32 * ks), wg_desc(sB + 32 * ks));
+        wg_commit();
+        wg_wait1(); // step kt-1's group is done: its stage may be refilled after the next barrier
+    }
+    wg_wait0();
+    wg_fence_acc(acc, V5_ACC);
+    cp_async_wait0();
+}
+
+DEV i64 v5_row(i64 i0, int e) {
+    const int tid = tid_x(), lane = tid & 31;
+    return i0 + (tid >> 7) * 64 + ((tid >> 5) & 3) * 16 + (lane >> 2) + 8 * (e >> 1);
+}
+DEV i64 v5_col(i64 j0, int n, int e) { return j0 + 8 * n + 2 * (lane_id() & 3) + (e & 1); }
+
+// argmax_wg: the argmax epilogue on the v5 engine.
+template <bool PREFIX>
+DEV void argmax_wg(const SimArgs& a) {
+    const i64 i0 = (i64)ctaid_x() * V5_BM, j0 = (i64)ctaid_y() * V5_BN;
+    if (PREFIX && a.bOff + j0 >= a.aOff + i0 + V5_BM) return;
+    float acc[V5_ACC];
+    v5_tile(a, i0, j0, acc);
+    const bool quad_lead = (lane_id() & 3) == 0;
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        const i64 i = v5_row(i0, 2 * h);
+        u64 best = 0;
+        if (i < a.nA) {
+#pragma unroll
+            for (int n = 0; n < V5_BN / 8; n++) {
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    const i64 j = v5_col(j0, n, e);
+                    if (j >= a.nB || (PREFIX && a.bOff + j >= a.aOff + i)) continue;
+                    const u64 key = make_key(apply_sb(a, j, acc[4 * n + 2 * h + e]), a.bOff + j);
+                    if (key > best) best = key;
+                }
+            }
+        }
+        u64 o = shfl_xor64(best, 1);
+        if (o > best) best = o;
+        o = shfl_xor64(best, 2);
+        if (o > best) best = o;
+        if (quad_lead && best) atomic_max_u64(&a.best[i], best);
+    }
+}
+#endif // HPCRUN_SM90A
+

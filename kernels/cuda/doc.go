@@ -6,7 +6,11 @@
 // STATUS: checked on an H100 80GB HBM3 (docs/gpu/2026-11-26-h100): every
 // conformance suite passes for versions 1 to 4, versions 2, 3 and 4 agree
 // bit for bit, and the quickstart on the GPU writes the same outputs as on
-// the CPU. Other GPUs (sm_80, sm_86, sm_89) have not been run.
+// the CPU. Other GPUs (sm_80, sm_86, sm_89) have not been run. Version 5
+// (wgmma, sm_90a) has NOT run on a GPU yet: ptxas 12.4 assembles it here
+// (TestPTXAssemble: 205-217 registers, no spills, wgmma not serialised) and
+// the emulator runs its host side, but its results and speed are unknown
+// until the next GPU check; it is opt-in (Version 5 or HPCRUN_CUDA_KERNELS=5).
 //
 // # Use
 //
@@ -32,7 +36,14 @@
 // toolkit). scripts/ptx.sh compiles them with Debian's clang-19 NVPTX backend
 // into sm_80 PTX (ISA 7.0), which is committed and embedded (go:embed);
 // the driver JIT-compiles it for the GPU at hand (sm_80 or newer; older GPUs
-// get a clear error). TestPTXFresh regenerates into a temp dir and fails on
+// get a clear error). Each .cu is compiled a second time with
+// -DHPCRUN_SM90A into <op>_sm90a.ptx (ISA 8.0, target sm_90a: version 5's
+// wgmma), which only sm_90 GPUs load (elsewhere, or if its JIT fails, the
+// version-5 kernels are missing and version 5 falls back to 4).
+// TestPTXAssemble runs NVIDIA's ptxas (CUDA 12.4, fetched by
+// scripts/deps.sh from Debian's nvidia-cuda-toolkit .deb) on every module
+// for sm_80, sm_90 and sm_90a: registers, no spills, no serialised wgmma.
+// TestPTXFresh regenerates into a temp dir and fails on
 // any difference (skipped without clang-19); TestPTXStructure always checks
 // .version/.target, the entry points, parameter sizes against the Go
 // argument structs, no calls or .extern functions, no local memory, and
@@ -46,7 +57,13 @@
 // mma sequence (bit-identical results) fed by a two-stage cp.async
 // pipeline and ldmatrix.x4; 4 = version 3 with a four-stage pipeline in 80
 // KiB of dynamic shared memory (cuFuncSetAttribute; a GPU without that much
-// falls back to 3), the default when both inputs are float16.
+// falls back to 3), the default when both inputs are float16; 5 = sm_90a
+// only: a 128x256 tile per block of two warpgroups, each one
+// wgmma.mma_async.m64n256k16 per 16 k on operands in 128-byte-swizzled
+// shared memory (matrix descriptors), fed by a four-stage cp.async pipeline
+// in 193 KiB of dynamic shared memory (1 block per SM, 128 float32
+// accumulators per thread); the same k order and 16-product steps as
+// version 2, unverified on a GPU (see STATUS).
 // Backend.Version (or HPCRUN_CUDA_KERNELS) forces one. float32 inputs always use version 1: converting them to
 // float16 would change results beyond the conformance tolerances.
 //

@@ -258,7 +258,21 @@ func openDevice(ordinal int) (device, error) {
 	undo := c.bind()
 	defer undo()
 	for _, m := range ptxModules {
+		if m.arch == "sm_90a" && (inf.major != 9 || inf.minor != 0) {
+			// "a" targets run on exactly their architecture
+			for _, e := range m.entries {
+				c.missing[e] = fmt.Sprintf("needs sm_90a (this GPU is sm_%d%d)", inf.major, inf.minor)
+			}
+			continue
+		}
 		if err := c.loadModule(m); err != nil {
+			if m.arch != "" {
+				// an optional module: its kernels are missing, the others run
+				for _, e := range m.entries {
+					c.missing[e] = err.Error()
+				}
+				continue
+			}
 			c.closeLocked()
 			return nil, err
 		}

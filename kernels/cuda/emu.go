@@ -187,9 +187,9 @@ func (d *emuDevice) launch(name string, grid, block [3]int, _ stream, params []u
 		if _, err := fmt.Sscanf(strings.Replace(name, "_kernel", " ", 1), "%s %d_%s", &op, &version, &dt); err != nil {
 			return fmt.Errorf("emu: kernel name %q: %v", name, err)
 		}
-		tile := tileOf(version)
-		if grid[0] != ceilDiv(int(a.NA), tile) || grid[1] != ceilDiv(int(a.NB), tile) {
-			return fmt.Errorf("emu: %s: grid %v for %dx%d rows (tile %d)", name, grid, a.NA, a.NB, tile)
+		ta, tb := tiles(version)
+		if grid[0] != ceilDiv(int(a.NA), ta) || grid[1] != ceilDiv(int(a.NB), tb) {
+			return fmt.Errorf("emu: %s: grid %v for %dx%d rows (tiles %dx%d)", name, grid, a.NA, a.NB, ta, tb)
 		}
 		if a.LD%32 != 0 {
 			return fmt.Errorf("emu: %s: ld %d is not a multiple of 32", name, a.LD)

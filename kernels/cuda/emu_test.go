@@ -37,14 +37,14 @@ func smallTunables() tunables {
 }
 
 // TestEmulatedConformance runs the conformance suites through the whole
-// host side on the emulated device: versions 2 and 3 (tensor-core kernel
-// names and tiles for float16 inputs) with the default tunables, version 1
-// with tiny ones.
+// host side on the emulated device: versions 2 to 5 (tensor-core kernel
+// names and tiles for float16 inputs: 128x128, and 128x256 for version 5)
+// with the default tunables, versions 1 and 5 with tiny ones.
 func TestEmulatedConformance(t *testing.T) {
 	for _, c := range []struct {
 		version int
 		small   bool
-	}{{2, false}, {3, false}, {4, false}, {1, true}} {
+	}{{2, false}, {3, false}, {4, false}, {5, false}, {5, true}, {1, true}} {
 		version, small := c.version, c.small
 		{
 			t.Run(fmt.Sprintf("v%d,small=%v", version, small), func(t *testing.T) {

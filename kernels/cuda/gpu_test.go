@@ -25,15 +25,19 @@ func newGPU(t *testing.T, version int) *Backend {
 	}
 	b.Version = version
 	t.Cleanup(func() { b.Close() })
+	if got := b.Float16Version(); version != 0 && got != version {
+		t.Skipf("%s: version %d does not run here (falls back to %d)", b.Name(), version, got)
+	}
 	t.Logf("%s, version %d", b.Name(), version)
 	return b
 }
 
 // TestGPUConformance runs every conformance suite on the GPU for every
-// kernel version (versions 2 and 3 apply to the float16 cases; float32
-// cases use version 1 in every run).
+// kernel version (versions 2 to 5 apply to the float16 cases; float32
+// cases use version 1 in every run; version 5 skips on GPUs other than
+// sm_90).
 func TestGPUConformance(t *testing.T) {
-	for _, v := range []int{1, 2, 3, 4} {
+	for _, v := range []int{1, 2, 3, 4, 5} {
 		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) { kerneltest.All(t, newGPU(t, v)) })
 	}
 }
@@ -41,7 +45,7 @@ func TestGPUConformance(t *testing.T) {
 // TestGPUSmallTunables crosses chunk, query-block, grid-slice and overflow
 // boundaries on the GPU.
 func TestGPUSmallTunables(t *testing.T) {
-	for _, v := range []int{1, 2, 3, 4} {
+	for _, v := range []int{1, 2, 3, 4, 5} {
 		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) {
 			b := newGPU(t, v)
 			b.tun = tunables{chunkBytes: 64 << 10, topkHeadroom: 64, topkBytes: 40 * (8*(300+64) + 8*300 + 8 + 4*160), maxGridY: 2, residentFrac: 0.5}
@@ -87,7 +91,7 @@ func TestGPULargeK(t *testing.T) {
 // does not depend on atomics' order), and NearestCentroid against exact
 // scores with sums equal to those of the returned assignment.
 func TestGPURealShape(t *testing.T) {
-	for _, v := range []int{1, 2, 3, 4} {
+	for _, v := range []int{1, 2, 3, 4, 5} {
 		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) {
 			b := newGPU(t, v)
 			q := kerneltest.Gen(3, 64, 512, kerneltest.Gauss, true)
@@ -147,8 +151,11 @@ func TestGPURealShape(t *testing.T) {
 // TestGPUVersionsAgree: versions 2, 3 and 4 run the same mma sequence on
 // the same fragments (3 and 4 only feed them differently), so every op
 // gives bit-identical results on float16 inputs, over ragged tile edges.
+// Version 5 (sm_90 only) adds the same 16 products per step in the same k
+// order with wgmma; that this gives the same bits on the tensor cores is
+// expected, not yet seen (no GPU run of version 5 so far).
 func TestGPUVersionsAgree(t *testing.T) {
-	b2, b3, b4 := newGPU(t, 2), newGPU(t, 3), newGPU(t, 4)
+	b2 := newGPU(t, 2)
 	q := kerneltest.Gen(7, 300, 512, kerneltest.Gauss, true)
 	base := kerneltest.Gen(8, 20011, 512, kerneltest.Duplicates, true)
 	type run struct {
@@ -159,7 +166,7 @@ func TestGPUVersionsAgree(t *testing.T) {
 	for i := range thr {
 		thr[i] = 0.05 * float32(i%7)
 	}
-	for _, r := range []run{
+	runs := []run{
 		{"TopK", func(b *Backend) (any, error) { return b.TopK(q.M, base.M, kernels.TopKOptions{K: 333}) }},
 		{"TopK smallest", func(b *Backend) (any, error) {
 			return b.TopK(q.M, base.M, kernels.TopKOptions{K: 50, Smallest: true})
@@ -172,20 +179,28 @@ func TestGPUVersionsAgree(t *testing.T) {
 			return []any{res, acc}, err
 		}},
 		{"PrefixMax", func(b *Backend) (any, error) { return b.PrefixMax(base.M) }},
-	} {
-		got2, err := r.f(b2)
+	}
+	want := make([]any, len(runs))
+	for i, r := range runs {
+		got, err := r.f(b2)
 		if err != nil {
 			t.Fatalf("%s v2: %v", r.name, err)
 		}
-		for v, b := range map[int]*Backend{3: b3, 4: b4} {
-			got, err := r.f(b)
-			if err != nil {
-				t.Fatalf("%s v%d: %v", r.name, v, err)
+		want[i] = got
+	}
+	for _, v := range []int{3, 4, 5} {
+		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) {
+			b := newGPU(t, v)
+			for i, r := range runs {
+				got, err := r.f(b)
+				if err != nil {
+					t.Fatalf("%s v%d: %v", r.name, v, err)
+				}
+				if !reflect.DeepEqual(want[i], got) {
+					t.Errorf("%s: versions 2 and %d differ", r.name, v)
+				}
 			}
-			if !reflect.DeepEqual(got2, got) {
-				t.Errorf("%s: versions 2 and %d differ", r.name, v)
-			}
-		}
+		})
 	}
 }
 

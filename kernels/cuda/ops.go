@@ -145,8 +145,8 @@ func (e *Backend) topkBlock(q, b kernels.Matrix, q0, q1 int, t topkPlan, res ker
 		return err
 	}
 	kname := kernelName("topk", t.version, l)
-	tile := tileOf(t.version)
-	maxRange := e.tun.maxGridY * tile
+	ta, tb := tiles(t.version)
+	maxRange := e.tun.maxGridY * tb
 	base := simArgs{A: qd, NA: int64(nq), LD: int64(l.ld), Thr: thr, Count: count, Keys: keys, Cap: int64(capacity)}
 	sel := selectArgs{Keys: keys, Count: count, Thr: thr, NQ: int64(nq), Cap: int64(capacity), K: int64(k)}
 	if e.tun.selectGlobalOnly {
@@ -162,7 +162,7 @@ func (e *Backend) topkBlock(q, b kernels.Matrix, q0, q1 int, t topkPlan, res ker
 			a.B, a.NB, a.BOff = buf+dptr((pos-r0)*rb), int64(n), int64(pos)
 			e.stats.launches++
 			t0 := time.Now()
-			if err := e.dev.launch(kname, [3]int{ceilDiv(nq, tile), ceilDiv(n, tile), 1}, [3]int{threads, 1, 1}, e.compute, words(&a)); err != nil {
+			if err := e.dev.launch(kname, [3]int{ceilDiv(nq, ta), ceilDiv(n, tb), 1}, [3]int{threads, 1, 1}, e.compute, words(&a)); err != nil {
 				return err
 			}
 			if err := e.dev.d2h(bytesOf(cnt), count, e.compute); err != nil {
@@ -321,9 +321,9 @@ func (e *Backend) argmax(j argmaxJob, l layout) (kernels.ArgMax, error) {
 	}
 	defer e.dev.free(best)
 	v := e.version(l)
-	tile := tileOf(v)
+	ta, tb := tiles(v)
 	kname := kernelName(j.op, v, l)
-	slice := e.tun.maxGridY * tile
+	slice := e.tun.maxGridY * tb
 	keys := make([]uint64, rows)
 	err = e.stream(j.a, l, false, j.aName, func(buf dptr, r0, r1 int) error {
 		n := r1 - r0
@@ -346,7 +346,7 @@ func (e *Backend) argmax(j argmaxJob, l layout) (kernels.ArgMax, error) {
 			}
 			e.stats.launches++
 			t0 := time.Now()
-			if err := e.dev.launch(kname, [3]int{ceilDiv(n, tile), ceilDiv(j1-j0, tile), 1}, [3]int{threads, 1, 1}, e.compute, words(&a)); err != nil {
+			if err := e.dev.launch(kname, [3]int{ceilDiv(n, ta), ceilDiv(j1-j0, tb), 1}, [3]int{threads, 1, 1}, e.compute, words(&a)); err != nil {
 				return err
 			}
 			if e.tun.profile {

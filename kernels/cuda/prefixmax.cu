@@ -14,13 +14,19 @@ common.cuh argmax epilogue with the mask bOff+j < aOff+i):
   prefixmax_kernel2_f16  version 2: mma.sync m16n8k16 128x128 tile, float16 inputs
   prefixmax_kernel3_f16       version 3: v2 fed by cp.async double buffering + ldmatrix
   prefixmax_kernel4_f16       version 4: v3 with a four-stage pipeline (dynamic shared memory)
+  prefixmax_kernel5_f16       version 5: wgmma.m64n256k16 128x256 tile (common.cuh v5), sm_90a
+                         only: the one kernel of prefixmax_sm90a.ptx (built with -DHPCRUN_SM90A)
 
 Regenerate the PTX (clang-19, no CUDA toolkit): scripts/ptx.sh
 */
 #include "common.cuh"
 
+#ifdef HPCRUN_SM90A
+KERNEL __launch_bounds__(V2_THREADS) void prefixmax_kernel5_f16(SimArgs a) { argmax_wg<true>(a); }
+#else
 KERNEL __launch_bounds__(V1_THREADS) void prefixmax_kernel1_f32(SimArgs a) { argmax_v1<float, true>(a); }
 KERNEL __launch_bounds__(V1_THREADS) void prefixmax_kernel1_f16(SimArgs a) { argmax_v1<u16, true>(a); }
 KERNEL __launch_bounds__(V2_THREADS) void prefixmax_kernel2_f16(SimArgs a) { argmax_mma<2, true>(a); }
 KERNEL __launch_bounds__(V2_THREADS) void prefixmax_kernel3_f16(SimArgs a) { argmax_mma<3, true>(a); }
 KERNEL __launch_bounds__(V2_THREADS) void prefixmax_kernel4_f16(SimArgs a) { argmax_mma<4, true>(a); }
+#endif // HPCRUN_SM90A

@@ -8,24 +8,35 @@ import (
 )
 
 // The PTX modules, generated from the .cu files beside them by
-// scripts/ptx.sh (clang-19 NVPTX, sm_80, PTX ISA 7.0) and committed;
-// TestPTXFresh fails when they are stale, TestPTXStructure checks them.
+// scripts/ptx.sh (clang-19 NVPTX) and committed: <op>.ptx for sm_80 (PTX
+// ISA 7.0, versions 1-4; the driver JIT-compiles it for any newer GPU) and
+// <op>_sm90a.ptx for sm_90a only (PTX ISA 8.0, version 5: wgmma). TestPTXFresh
+// fails when they are stale, TestPTXStructure checks them.
 //
 //go:embed topk.ptx maxarg.ptx centroid.ptx prefixmax.ptx
+//go:embed topk_sm90a.ptx maxarg_sm90a.ptx centroid_sm90a.ptx prefixmax_sm90a.ptx
 var ptxFS embed.FS
 
 // ptxModule is one embedded module and the entry points the host uses.
+// arch is "" for the sm_80 modules every GPU loads (a failure is an
+// error) and "sm_90a" for the optional ones, loaded only on sm_90 GPUs
+// (a failure only makes their kernels missing, so version 5 falls back).
 type ptxModule struct {
 	file    string
 	entries []string
+	arch    string
 }
 
 var ptxModules = []ptxModule{
-	{"topk.ptx", []string{"topk_kernel1_f32", "topk_kernel1_f16", "topk_kernel2_f16", "topk_kernel3_f16", "topk_kernel4_f16", "topk_select"}},
-	{"maxarg.ptx", []string{"maxarg_kernel1_f32", "maxarg_kernel1_f16", "maxarg_kernel2_f16", "maxarg_kernel3_f16", "maxarg_kernel4_f16"}},
+	{"topk.ptx", []string{"topk_kernel1_f32", "topk_kernel1_f16", "topk_kernel2_f16", "topk_kernel3_f16", "topk_kernel4_f16", "topk_select"}, ""},
+	{"maxarg.ptx", []string{"maxarg_kernel1_f32", "maxarg_kernel1_f16", "maxarg_kernel2_f16", "maxarg_kernel3_f16", "maxarg_kernel4_f16"}, ""},
 	{"centroid.ptx", []string{"centroid_kernel1_f32", "centroid_kernel1_f16", "centroid_kernel2_f16", "centroid_kernel3_f16", "centroid_kernel4_f16",
-		"centroid_sums_kernel1_f32", "centroid_sums_kernel1_f16", "centroid_sums_kernel2_f32", "centroid_sums_kernel2_f16"}},
-	{"prefixmax.ptx", []string{"prefixmax_kernel1_f32", "prefixmax_kernel1_f16", "prefixmax_kernel2_f16", "prefixmax_kernel3_f16", "prefixmax_kernel4_f16"}},
+		"centroid_sums_kernel1_f32", "centroid_sums_kernel1_f16", "centroid_sums_kernel2_f32", "centroid_sums_kernel2_f16"}, ""},
+	{"prefixmax.ptx", []string{"prefixmax_kernel1_f32", "prefixmax_kernel1_f16", "prefixmax_kernel2_f16", "prefixmax_kernel3_f16", "prefixmax_kernel4_f16"}, ""},
+	{"topk_sm90a.ptx", []string{"topk_kernel5_f16"}, "sm_90a"},
+	{"maxarg_sm90a.ptx", []string{"maxarg_kernel5_f16"}, "sm_90a"},
+	{"centroid_sm90a.ptx", []string{"centroid_kernel5_f16"}, "sm_90a"},
+	{"prefixmax_sm90a.ptx", []string{"prefixmax_kernel5_f16"}, "sm_90a"},
 }
 
 func ptxSource(file string) (string, error) {
@@ -40,6 +51,8 @@ func ptxSource(file string) (string, error) {
 const (
 	v1Tile     = 64
 	v2Tile     = 128
+	v5TileA    = 128 // V5_BM
+	v5TileB    = 256 // V5_BN
 	threads    = 256 // every kernel's block size
 	maxGridY   = 65535
 	sumsBlocks = 4096 // grid of the grid-stride sums kernel (at most)
@@ -49,19 +62,32 @@ const (
 // (common.cuh V4_SMEM_BYTES: 4 stages x (128 + 128) rows x 40 halves).
 const v4SharedBytes = 4 * 2 * 128 * 40 * 2
 
+// v5SharedBytes is the dynamic shared memory of the version-5 kernels
+// (common.cuh V5_SMEM_BYTES: 4 stages x (128 + 256) rows x 128 bytes, and
+// 1 KiB to align the first 128-byte swizzle atom).
+const v5SharedBytes = 4*(128+256)*128 + 1024
+
 // dynamicShared returns the dynamic shared memory a kernel is launched with.
 func dynamicShared(kernel string) int {
-	if strings.Contains(kernel, "_kernel4_") {
+	switch {
+	case strings.Contains(kernel, "_kernel4_"):
 		return v4SharedBytes
+	case strings.Contains(kernel, "_kernel5_"):
+		return v5SharedBytes
 	}
 	return 0
 }
 
-func tileOf(version int) int {
-	if version >= 2 {
-		return v2Tile
+// tiles returns the rows of A and of B one block of a version's similarity
+// kernel covers (grid x = ceil(nA/ta), grid y = ceil(nB/tb)).
+func tiles(version int) (ta, tb int) {
+	switch {
+	case version == 5:
+		return v5TileA, v5TileB
+	case version >= 2:
+		return v2Tile, v2Tile
 	}
-	return v1Tile
+	return v1Tile, v1Tile
 }
 
 // simArgs is the Go twin of struct SimArgs in common.cuh: the same fields,

@@ -26,7 +26,8 @@ var (
 )
 
 // TestPTXStructure checks every embedded module without a GPU: PTX ISA
-// 7.0+ (mma.m16n8k16), target sm_80, 64-bit addresses, exactly the entry
+// 7.0+ (mma.m16n8k16) and target sm_80, or 8.0+ and sm_90a for the
+// version-5 modules (wgmma), 64-bit addresses, exactly the entry
 // points the host launches, one by-value parameter of the Go argument
 // struct's size, no calls or external functions, no local memory (no stack
 // or spills at the PTX level), 256-thread launch bounds, tensor-core
@@ -53,10 +54,14 @@ func TestPTXStructure(t *testing.T) {
 		if v == nil {
 			t.Fatalf("%s: no .version", m.file)
 		}
-		if maj, _ := strconv.Atoi(v[1]); maj < 7 {
-			t.Errorf("%s: .version %s.%s, mma.m16n8k16 needs 7.0", m.file, v[1], v[2])
+		target, isa := "sm_80", 7
+		if m.arch != "" {
+			target, isa = m.arch, 8 // wgmma needs PTX ISA 8.0
 		}
-		for _, want := range []string{"\n.target sm_80\n", "\n.address_size 64\n"} {
+		if maj, _ := strconv.Atoi(v[1]); maj < isa {
+			t.Errorf("%s: .version %s.%s, want %d.0 or newer", m.file, v[1], v[2], isa)
+		}
+		for _, want := range []string{"\n.target " + target + "\n", "\n.address_size 64\n"} {
 			if !strings.Contains(src, want) {
 				t.Errorf("%s: missing %q", m.file, strings.TrimSpace(want))
 			}
@@ -117,8 +122,29 @@ func TestPTXStructure(t *testing.T) {
 			case v4 && (ldm != 12 || cpa < 8 || !strings.Contains(body, "cp.async.wait_group 2") || strings.Count(body, "bar.sync") != 1):
 				// version 4: one barrier per k step, three steps in flight
 				t.Errorf("%s: %d ldmatrix.x4, %d cp.async, %d bar.sync; want 12, >= 8, wait_group 2 and one barrier", name, ldm, cpa, strings.Count(body, "bar.sync"))
-			case !v3 && !v4 && ldm+cpa != 0:
-				t.Errorf("%s: ldmatrix / cp.async outside versions 3 and 4", name)
+			case !v3 && !v4 && !strings.Contains(name, "_kernel5_") && ldm+cpa != 0:
+				t.Errorf("%s: ldmatrix / cp.async outside versions 3, 4 and 5", name)
+			}
+			// version 5: 4 wgmma m64n256k16 per 64-k stage (one group, fenced),
+			// 4 + 8 cp.async per stage, the proxy fence before the one barrier,
+			// wgmma.wait_group 1 in the loop and 0 after it; nothing else is async
+			v5 := strings.Contains(name, "_kernel5_")
+			wg := strings.Count(body, "wgmma.mma_async.sync.aligned.m64n256k16.f32.f16.f16")
+			if v5 {
+				for _, want := range []string{"wgmma.fence.sync.aligned", "wgmma.commit_group.sync.aligned", "wgmma.wait_group.sync.aligned 1",
+					"wgmma.wait_group.sync.aligned 0", "fence.proxy.async.shared::cta", "cp.async.wait_group 1", "cp.async.wait_group 0"} {
+					if !strings.Contains(body, want) {
+						t.Errorf("%s: no %s", name, want)
+					}
+				}
+				if wg != 4 || cpa < 12 || mma != 0 || ldm != 0 || strings.Count(body, "bar.sync") != 1 {
+					t.Errorf("%s: %d wgmma, %d cp.async, %d mma.sync, %d ldmatrix, %d bar.sync; want 4, >= 12, 0, 0, 1", name, wg, cpa, mma, ldm, strings.Count(body, "bar.sync"))
+				}
+			} else if wg != 0 || strings.Contains(body, "wgmma") {
+				t.Errorf("%s: wgmma outside version 5", name)
+			}
+			if m.arch != "" && !v5 {
+				t.Errorf("%s: only version-5 kernels belong in %s", name, m.file)
 			}
 			if dyn != (dynamicShared(name) > 0) {
 				t.Errorf("%s: uses dynamic shared memory %v, host launches it with %d bytes", name, dyn, dynamicShared(name))
@@ -207,7 +233,11 @@ func TestPTXFresh(t *testing.T) {
 	cus, _ := filepath.Glob("*.cu")
 	var mods []string
 	for _, m := range ptxModules {
-		mods = append(mods, strings.TrimSuffix(m.file, ".ptx"))
+		if m.arch == "" {
+			mods = append(mods, strings.TrimSuffix(m.file, ".ptx"))
+		} else if want := strings.TrimSuffix(m.file, "_"+strings.ReplaceAll(m.arch, "_", "")+".ptx") + ".ptx"; !slices.ContainsFunc(ptxModules, func(o ptxModule) bool { return o.file == want }) {
+			t.Errorf("%s has no sm_80 module %s beside it", m.file, want)
+		}
 	}
 	for i := range cus {
 		cus[i] = strings.TrimSuffix(cus[i], ".cu")

@@ -12,6 +12,8 @@ The kernels:
   topk_kernel2_f16  version 2: mma.sync m16n8k16 128x128 tile (common.cuh v2), float16 inputs
   topk_kernel3_f16  version 3: v2 fed by cp.async double buffering + ldmatrix (common.cuh v3)
   topk_kernel4_f16  version 4: v3 with a four-stage pipeline in dynamic shared memory (common.cuh v4)
+  topk_kernel5_f16  version 5: wgmma.m64n256k16 128x256 tile (common.cuh v5), sm_90a
+                    only: the one kernel of topk_sm90a.ptx (built with -DHPCRUN_SM90A)
   topk_select       one block per query: radix-select the k best of its candidates,
                     compact them to the front, raise the threshold (and write the
                     final k when out != null)
@@ -82,6 +84,30 @@ DEV void topk_mma(const SimArgs& a) {
     }
 }
 
+#ifdef HPCRUN_SM90A
+// topk_wg: the top-k epilogue on the v5 engine (wgmma, 128x256 tile)
+DEV void topk_wg(const SimArgs& a) {
+    const i64 i0 = (i64)ctaid_x() * V5_BM, j0 = (i64)ctaid_y() * V5_BN;
+    float acc[V5_ACC];
+    v5_tile(a, i0, j0, acc);
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        const i64 i = v5_row(i0, 2 * h);
+        if (i >= a.nA) continue;
+        const float thr = a.thr[i];
+#pragma unroll
+        for (int n = 0; n < V5_BN / 8; n++) {
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                const i64 j = v5_col(j0, n, e);
+                if (j < a.nB) topk_emit(a, i, j, acc[4 * n + 2 * h + e], thr);
+            }
+        }
+    }
+}
+
+KERNEL __launch_bounds__(V2_THREADS) void topk_kernel5_f16(SimArgs a) { topk_wg(a); }
+#else
 KERNEL __launch_bounds__(V1_THREADS) void topk_kernel1_f32(SimArgs a) { topk_v1<float>(a); }
 KERNEL __launch_bounds__(V1_THREADS) void topk_kernel1_f16(SimArgs a) { topk_v1<u16>(a); }
 KERNEL __launch_bounds__(V2_THREADS) void topk_kernel2_f16(SimArgs a) { topk_mma<2>(a); }
@@ -203,3 +229,4 @@ KERNEL __launch_bounds__(SEL_THREADS) void topk_select(SelectArgs s) {
         for (u32 r = tid; r < k; r += SEL_THREADS) s.out[q * s.k + r] = r < m ? kq[r] : 0;
     }
 }
+#endif // HPCRUN_SM90A

@@ -11,12 +11,14 @@
 #     all     (default) quick, then full, then the quickstart end to end
 #             (backend=cpu vs backend=cuda), each step only while the
 #             DEADLINE (seconds from the start, default 540) leaves room
-#   Every benchmark runs hpcrun's kernel versions $VERSIONS (default "3,4")
+#   Every benchmark runs hpcrun's kernel versions $VERSIONS (default "4,5";
+#   5 is the sm_90a wgmma engine, skipped on other GPUs)
 #   and then PyTorch (x @ y.T + torch.topk, the paper's implementation) on
 #   the same GPU in the same run.
 #
 # Environment: OUT (results dir; default ./out), NQ NB DIM K KC (bench shapes
-# of mode quick|full), VERSIONS, TESTS (go test -run pattern), DEADLINE,
+# of mode quick|full), VERSIONS, TESTS (go test -run pattern), V5_TESTS (the
+# same for version 5's own process; SKIP_V5=1 skips it), DEADLINE,
 # SKIP_TORCH=1, TORCH_OPS (torch_ref.py --ops, default all), SKIP_BENCH=1,
 # SKIP_E2E=1, NCU=1 (Nsight Compute on one launch of each similarity kernel:
 # ncu.txt), PROFILE=1 (cudabench -profile:
@@ -30,9 +32,10 @@ OUT=${OUT:-$here/out}
 mkdir -p "$OUT"
 MODE=${1:-all}
 DEADLINE=${DEADLINE:-540}
-VERSIONS=${VERSIONS:-3,4}
+VERSIONS=${VERSIONS:-4,5}
 DIM=${DIM:-512} K=${K:-1000} KC=${KC:-4096}
 TESTS=${TESTS:-'^(TestGPU|TestPTXStructure|TestKeys|TestNoGPU|TestEmulatorEnv)'}
+V5_TESTS=${V5_TESTS:-'^TestGPU(Conformance|SmallTunables|RealShape|VersionsAgree)$/^v5$'}
 status=0
 start=$SECONDS
 log() { echo "[gpu-check +$((SECONDS - start))s] $*" | tee -a "$OUT/summary.txt"; }
@@ -56,23 +59,36 @@ if [ -n "$PTXAS" ] && [ -d "$here/ptx" ]; then
   [ "$arch" = sm_ ] && arch=sm_90
   : > "$OUT/ptxas.txt"
   for f in "$here"/ptx/*.ptx; do
-    "$PTXAS" -arch="$arch" -v "$f" -o /dev/null >> "$OUT/ptxas.txt" 2>&1 || { status=1; log "ptxas FAILED on $(basename "$f")"; }
+    a=$arch
+    case $f in
+      *_sm90a.ptx) [ "$arch" = sm_90 ] || continue; a=sm_90a ;; # the wgmma modules: sm_90 only
+    esac
+    "$PTXAS" -arch="$a" -v "$f" -o /dev/null >> "$OUT/ptxas.txt" 2>&1 || { status=1; log "ptxas FAILED on $(basename "$f")"; }
   done
   # one line per kernel: name, registers, spills
   awk '/Compiling entry function/ { match($0, /\047[^\047]+\047/); fn = substr($0, RSTART + 1, RLENGTH - 2) }
        /spill stores/ { sub(/^ +/, ""); sp = $0 }
        /Used [0-9]+ registers/ { sub(/.*Used/, "Used"); print "  " fn ": " $0 "; " sp }' "$OUT/ptxas.txt" \
-    | grep -E 'kernel[234]|select' | tee -a "$OUT/summary.txt"
+    | grep -E 'kernel[2345]|select' | tee -a "$OUT/summary.txt"
 else
   log "no ptxas here: skipped the register report"
 fi
 
 # 1. conformance: every op vs the exact reference (kernels/kerneltest), every
 #    kernel version, k up to 20,000, CLIP-sized rows, determinism, v2 = v3.
-log "conformance: cuda.test -test.run '$TESTS'"
+#    Version 5's subtests run after the others, in a process of their own:
+#    a faulting kernel poisons its CUDA context, and the rest must report.
+log "conformance: cuda.test -test.run '$TESTS' (version 5 apart)"
 t0=$SECONDS
-timeout 300 "$here/cuda.test" -test.v -test.run "$TESTS" -test.timeout 290s > "$OUT/conformance.txt" 2>&1
+timeout 300 "$here/cuda.test" -test.v -test.run "$TESTS" -test.skip '/^v5$' -test.timeout 290s > "$OUT/conformance.txt" 2>&1
 rc=$?
+if [ "${SKIP_V5:-}" != 1 ]; then
+  timeout 200 "$here/cuda.test" -test.v -test.run "$V5_TESTS" -test.timeout 190s \
+    > "$OUT/conformance-v5.txt" 2>&1
+  rc5=$?
+  cat "$OUT/conformance-v5.txt" >> "$OUT/conformance.txt"
+  [ $rc5 -ne 0 ] && { rc=$rc5; log "version 5 (wgmma) conformance FAILED (exit $rc5): conformance-v5.txt"; }
+fi
 grep -E '^--- |^    --- (FAIL|SKIP|PASS: [A-Za-z]+/v[0-9] )' "$OUT/conformance.txt" | head -60 | tee -a "$OUT/summary.txt"
 grep -E '^\s+\S+_test\.go:[0-9]+: (stats|largest|NVIDIA|cuda\()' "$OUT/conformance.txt" | sort -u | head -10 >> "$OUT/summary.txt"
 if [ $rc -ne 0 ]; then
@@ -115,13 +131,16 @@ if [ "${NCU:-}" = 1 ]; then
   elif [ "$(left)" -lt 60 ]; then
     log "ncu skipped: $(left) s left of DEADLINE"
   else
-    log "ncu: one launch each of topk_kernel and centroid_kernel (default version)"
+    NCU_VERSIONS=${NCU_VERSIONS:-${VERSIONS##*,}}
+    log "ncu: one launch each of topk_kernel and centroid_kernel, versions $NCU_VERSIONS"
     : > "$OUT/ncu.txt"
-    for op in topk centroid; do
-      timeout $(( $(left) / 2 )) "$NCU_BIN" --kernel-name regex:"${op}_kernel[0-9]_f16" --launch-count 1 \
-        --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section Occupancy \
-        "$here/cudabench" -ops "kernel-$op" -nq 50000 -nb 262144 -dim "$DIM" -centroids "$KC" \
-        >> "$OUT/ncu.txt" 2>&1 || log "ncu $op FAILED or cut (exit $?), see ncu.txt"
+    for v in ${NCU_VERSIONS//,/ }; do
+      for op in topk centroid; do
+        timeout $(( $(left) / 2 )) "$NCU_BIN" --kernel-name regex:"${op}_kernel${v}_f16" --launch-count 1 \
+          --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section Occupancy \
+          "$here/cudabench" -ops "kernel-$op" -version "$v" -nq 50000 -nb 262144 -dim "$DIM" -centroids "$KC" \
+          >> "$OUT/ncu.txt" 2>&1 || log "ncu $op v$v FAILED or cut (exit $?), see ncu.txt"
+      done
     done
     grep -E 'topk_kernel|centroid_kernel|Compute \(SM\) Throughput|Memory Throughput|Achieved Occupancy|Registers Per Thread|Stall' "$OUT/ncu.txt" | head -30 | tee -a "$OUT/summary.txt"
   fi
@@ -140,17 +159,21 @@ if [ "$MODE" = all ] && [ "${SKIP_E2E:-}" != 1 ] && [ -x "$here/hpcrun" ] && [ -
       rm -rf $e2e && mkdir -p $e2e
       t=$(( $(left) - 5 ))
       timeout $t "$here/hpcrun" synth --out data/quickstart --preset quickstart --seed 333 > $e2e/synth.log 2>&1 || exit 1
-      for be in cpu cuda; do
-        ranks=1; [ $be = cuda ] && ranks=2
+      runs="cpu cuda"
+      case ,$VERSIONS, in *,5,*) runs="$runs cuda5" ;; esac # cuda5: HPCRUN_CUDA_KERNELS=5
+      for be in $runs; do
+        ranks=1; [ $be != cpu ] && ranks=2
+        kv=; [ $be = cuda5 ] && kv=5
         t0=$SECONDS
-        timeout $(( $(left) - 5 )) "$here/hpcrun" run configs/quickstart.toml --ranks $ranks --only kmeans,dedup,sims,prune,subsample \
-          --set job.workdir=$e2e/$be --set runtime.backend=$be > $e2e/$be.log 2>&1
+        HPCRUN_CUDA_KERNELS=$kv timeout $(( $(left) - 5 )) "$here/hpcrun" run configs/quickstart.toml --ranks $ranks --only kmeans,dedup,sims,prune,subsample \
+          --set job.workdir=$e2e/$be --set runtime.backend=${be%5} > $e2e/$be.log 2>&1
         rc=$?
         echo "$be: exit $rc in $((SECONDS - t0)) s; $(grep -m1 -o 'backend [a-z]*[^"]*' $e2e/$be.log | head -1)"
         grep -E 'stage done' $e2e/$be.log | sed 's/.*stage=/  stage=/'
         [ $rc -eq 0 ] || { tail -20 $e2e/$be.log; exit 1; }
       done
       python3 "$here/compare_runs.py" $e2e/cpu $e2e/cuda
+      [ -d $e2e/cuda5 ] && python3 "$here/compare_runs.py" $e2e/cpu $e2e/cuda5
     ) > "$OUT/e2e.txt" 2>&1 || { status=1; log "e2e FAILED"; }
     tee -a "$OUT/summary.txt" < "$OUT/e2e.txt"
   fi

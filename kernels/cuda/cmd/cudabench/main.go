@@ -52,7 +52,7 @@ func main() {
 	k := flag.Int("k", 1000, "top-k")
 	kc := flag.Int("centroids", 4096, "centroids for the centroid op")
 	npm := flag.Int("prefix-rows", 50000, "rows for prefixmax")
-	versions := flag.String("version", "0", "kernel versions, comma-separated (0 = auto, 1, 2, 3, 4): every op runs with each")
+	versions := flag.String("version", "0", "kernel versions, comma-separated (0 = auto, 1, 2, 3, 4, 5): every op runs with each (one the GPU lacks is skipped)")
 	reps := flag.Int("reps", 1, "timed repetitions (best is reported)")
 	threads := flag.Int("threads", 0, "host threads (0 = GOMAXPROCS)")
 	jsonOut := flag.String("json", "", "write the measurements here as a JSON array")
@@ -73,8 +73,8 @@ func main() {
 	var vers []int
 	for _, f := range strings.Split(*versions, ",") {
 		v, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || v < 0 || v > 4 {
-			fmt.Fprintf(os.Stderr, "cudabench: -version %q: want 0, 1, 2, 3 or 4\n", f)
+		if err != nil || v < 0 || v > 5 {
+			fmt.Fprintf(os.Stderr, "cudabench: -version %q: want 0, 1, 2, 3, 4 or 5\n", f)
 			os.Exit(2)
 		}
 		vers = append(vers, v)
@@ -90,6 +90,9 @@ func main() {
 	timeIt := func(name string, flops float64, m measurement, run func(n int) error) {
 		for _, v := range vers {
 			b.Version = v
+			if !runs(b, v) {
+				continue
+			}
 			if err := run(-1); err != nil { // warm-up: JIT, staging buffers
 				fmt.Fprintf(os.Stderr, "cudabench: %s v%d warm-up: %v\n", name, v, err)
 				os.Exit(1)
@@ -181,6 +184,9 @@ func main() {
 			}
 			for _, v := range vers {
 				b.Version = v
+				if !runs(b, v) {
+					continue
+				}
 				sec, err := b.KernelSeconds(kop, nA, nB, *dim, max(3, *reps))
 				if err != nil {
 					fmt.Fprintf(os.Stderr, "cudabench: %s v%d: %v\n", op, v, err)
@@ -210,4 +216,14 @@ func main() {
 			os.Exit(1)
 		}
 	}
+}
+
+// runs reports whether b runs version v as asked (0: whatever it picks),
+// saying so when this GPU falls back to another version.
+func runs(b *cuda.Backend, v int) bool {
+	if got := b.Float16Version(); v != 0 && got != v {
+		fmt.Printf("version %d: not on this GPU (it would run version %d): skipped\n", v, got)
+		return false
+	}
+	return true
 }
