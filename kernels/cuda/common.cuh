@@ -424,6 +424,17 @@ DEV float apply_sb(const SimArgs& a, i64 j, float v) {
     return v;
 }
 
+// quad_max_atomic: the 4 lanes of a quad hold the same A row i (mma
+// fragments): the largest of their keys goes to best[i] with one atomic,
+// from the quad's lead lane. Every lane of the warp must call it.
+DEV void quad_max_atomic(const SimArgs& a, i64 i, u64 best, bool quad_lead) {
+    u64 o = shfl_xor64(best, 1);
+    if (o > best) best = o;
+    o = shfl_xor64(best, 2);
+    if (o > best) best = o;
+    if (quad_lead && best) atomic_max_u64(&a.best[i], best);
+}
+
 template <typename T, bool PREFIX>
 DEV void argmax_v1(const SimArgs& a) {
     __shared__ float As[V1_BK][V1_TILE + 1];
@@ -474,12 +485,7 @@ DEV void argmax_mma(const SimArgs& a) {
                     }
                 }
             }
-            // the 4 lanes of a quad hold the same row: reduce, one atomic
-            u64 o = shfl_xor64(best, 1);
-            if (o > best) best = o;
-            o = shfl_xor64(best, 2);
-            if (o > best) best = o;
-            if (quad_lead && best) atomic_max_u64(&a.best[i], best);
+            quad_max_atomic(a, i, best, quad_lead);
         }
     }
 }
@@ -647,11 +653,7 @@ DEV void argmax_wg(const SimArgs& a) {
                 }
             }
         }
-        u64 o = shfl_xor64(best, 1);
-        if (o > best) best = o;
-        o = shfl_xor64(best, 2);
-        if (o > best) best = o;
-        if (quad_lead && best) atomic_max_u64(&a.best[i], best);
+        quad_max_atomic(a, i, best, quad_lead);
     }
 }
 #endif // HPCRUN_SM90A
