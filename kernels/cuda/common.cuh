@@ -503,8 +503,9 @@ DEV void argmax_mma(const SimArgs& a) {
 // 8 rows form a 1024-byte swizzle atom (the descriptor's stride byte offset)
 // and the k16 steps inside a stage advance the start address by 32 bytes.
 // Four stages of 48 KiB in dynamic shared memory (plus 1 KiB to align the
-// first atom): cp.async fills step kt+2 while the tensor cores run step kt
-// and step kt-1's wgmma group may still be in flight (wgmma.wait_group 1);
+// first atom): after each barrier the warpgroups issue step kt's wgmma
+// group, then cp.async fills step kt+2 while the tensor cores run, and step
+// kt-1's group may still be in flight until wgmma.wait_group 1;
 // each thread fences its landed pieces into the async proxy
 // (fence.proxy.async) before the barrier that hands them to the wgmma.
 // The mma sequence is v2's in k order (16 products at a time into float32),
@@ -580,22 +581,35 @@ DEV void v5_tile(const SimArgs& a, i64 i0, i64 j0, float acc[V5_ACC]) {
     wg_fence_acc(acc, V5_ACC);
     const u32 base = (smem_addr(dsmem) + 1023u) & ~1023u;
     const u32 bOff = V5_BM * V5_BK * 2;
-    // step kt into stage st: 128 + 256 rows x 8 pieces of 16 bytes, 4 + 8 per thread
+    // Thread tid copies piece c = tid&7 of rows r + 32e (r = tid>>3): 4 of A
+    // (e < 4) and 8 of B per step. Every one of its rows has the same
+    // swizzled piece position (r + 32e = r mod 8), so its shared offsets are
+    // soff + e*4096 and its global addresses row pointer + e*32*ld + 64 kt.
+    const int r = tid >> 3, c = tid & 7;
+    const u32 soff = (u32)(r * 128 + ((c ^ (r & 7)) << 4));
+    const u16* gA = A + (i0 + r) * a.ld + c * 8;
+    const u16* gB = B + (j0 + r) * a.ld + c * 8;
+    const i64 stride = 32 * a.ld;
+    u32 okA = 0, okB = 0; // rows inside A / B, one bit per e
+#pragma unroll
+    for (int e = 0; e < 8; e++) {
+        if (e < 4 && i0 + r + 32 * e < a.nA) okA |= 1u << e;
+        if (j0 + r + 32 * e < a.nB) okB |= 1u << e;
+    }
+    // step kt into stage st (rows past nA / nB and k past ld are zero-filled)
     auto load = [&](i64 kt, int st) {
-        const u32 sA = base + (u32)st * V5_STAGE_BYTES, sB = sA + bOff;
+        const u32 sA = base + (u32)st * V5_STAGE_BYTES + soff, sB = sA + bOff;
+        const i64 k = kt * V5_BK;
+        const bool kok = k + c * 8 < a.ld;
 #pragma unroll
         for (int e = 0; e < 4; e++) {
-            const int idx = tid + V2_THREADS * e, row = idx >> 3, c = idx & 7;
-            const i64 ia = i0 + row, k = kt * V5_BK + c * 8;
-            const bool ok = ia < a.nA && k < a.ld;
-            cp_async16(sA + (u32)(row * 128 + ((c ^ (row & 7)) << 4)), A + (ok ? ia * a.ld + k : 0), ok);
+            const bool ok = kok && ((okA >> e) & 1);
+            cp_async16(sA + e * 4096, ok ? gA + e * stride + k : A, ok);
         }
 #pragma unroll
         for (int e = 0; e < 8; e++) {
-            const int idx = tid + V2_THREADS * e, row = idx >> 3, c = idx & 7;
-            const i64 jb = j0 + row, k = kt * V5_BK + c * 8;
-            const bool ok = jb < a.nB && k < a.ld;
-            cp_async16(sB + (u32)(row * 128 + ((c ^ (row & 7)) << 4)), B + (ok ? jb * a.ld + k : 0), ok);
+            const bool ok = kok && ((okB >> e) & 1);
+            cp_async16(sB + e * 4096, ok ? gB + e * stride + k : B, ok);
         }
     };
     const i64 nk = (a.ld + V5_BK - 1) / V5_BK;
@@ -608,14 +622,16 @@ DEV void v5_tile(const SimArgs& a, i64 i0, i64 j0, float acc[V5_ACC]) {
         cp_async_wait1();    // groups committed: kt+2; step kt has landed (for this thread)
         fence_proxy_async(); // ... and is visible to the tensor cores
         sync_threads();      // for every thread; and every warpgroup is past step kt-2's wgmma
-        const i64 next = kt + V5_STAGES - 2;
-        if (next < nk) load(next, (int)(next % V5_STAGES)); // the stage of step kt-2
-        cp_async_commit();
-        const u32 sA = base + (u32)(kt % V5_STAGES) * V5_STAGE_BYTES + (u32)wg * (64 * 128), sB = base + (u32)(kt % V5_STAGES) * V5_STAGE_BYTES + bOff;
+        // the tensor cores first, then the copies for step kt+2 while they run
+        const u32 st = base + (u32)(kt % V5_STAGES) * V5_STAGE_BYTES;
+        const u32 sA = st + (u32)wg * (64 * 128), sB = st + bOff;
         wg_fence();
 #pragma unroll
         for (int ks = 0; ks < V5_BK / 16; ks++) wgmma_m64n256k16(acc, wg_desc(sA + 32 * ks), wg_desc(sB + 32 * ks));
         wg_commit();
+        const i64 next = kt + V5_STAGES - 2;
+        if (next < nk) load(next, (int)(next % V5_STAGES)); // the stage of step kt-2
+        cp_async_commit();
         wg_wait1(); // step kt-1's group is done: its stage may be refilled after the next barrier
     }
     wg_wait0();
