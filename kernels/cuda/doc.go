@@ -8,7 +8,7 @@
 // bit for bit, and the quickstart on the GPU writes the same outputs as on
 // the CPU. Other GPUs (sm_80, sm_86, sm_89) have not been run. Version 5
 // (wgmma, sm_90a) has NOT run on a GPU yet: ptxas 12.4 assembles it here
-// (TestPTXAssemble: 205-217 registers, no spills, wgmma not serialised) and
+// (TestPTXAssemble: 186 registers, no spills, wgmma not serialised) and
 // the emulator runs its host side, but its results and speed are unknown
 // until the next GPU check; it is opt-in (Version 5 or HPCRUN_CUDA_KERNELS=5).
 //
