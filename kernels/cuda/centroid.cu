@@ -70,8 +70,6 @@ DEV void centroid_sums(const SumArgs& s) {
 KERNEL __launch_bounds__(SUM_THREADS) void centroid_sums_kernel1_f32(SumArgs s) { centroid_sums<float>(s); }
 KERNEL __launch_bounds__(SUM_THREADS) void centroid_sums_kernel1_f16(SumArgs s) { centroid_sums<u16>(s); }
 
-// red.global.add.u64: the atomic add without a return value
-DEV void red_add_u64(u64* p, u64 v) { asm volatile("red.global.add.u64 [%0], %1;" ::"l"(p), "l"(v) : "memory"); }
 
 // version 2: one warp per point (grid-stride over points), lanes over its
 // coordinates: the point's key is one broadcast load, no 64-bit division,

@@ -113,6 +113,19 @@
 //
 // # Testing without a GPU
 //
+// hostsim/ runs the kernels' own CUDA C on the CPU: hostsim.h gives
+// cuda_min.h's primitives host meanings (a std::thread per GPU thread;
+// mma.sync, ldmatrix and shfl exchange values within a warp; wgmma reads
+// shared memory through its descriptor; cp.async copies and wgmma groups
+// are done at issue or as late as their wait_group allows), and sim.cc
+// checks top-k, MaxArg and PrefixMax bit for bit on exactly representable
+// inputs, for versions 1-4 (the model agrees with the H100 there) and 5,
+// in all four eager/lazy modes (TestHostSim). Deliberate bugs in version 5
+// — a wait_group off by one, the prefetch one stage too far, no
+// wgmma.wait_group, no swizzle, a wrong fragment row, no k-tail zero fill,
+// no barrier — each fail it; a missing fence.proxy.async does not (the
+// model has one memory proxy).
+//
 // emu.go is a device whose kernels are their contracts in plain Go; the
 // tests run kerneltest.All through the whole host side on it with tiny
 // tunables (every chunk, query block, grid slice and overflow split is

@@ -1,0 +1,195 @@
+// sim.cc - runs the similarity kernels' CUDA C on the CPU (hostsim.h) and
+// checks every result exactly. Built twice by TestHostSim: as is (kernel
+// versions 1-4, the sm_80 module) and with -DHPCRUN_SM90A (version 5, the
+// wgmma kernels). Inputs are float16 multiples of 1/4 in [-2, 2], so every
+// product and sum is exact in float32 and each kernel's output must equal
+// the reference bit for bit: top-k's candidate keys above the thresholds,
+// and MaxArg's and PrefixMax's best keys (with scale, bias and the prefix
+// mask). Every case runs in the four modes of eager/lazy cp.async and
+// wgmma. Prints one line per case; exit status 1 on any failure.
+#include "../topk.cu"
+#include "../maxarg.cu"
+#include "../centroid.cu"
+#include "../prefixmax.cu"
+
+#include <algorithm>
+#include <random>
+#include <string>
+#include <thread>
+
+unsigned char sim_dynamic[16 + 1024 + V5_SMEM_BYTES] __attribute__((section("simshared"), aligned(1024)));
+extern "C" unsigned char __start_simshared[], __stop_simshared[];
+
+namespace sim {
+thread_local Thread* self;
+bool lazyCp, lazyWg;
+std::barrier<>* blockBar;
+std::barrier<>* warpBar[8];
+u64 slot[8][32][4];
+unsigned char* sharedBase() { return __start_simshared; }
+size_t sharedSize() { return (size_t)(__stop_simshared - __start_simshared); }
+void fail(const char* what) {
+    std::fprintf(stderr, "hostsim: %s (thread %d of block %d,%d)\n", what, self ? self->tid : -1, self ? self->cx : -1,
+                 self ? self->cy : -1);
+    std::exit(2);
+}
+} // namespace sim
+
+typedef void (*Kernel)(SimArgs);
+
+// launch runs grid gx x gy of 256-thread blocks, one block at a time
+static void launch(Kernel k, const SimArgs& a, int gx, int gy) {
+    std::barrier<> block(V2_THREADS);
+    std::vector<std::barrier<>*> warps;
+    for (int w = 0; w < V2_THREADS / 32; w++) {
+        warps.push_back(new std::barrier<>(32));
+        sim::warpBar[w] = warps.back();
+    }
+    sim::blockBar = &block;
+    for (int cy = 0; cy < gy; cy++) {
+        for (int cx = 0; cx < gx; cx++) {
+            std::memset(sim::sharedBase(), 0xff, sim::sharedSize());
+            std::vector<sim::Thread> ts(V2_THREADS);
+            std::vector<std::thread> th;
+            for (int t = 0; t < V2_THREADS; t++) {
+                ts[t].tid = t, ts[t].cx = cx, ts[t].cy = cy, ts[t].gx = gx;
+                th.emplace_back([&, t] {
+                    sim::self = &ts[t];
+                    k(a);
+                    if (!ts[t].wgOpen.empty() || !ts[t].wgGroups.empty()) sim::fail("kernel ended with wgmma groups in flight");
+                });
+            }
+            for (auto& x : th) x.join();
+        }
+    }
+    for (auto* w : warps) delete w;
+}
+
+static u16 f2h(float x) { return __builtin_bit_cast(u16, (_Float16)x); }
+
+struct Case {
+    int nA, nB, dim, ld;
+};
+
+struct Data {
+    std::vector<u16> A, B;
+    std::vector<float> dot; // nA x nB, exact
+};
+
+static Data gen(const Case& c, unsigned seed) {
+    std::mt19937 rng(seed);
+    std::uniform_int_distribution<int> q(-8, 8);
+    Data d;
+    d.A.assign((size_t)c.nA * c.ld, 0);
+    d.B.assign((size_t)c.nB * c.ld, 0);
+    for (int i = 0; i < c.nA; i++)
+        for (int k = 0; k < c.dim; k++) d.A[(size_t)i * c.ld + k] = f2h(q(rng) / 4.0f);
+    for (int j = 0; j < c.nB; j++)
+        for (int k = 0; k < c.dim; k++) d.B[(size_t)j * c.ld + k] = f2h(q(rng) / 4.0f);
+    d.dot.assign((size_t)c.nA * c.nB, 0);
+    for (int i = 0; i < c.nA; i++)
+        for (int j = 0; j < c.nB; j++) {
+            double s = 0;
+            for (int k = 0; k < c.dim; k++) s += (double)sim::half(d.A[(size_t)i * c.ld + k]) * sim::half(d.B[(size_t)j * c.ld + k]);
+            d.dot[(size_t)i * c.nB + j] = (float)s;
+        }
+    return d;
+}
+
+struct Version {
+    int v, ta, tb;
+    Kernel topk, maxarg, prefix;
+};
+
+static int failures = 0;
+static void report(bool ok, const std::string& what) {
+    std::printf("%s %s\n", ok ? "ok  " : "FAIL", what.c_str());
+    if (!ok) failures++;
+}
+
+static void checkTopK(const Version& ver, const Case& c, const Data& d, const std::string& tag) {
+    const i64 cap = c.nB, bOff = 1000;
+    std::vector<float> thr(c.nA);
+    for (int i = 0; i < c.nA; i++) thr[i] = (i % 3 == 0) ? -INFINITY : (float)((i % 5) - 2) * 0.5f;
+    std::vector<u32> count(c.nA, 0);
+    std::vector<u64> keys((size_t)c.nA * cap, 0);
+    SimArgs a{};
+    a.A = d.A.data(), a.B = d.B.data(), a.nA = c.nA, a.nB = c.nB, a.ld = c.ld, a.bOff = bOff;
+    a.thr = thr.data(), a.count = count.data(), a.keys = keys.data(), a.cap = cap;
+    launch(ver.topk, a, (c.nA + ver.ta - 1) / ver.ta, (c.nB + ver.tb - 1) / ver.tb);
+    bool ok = true;
+    for (int i = 0; i < c.nA && ok; i++) {
+        std::vector<u64> want, got(keys.begin() + (size_t)i * cap, keys.begin() + (size_t)i * cap + count[i]);
+        for (int j = 0; j < c.nB; j++)
+            if (d.dot[(size_t)i * c.nB + j] > thr[i]) want.push_back(make_key(d.dot[(size_t)i * c.nB + j], bOff + j));
+        std::sort(want.begin(), want.end());
+        std::sort(got.begin(), got.end());
+        if (want != got) {
+            std::printf("  row %d: %zu candidates, want %zu\n", i, got.size(), want.size());
+            ok = false;
+        }
+    }
+    report(ok, tag + " topk");
+}
+
+static void checkArgmax(const Version& ver, const Case& c, const Data& d, bool prefix, const std::string& tag) {
+    const i64 aOff = prefix ? 37 : 0, bOff = prefix ? 0 : 500;
+    std::vector<float> scale(c.nB), bias(c.nB);
+    for (int j = 0; j < c.nB; j++) scale[j] = (j % 4 == 0) ? 0.5f : 1.0f, bias[j] = (float)((j % 7) - 3) * 0.25f;
+    std::vector<u64> best(c.nA, 0);
+    SimArgs a{};
+    a.A = d.A.data(), a.B = d.B.data(), a.nA = c.nA, a.nB = c.nB, a.ld = c.ld, a.aOff = aOff, a.bOff = bOff;
+    a.scale = prefix ? nullptr : scale.data(), a.bias = bias.data(), a.best = best.data();
+    launch(prefix ? ver.prefix : ver.maxarg, a, (c.nA + ver.ta - 1) / ver.ta, (c.nB + ver.tb - 1) / ver.tb);
+    bool ok = true;
+    for (int i = 0; i < c.nA; i++) {
+        u64 want = 0;
+        for (int j = 0; j < c.nB; j++) {
+            if (prefix && bOff + j >= aOff + i) continue;
+            float v = d.dot[(size_t)i * c.nB + j];
+            if (a.scale) v = v * scale[j];
+            v = v + bias[j];
+            want = std::max(want, make_key(v, bOff + j));
+        }
+        if (best[i] != want) {
+            if (ok) std::printf("  row %d: key %016llx, want %016llx\n", i, best[i], want);
+            ok = false;
+        }
+    }
+    report(ok, tag + (prefix ? " prefixmax" : " maxarg"));
+}
+
+int main() {
+#ifdef HPCRUN_SM90A
+    const std::vector<Version> versions = {{5, V5_BM, V5_BN, topk_kernel5_f16, maxarg_kernel5_f16, prefixmax_kernel5_f16}};
+#else
+    const std::vector<Version> versions = {
+        {1, V1_TILE, V1_TILE, topk_kernel1_f16, maxarg_kernel1_f16, prefixmax_kernel1_f16},
+        {2, V2_TILE, V2_TILE, topk_kernel2_f16, maxarg_kernel2_f16, prefixmax_kernel2_f16},
+        {3, V2_TILE, V2_TILE, topk_kernel3_f16, maxarg_kernel3_f16, prefixmax_kernel3_f16},
+        {4, V2_TILE, V2_TILE, topk_kernel4_f16, maxarg_kernel4_f16, prefixmax_kernel4_f16},
+    };
+#endif
+    // ragged tiles, k tails (ld 96 and 160 end in half a 64-k stage), dim < ld,
+    // and more k steps than pipeline stages (ld 320: five 64-k steps)
+    const std::vector<Case> cases = {{1, 1, 8, 32}, {70, 90, 40, 64}, {130, 300, 96, 96}, {129, 257, 150, 160}, {40, 260, 300, 320}};
+    unsigned seed = 1;
+    for (const Case& c : cases) {
+        const Data d = gen(c, seed++);
+        for (const Version& ver : versions) {
+            for (int mode = 0; mode < 4; mode++) {
+                sim::lazyCp = mode & 1, sim::lazyWg = mode & 2;
+                if (ver.v < 3 && mode != 0) continue; // no asynchronous copies before version 3
+                if (ver.v < 5 && sim::lazyWg) continue;
+                char tag[128];
+                std::snprintf(tag, sizeof tag, "v%d %dx%d d=%d ld=%d cp=%s wgmma=%s", ver.v, c.nA, c.nB, c.dim, c.ld,
+                              sim::lazyCp ? "lazy" : "eager", sim::lazyWg ? "lazy" : "eager");
+                checkTopK(ver, c, d, tag);
+                checkArgmax(ver, c, d, false, tag);
+                checkArgmax(ver, c, d, true, tag);
+            }
+        }
+    }
+    std::printf("%d failures\n", failures);
+    return failures ? 1 : 0;
+}
