@@ -56,6 +56,10 @@ type Runtime struct {
 	Threads int      `toml:"threads"`  // compute threads per rank; 0 = all cores (or SLURM_CPUS_PER_TASK)
 	// BlockRows is how many embedding rows a reader holds at once.
 	BlockRows int `toml:"block_rows"`
+	// GPUPrecision is what float32 embeddings become on a GPU: "float32"
+	// (exact, as the CPU backend; FFMA kernels when an operand is float32)
+	// or "float16" (rounded, as the paper's PyTorch code; tensor cores).
+	GPUPrecision string `toml:"gpu_precision"`
 }
 
 // Dataset is a set of embeddings on disk.

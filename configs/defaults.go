@@ -10,10 +10,11 @@ func Default() *Config {
 	return &Config{
 		Job: Job{Name: "hpcrun", Workdir: "runs/hpcrun", Seed: 333},
 		Runtime: Runtime{
-			Backend:   "auto",
-			Ranks:     2,
-			Timeout:   Duration{60 * time.Second},
-			BlockRows: 16384,
+			Backend:      "auto",
+			Ranks:        2,
+			Timeout:      Duration{60 * time.Second},
+			BlockRows:    16384,
+			GPUPrecision: "float32",
 		},
 		Datasets: map[string]*Dataset{},
 		Embed:    map[string]*Embed{},
@@ -69,6 +70,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Runtime.Threads < 0 {
 		return bad("runtime.threads", "must be >= 0")
+	}
+	if c.Runtime.GPUPrecision != "float32" && c.Runtime.GPUPrecision != "float16" {
+		return bad("runtime.gpu_precision", "must be float32 or float16, not %q", c.Runtime.GPUPrecision)
 	}
 	if c.Runtime.BlockRows < 1 {
 		return bad("runtime.block_rows", "must be at least 1")

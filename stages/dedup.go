@@ -122,13 +122,14 @@ func runDedup(ctx context.Context, env *Env) (*Result, error) {
 		return nil, err
 	}
 	hash := paramHash(struct {
-		Eps    float64
-		Order  string
-		Seed   int64
-		Metric string
-		Read   dataset.Options
-		Files  []string
-	}{dc.Eps, dc.Order, cfg.Job.Seed, kc.Metric, ds.Opts, fp})
+		Eps      float64
+		Order    string
+		Seed     int64
+		Metric   string
+		Read     dataset.Options
+		Files    []string
+		Numerics string `json:",omitempty"`
+	}{dc.Eps, dc.Order, cfg.Job.Seed, kc.Metric, ds.Opts, fp, numerics(env)})
 	dir := filepath.Join(cfg.Job.Workdir, "dedup")
 	skip, err := agree(ctx, env.Comm, func() bool { return upToDate(filepath.Join(dir, "done.json"), hash) })
 	if err != nil {

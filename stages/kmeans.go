@@ -129,7 +129,8 @@ func runKMeans(ctx context.Context, env *Env) (*Result, error) {
 		Seed           int64
 		Read           dataset.Options
 		Files          []string
-	}{kc.Dataset, kc.K, kc.MaxIter, kc.ChangeLowerBound, kc.InitDupThreshold, kc.Metric, cfg.Job.Seed, ds.Opts, fp})
+		Numerics       string `json:",omitempty"`
+	}{kc.Dataset, kc.K, kc.MaxIter, kc.ChangeLowerBound, kc.InitDupThreshold, kc.Metric, cfg.Job.Seed, ds.Opts, fp, numerics(env)})
 	dir := filepath.Join(cfg.Job.Workdir, "kmeans")
 	skip, err := agree(ctx, env.Comm, func() bool { return upToDate(filepath.Join(dir, "done.json"), hash) })
 	if err != nil {

@@ -64,6 +64,8 @@ type pruneStampOf struct {
 	Ref    string        `json:"ref"`
 	Evals  []string      `json:"evals"`
 	Format int           `json:"format"`
+	// Numerics: how the backend rounds, when it does (numerics)
+	Numerics string `json:"numerics,omitempty"`
 }
 
 func runPrune(ctx context.Context, env *Env) (*Result, error) {
@@ -86,7 +88,7 @@ func runPrune(ctx context.Context, env *Env) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reference %s: %w", p.Reference, err)
 	}
-	st := pruneStampOf{Prune: *p, Seed: cfg.Job.Seed, Base: scan.stamp, Ref: ref.stamp, Format: 1}
+	st := pruneStampOf{Prune: *p, Seed: cfg.Job.Seed, Base: scan.stamp, Ref: ref.stamp, Format: 1, Numerics: numerics(env)}
 	for _, ev := range evals {
 		if ev.Name == "combined" || ev.Name == "subsets" {
 			return nil, fmt.Errorf("eval set %q: the name is taken by prune/%s/", ev.Name, ev.Name)

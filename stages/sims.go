@@ -122,6 +122,8 @@ type simsPairStamp struct {
 	Base   string `json:"base"`
 	Eval   string `json:"eval"`
 	Inputs string `json:"inputs"` // base, eval and dedup file stamps
+	// Numerics: how the backend rounds, when it does (numerics)
+	Numerics string `json:"numerics,omitempty"`
 }
 
 func runSims(ctx context.Context, env *Env) (*Result, error) {
@@ -150,7 +152,7 @@ func runSims(ctx context.Context, env *Env) (*Result, error) {
 		stamps := make([]string, len(evals))
 		for i, ev := range evals {
 			stamps[i] = hashJSON(simsPairStamp{K: sc.K, Worst: sc.Worst, Base: bname, Eval: ev.Name,
-				Inputs: scan.stamp + "|" + ev.stamp})
+				Inputs: scan.stamp + "|" + ev.stamp, Numerics: numerics(env)})
 		}
 		var extras []map[string]any
 		todo, err := agreeTodo(ctx, env, len(evals), func(i int) (bool, map[string]any) {

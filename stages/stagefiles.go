@@ -73,6 +73,18 @@ type doneMark struct {
 	Outputs []string `json:"outputs"`
 }
 
+// numerics names how env's backend rounds when its results can differ from
+// the exact float32 ones every backend otherwise gives (the CUDA backend
+// with runtime.gpu_precision = "float16"); "" when exact. Stage hashes
+// include it, so outputs made one way are not taken as done the other way
+// (and, empty, it leaves every existing hash as it was).
+func numerics(env *Env) string {
+	if n, ok := env.Backend.(interface{ Numerics() string }); ok {
+		return n.Numerics()
+	}
+	return ""
+}
+
 // paramHash is the SHA-256 of v's JSON encoding.
 func paramHash(v any) string {
 	b, err := json.Marshal(v)

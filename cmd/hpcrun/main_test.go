@@ -213,3 +213,73 @@ func TestBackendChoice(t *testing.T) {
 		t.Fatalf("auto without a GPU: exit %d\n%s", code, out)
 	}
 }
+
+// TestGPUPrecision: runtime.gpu_precision reaches the CUDA backend (here
+// its emulator), is logged, and is part of every stage's up-to-date hash:
+// switching it redoes the stages whose kernels round (kmeans, dedup, sims,
+// prune), running again with the same setting skips them, and an unknown
+// value is a config error naming the key.
+func TestGPUPrecision(t *testing.T) {
+	t.Setenv(cuda.EmulatorEnv, "1")
+	dir := t.TempDir()
+	world := filepath.Join(dir, "world")
+	if _, err := synth.Write(world, synth.Presets["tiny"], 1); err != nil {
+		t.Fatal(err)
+	}
+	work := filepath.Join(dir, "work")
+	cfg := writeConfig(t, dir, tinyConfig(world, work)+`
+[kmeans]
+dataset = "laion"
+k = 8
+max_iter = 3
+[dedup]
+eps = 0.124
+[sims]
+base = ["laion", "imagenet-train"]
+eval = ["imagenet-val"]
+k = 10
+[prune]
+base = "laion"
+reference = "imagenet-train"
+eval = ["imagenet-val"]
+random_sizes = [100]
+near_far_sizes = [100]
+`)
+	statuses := func(prec string) map[string]string {
+		t.Helper()
+		code, out := run(t, "run", cfg, "--ranks", "1", "--set", `runtime.backend="cuda"`, "--set", `runtime.gpu_precision="`+prec+`"`)
+		if code != 0 || !strings.Contains(out, "gpu_precision="+prec) {
+			t.Fatalf("gpu_precision %s: exit %d\n%s", prec, code, out)
+		}
+		b, err := os.ReadFile(filepath.Join(work, "report.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rep struct {
+			Stages map[string]struct{ Status string }
+		}
+		if err := json.Unmarshal(b, &rep); err != nil {
+			t.Fatal(err)
+		}
+		st := map[string]string{}
+		for name, s := range rep.Stages {
+			st[name] = s.Status
+		}
+		return st
+	}
+	rounded := []string{"kmeans", "dedup", "sims", "prune"}
+	for i, step := range []struct {
+		prec, want string
+	}{{"float16", "done"}, {"float16", "skipped"}, {"float32", "done"}, {"float32", "skipped"}} {
+		st := statuses(step.prec)
+		for _, name := range rounded {
+			if st[name] != step.want {
+				t.Errorf("run %d (gpu_precision %s): stage %s %q, want %q (all: %v)", i+1, step.prec, name, st[name], step.want, st)
+			}
+		}
+	}
+	code, out := run(t, "config", cfg, "--set", `runtime.gpu_precision="bf16"`)
+	if code != 2 || !strings.Contains(out, "runtime.gpu_precision") {
+		t.Errorf("bf16: exit %d\n%s", code, out)
+	}
+}

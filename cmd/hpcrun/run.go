@@ -150,14 +150,19 @@ func rankOptions(cfg *configs.Config) (*collective.Options, int, error) {
 // and available; auto falls back to cpu with one log line.
 func pickBackend(cfg *configs.Config, threads int, log *slog.Logger, narrate bool) (kernels.Backend, error) {
 	gpu := gpuOrdinal()
+	prec, err := cuda.ParsePrecision(cfg.Runtime.GPUPrecision)
+	if err != nil {
+		return nil, fmt.Errorf("runtime.gpu_precision: %w", err)
+	}
 	switch cfg.Runtime.Backend {
 	case "cuda":
 		b, err := cuda.New(gpu, threads)
 		if err != nil {
 			return nil, fmt.Errorf(`runtime.backend = "cuda": %w`, err)
 		}
+		b.Precision = prec
 		if narrate {
-			log.Info("backend cuda", "gpu", gpu)
+			log.Info("backend cuda", "gpu", gpu, "gpu_precision", prec.String())
 		}
 		return b, nil
 	case "auto":
@@ -165,8 +170,9 @@ func pickBackend(cfg *configs.Config, threads int, log *slog.Logger, narrate boo
 		if err == nil {
 			b, nerr := cuda.New(gpu, threads)
 			if nerr == nil {
+				b.Precision = prec
 				if narrate {
-					log.Info("backend auto: using cuda", "device", desc, "gpu", gpu)
+					log.Info("backend auto: using cuda", "device", desc, "gpu", gpu, "gpu_precision", prec.String())
 				}
 				return b, nil
 			}

@@ -22,6 +22,16 @@ type Backend struct {
 	// shared memory per block).
 	Version int
 
+	// Precision says what a float32 input becomes on the GPU (set it
+	// before the first call): Exact keeps it float32, so an op with a
+	// float32 operand runs the FFMA kernels (version 1) and gives the CPU
+	// backend's results; Float16 rounds it to float16 (to nearest even, as
+	// PyTorch's .half() in the paper's code) so every op runs on the
+	// tensor cores, with results then off by up to about 2⁻¹¹·‖a‖·‖b‖ in
+	// each similarity (beyond kerneltest's tolerances; a value beyond
+	// float16's range is an error).
+	Precision Precision
+
 	dev     device
 	threads int
 	tun     tunables
@@ -214,6 +224,50 @@ func (e *Backend) version(l layout) int {
 		return 3 // this GPU lacks the 80 KiB of shared memory per block version 4 needs
 	}
 	return v
+}
+
+// Precision is what float32 inputs become on the GPU (Backend.Precision).
+type Precision int
+
+const (
+	Exact   Precision = iota // float32 stays float32 (FFMA kernels when an operand is float32)
+	Float16                  // float32 rounded to float16 (tensor cores for every op)
+)
+
+// ParsePrecision reads runtime.gpu_precision: "float32" (Exact) or "float16".
+func ParsePrecision(s string) (Precision, error) {
+	switch s {
+	case "", "float32":
+		return Exact, nil
+	case "float16":
+		return Float16, nil
+	}
+	return Exact, fmt.Errorf("kernels/cuda: precision %q: want float32 or float16", s)
+}
+
+func (p Precision) String() string {
+	if p == Float16 {
+		return "float16"
+	}
+	return "float32"
+}
+
+// Numerics is "gpu-float16" when float32 inputs are rounded (results then
+// differ from the exact ones), else "" (stages put it in their hashes).
+func (e *Backend) Numerics() string {
+	if e.Precision == Float16 {
+		return "gpu-float16"
+	}
+	return ""
+}
+
+// layoutOf is the device layout of an op's operands: float16 when every
+// operand is float16, or always with Precision Float16.
+func (e *Backend) layoutOf(dim int, ms ...kernels.Matrix) layout {
+	if e.Precision == Float16 {
+		return layoutOf(dim) // every operand is (or is rounded to) float16
+	}
+	return layoutOf(dim, ms...)
 }
 
 // Float16Version is the kernel version float16 inputs run with now: Version

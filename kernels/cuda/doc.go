@@ -50,6 +50,12 @@
 // static shared memory per kernel within 48 KiB (largest: topk_select's
 // 47 KiB, version 3's 40 KiB).
 //
+// Precision: an op with a float32 operand runs version 1 unless
+// Backend.Precision is Float16 (runtime.gpu_precision = "float16"), which
+// rounds float32 rows to float16 while packing them (NearestCentroid takes
+// its norms from the rounded centroids), so the op gives exactly what it
+// gives on inputs rounded beforehand (TestPrecisionFloat16).
+//
 // Versions: 1 = FFMA tiles (64x64 per block, 4x4 per thread, float32
 // arithmetic; float16 inputs converted exactly); 2 = tensor cores,
 // mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 (128x128 per block,

@@ -31,7 +31,7 @@ func (e *Backend) KernelSeconds(op string, nA, nB, dim, reps int) (float64, erro
 	}
 	defer done()
 	A, B := kernels.RandomUnit(1, nA, dim, true, e.threads), kernels.RandomUnit(2, nB, dim, true, e.threads)
-	l := layoutOf(dim, A, B)
+	l := e.layoutOf(dim, A, B)
 	ad, err := e.upload(A, l, false, "A")
 	if err != nil {
 		return 0, err

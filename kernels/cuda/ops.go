@@ -92,7 +92,7 @@ func (e *Backend) TopK(q, b kernels.Matrix, opt kernels.TopKOptions) (kernels.To
 		return kernels.TopKResult{}, err
 	}
 	defer done()
-	l := layoutOf(q.Dim, q, b)
+	l := e.layoutOf(q.Dim, q, b)
 	t := topkPlan{k: k, opt: opt, l: l, version: e.version(l)}
 	t.headroom = max(1, e.tun.topkHeadroom, int(e.tun.topkHeadroomPerK*float64(k)))
 	t.cap = k + t.headroom
@@ -434,7 +434,7 @@ func (e *Backend) runArgmax(j argmaxJob) (kernels.ArgMax, error) {
 		return kernels.ArgMax{}, err
 	}
 	defer done()
-	res, err := e.argmax(j, layoutOf(j.a.Dim, j.a, j.b))
+	res, err := e.argmax(j, e.layoutOf(j.a.Dim, j.a, j.b))
 	if err != nil {
 		return kernels.ArgMax{}, err
 	}
@@ -463,6 +463,14 @@ func (e *Backend) NearestCentroid(x, c kernels.Matrix, metric kernels.Metric, ac
 	}
 	if err := checkFinite(c, "centroids", e.threads); err != nil {
 		return kernels.ArgMax{}, err
+	}
+	if e.Precision == Float16 && c.F16 == nil {
+		// the bias / scale come from the centroids the kernel sees
+		h, err := roundF16(c, "centroids")
+		if err != nil {
+			return kernels.ArgMax{}, err
+		}
+		c, j.b = h, h
 	}
 	d := c.Dim
 	row := make([]float32, d)
@@ -496,7 +504,7 @@ func (e *Backend) NearestCentroid(x, c kernels.Matrix, metric kernels.Metric, ac
 		return kernels.ArgMax{}, err
 	}
 	defer done()
-	l := layoutOf(d, x, c)
+	l := e.layoutOf(d, x, c)
 	var sums dptr
 	if acc != nil && d > 0 {
 		if sums, err = e.dev.alloc(8 * c.Rows * d); err != nil {

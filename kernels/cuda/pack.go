@@ -11,9 +11,10 @@ import (
 )
 
 // layout is how a set of rows lives on the device: float16 bits when every
-// input of the op is float16 (the tensor-core path), else float32 (float16
-// inputs converted exactly); rows padded with zeros from dim to ld, a
-// multiple of 32 elements, so every row starts 64-byte aligned.
+// input of the op is float16 (the tensor-core path) or Backend.Precision
+// is Float16 (float32 inputs rounded), else float32 (float16 inputs
+// converted exactly); rows padded with zeros from dim to ld, a multiple of
+// 32 elements, so every row starts 64-byte aligned.
 type layout struct {
 	f16        bool
 	dim, ld    int
@@ -99,6 +100,31 @@ func pack(dst []byte, m kernels.Matrix, r0, r1 int, l layout, neg bool, name str
 	if n <= 0 || ld == 0 {
 		return nil
 	}
+	if l.f16 && m.F16 == nil {
+		// float32 rounded to float16 (Precision Float16)
+		out := unsafe.Slice((*uint16)(unsafe.Pointer(&dst[0])), n*ld)
+		var sign uint16
+		if neg {
+			sign = 0x8000
+		}
+		return parallelFor(n, threads, func(lo, hi int) error {
+			for i := lo; i < hi; i++ {
+				row, src := out[i*ld:(i+1)*ld], m.F32[(r0+i)*d:(r0+i+1)*d]
+				kernels.F32ToF16(row[:d], src)
+				for k, h := range row[:d] {
+					if h&0x7c00 == 0x7c00 { // NaN or ±Inf: in the input, or rounding overflowed
+						if err := checkFiniteF32(name, src); err != nil {
+							return fmt.Errorf("%w: %s row %d", kernels.ErrNonFinite, name, r0+i)
+						}
+						return fmt.Errorf("kernels/cuda: %s row %d: %g is beyond float16's range (precision float16)", name, r0+i, src[k])
+					}
+					row[k] = h ^ sign
+				}
+				clear(row[d:])
+			}
+			return nil
+		})
+	}
 	if l.f16 {
 		out := unsafe.Slice((*uint16)(unsafe.Pointer(&dst[0])), n*ld)
 		var sign uint64
@@ -151,6 +177,19 @@ func pack(dst []byte, m kernels.Matrix, r0, r1 int, l layout, neg bool, name str
 		}
 		return nil
 	})
+}
+
+// roundF16 returns m (float32, finite) rounded to float16, or an error
+// naming the first value beyond float16's range.
+func roundF16(m kernels.Matrix, name string) (kernels.Matrix, error) {
+	h := make([]uint16, m.Rows*m.Dim)
+	kernels.F32ToF16(h, m.F32[:m.Rows*m.Dim])
+	for i, v := range h {
+		if v&0x7c00 == 0x7c00 {
+			return m, fmt.Errorf("kernels/cuda: %s row %d: %g is beyond float16's range (precision float16)", name, i/max(1, m.Dim), m.F32[i])
+		}
+	}
+	return kernels.F16Matrix(h, m.Rows, m.Dim), nil
 }
 
 // copyF16 copies float16 bits src to dst (same length), XOR-ing every value

@@ -159,21 +159,25 @@ if [ "$MODE" = all ] && [ "${SKIP_E2E:-}" != 1 ] && [ -x "$here/hpcrun" ] && [ -
       rm -rf $e2e && mkdir -p $e2e
       t=$(( $(left) - 5 ))
       timeout $t "$here/hpcrun" synth --out data/quickstart --preset quickstart --seed 333 > $e2e/synth.log 2>&1 || exit 1
-      runs="cpu cuda"
-      case ,$VERSIONS, in *,5,*) runs="$runs cuda5" ;; esac # cuda5: HPCRUN_CUDA_KERNELS=5
+      # cuda16: runtime.gpu_precision = "float16" (every op on the tensor cores);
+      # cuda5: HPCRUN_CUDA_KERNELS=5 with it (the wgmma kernels)
+      runs="cpu cuda cuda16"
+      case ,$VERSIONS, in *,5,*) runs="$runs cuda5" ;; esac
       for be in $runs; do
         ranks=1; [ $be != cpu ] && ranks=2
         kv=; [ $be = cuda5 ] && kv=5
+        prec=float32; [ $be = cuda16 ] || [ $be = cuda5 ] && prec=float16
         t0=$SECONDS
         HPCRUN_CUDA_KERNELS=$kv timeout $(( $(left) - 5 )) "$here/hpcrun" run configs/quickstart.toml --ranks $ranks --only kmeans,dedup,sims,prune,subsample \
-          --set job.workdir=$e2e/$be --set runtime.backend=${be%5} > $e2e/$be.log 2>&1
+          --set job.workdir=$e2e/$be --set runtime.backend=${be%%[0-9]*} --set runtime.gpu_precision=$prec > $e2e/$be.log 2>&1
         rc=$?
         echo "$be: exit $rc in $((SECONDS - t0)) s; $(grep -m1 -o 'backend [a-z]*[^"]*' $e2e/$be.log | head -1)"
         grep -E 'stage done' $e2e/$be.log | sed 's/.*stage=/  stage=/'
         [ $rc -eq 0 ] || { tail -20 $e2e/$be.log; exit 1; }
       done
       python3 "$here/compare_runs.py" $e2e/cpu $e2e/cuda
-      [ -d $e2e/cuda5 ] && python3 "$here/compare_runs.py" $e2e/cpu $e2e/cuda5
+      python3 "$here/compare_runs.py" $e2e/cpu $e2e/cuda16
+      [ -d $e2e/cuda5 ] && python3 "$here/compare_runs.py" $e2e/cuda16 $e2e/cuda5
     ) > "$OUT/e2e.txt" 2>&1 || { status=1; log "e2e FAILED"; }
     tee -a "$OUT/summary.txt" < "$OUT/e2e.txt"
   fi
