@@ -24,7 +24,8 @@
 # ncu.txt), PROFILE=1 (cudabench -profile:
 # one more run of each op, timing its kernels, selection and chunk waits).
 # Results: $OUT/summary.txt (everything that matters), ptxas.txt,
-# conformance.txt, bench-{quick,full}-{hpcrun,torch}.{txt,json}, e2e.txt,
+# conformance.txt, bench-{quick,full}-{hpcrun,torch}.{txt,json},
+# bench-mixed-hpcrun.{txt,json}, e2e.txt,
 # nvidia-smi.txt.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -114,11 +115,22 @@ bench() { # name nq nb
     tee -a "$OUT/summary.txt" < "$OUT/bench-$name-torch.txt"
   fi
 }
+# 2a. the pipeline's operands: float32 queries / centroids against float16
+#     rows, with runtime.gpu_precision float32 (FFMA, version 1) and float16
+#     (rounded onto the tensor cores), at the quick shape.
+bench_mixed() { # nq nb
+  if [ "$(left)" -lt 40 ]; then log "bench mixed skipped: $(left) s left of DEADLINE"; return; fi
+  log "bench mixed: float32 queries/centroids x float16 rows, nq=$1 nb=$2, gpu_precision float32 and float16"
+  timeout $(( $(left) - 10 )) "$here/cudabench" -ops topk,centroid -nq "$1" -nb "$2" -dim "$DIM" -k "$K" -centroids "$KC" \
+    -queries float32 -precision float32,float16 -version "$VERSIONS" -json "$OUT/bench-mixed-hpcrun.json" > "$OUT/bench-mixed-hpcrun.txt" 2>&1 \
+    || { status=1; log "cudabench (mixed) FAILED (exit $?)"; }
+  grep -v '^ *launches' "$OUT/bench-mixed-hpcrun.txt" | tee -a "$OUT/summary.txt"
+}
 if [ "${SKIP_BENCH:-}" != 1 ]; then
   case $MODE in
-    quick) bench quick "${NQ:-10000}" "${NB:-1000000}" ;;
-    full) bench full "${NQ:-50000}" "${NB:-10000000}" ;;
-    all) bench quick 10000 1000000; bench full 50000 10000000 ;;
+    quick) bench quick "${NQ:-10000}" "${NB:-1000000}"; bench_mixed "${NQ:-10000}" "${NB:-1000000}" ;;
+    full) bench full "${NQ:-50000}" "${NB:-10000000}"; bench_mixed 10000 1000000 ;;
+    all) bench quick 10000 1000000; bench_mixed 10000 1000000; bench full 50000 10000000 ;;
   esac
 fi
 

@@ -11,6 +11,12 @@
 // conversion and NaN checks, host-to-device copies overlapped with
 // compute, results back and decoded), best of -reps runs after one
 // warm-up on a small prefix.
+//
+// -queries float32 makes the small operand (queries; centroids) float32,
+// as the pipeline has it (eval embeddings, k-means means) against float16
+// base rows; -precision float32,float16 then times both settings of
+// runtime.gpu_precision (the FFMA kernels, or everything rounded onto the
+// tensor cores).
 package main
 
 import (
@@ -57,7 +63,26 @@ func main() {
 	threads := flag.Int("threads", 0, "host threads (0 = GOMAXPROCS)")
 	jsonOut := flag.String("json", "", "write the measurements here as a JSON array")
 	profile := flag.Bool("profile", false, "after each timed op, one more run synchronising after every kernel: where the time goes")
+	queries := flag.String("queries", "float16", "dtype of the small operand (queries, centroids): float16 or float32 (the pipeline's eval embeddings and means)")
+	precisions := flag.String("precision", "float32", "runtime.gpu_precision settings, comma-separated (float32, float16): every op runs with each")
 	flag.Parse()
+	if *queries != "float16" && *queries != "float32" {
+		fmt.Fprintf(os.Stderr, "cudabench: -queries %q: want float16 or float32\n", *queries)
+		os.Exit(2)
+	}
+	var precs []cuda.Precision
+	for _, f := range strings.Split(*precisions, ",") {
+		p, err := cuda.ParsePrecision(strings.TrimSpace(f))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "cudabench:", err)
+			os.Exit(2)
+		}
+		precs = append(precs, p)
+	}
+	dtype := "float16"
+	if *queries == "float32" {
+		dtype = "float32xfloat16"
+	}
 
 	desc, err := cuda.Available()
 	if err != nil {
@@ -88,39 +113,52 @@ func main() {
 
 	var out []measurement
 	timeIt := func(name string, flops float64, m measurement, run func(n int) error) {
-		for _, v := range vers {
-			b.Version = v
-			if !runs(b, v) {
-				continue
-			}
-			if err := run(-1); err != nil { // warm-up: JIT, staging buffers
-				fmt.Fprintf(os.Stderr, "cudabench: %s v%d warm-up: %v\n", name, v, err)
-				os.Exit(1)
-			}
-			b.Profile() // reset the counters
-			best := math.Inf(1)
-			for r := 0; r < max(1, *reps); r++ {
-				t0 := time.Now()
-				if err := run(0); err != nil {
-					fmt.Fprintf(os.Stderr, "cudabench: %s v%d: %v\n", name, v, err)
+		note := m.Note
+		done := map[[2]int]bool{}
+		for _, p := range precs {
+			for _, v := range vers {
+				b.Version, b.Precision = v, p
+				// a float32 operand kept float32 runs version 1 whatever was asked
+				eff := b.Float16Version()
+				if dtype != "float16" && p == cuda.Exact {
+					eff = 1
+				}
+				if !runs(b, v) || done[[2]int{int(p), eff}] {
+					continue
+				}
+				done[[2]int{int(p), eff}] = true
+				if dtype != "float16" {
+					m.Note = strings.TrimPrefix(note+"; gpu_precision "+p.String(), "; ")
+				}
+				if err := run(-1); err != nil { // warm-up: JIT, staging buffers
+					fmt.Fprintf(os.Stderr, "cudabench: %s v%d warm-up: %v\n", name, v, err)
 					os.Exit(1)
 				}
-				best = min(best, time.Since(t0).Seconds())
-			}
-			m.Op, m.Impl, m.Device, m.Host, m.DType, m.Version = name, "hpcrun-cuda", b.Name(), host, "float16", v
-			m.Seconds, m.GFLOPS = best, flops/best/1e9
-			fmt.Printf("%-10s hpcrun-cuda v%d  %8.3f s  %8.1f TFLOP/s  nq=%d nb=%d dim=%d k=%d  %s\n", name, v, best, m.GFLOPS/1e3, m.NQ, m.NB, m.Dim, m.K, m.Note)
-			fmt.Printf("             %s\n", b.Profile())
-			out = append(out, m)
-			if *profile {
-				b.SetProfile(true)
-				t0 := time.Now()
-				if err := run(0); err != nil {
-					fmt.Fprintf(os.Stderr, "cudabench: %s v%d (profiled): %v\n", name, v, err)
-					os.Exit(1)
+				b.Profile() // reset the counters
+				best := math.Inf(1)
+				for r := 0; r < max(1, *reps); r++ {
+					t0 := time.Now()
+					if err := run(0); err != nil {
+						fmt.Fprintf(os.Stderr, "cudabench: %s v%d: %v\n", name, v, err)
+						os.Exit(1)
+					}
+					best = min(best, time.Since(t0).Seconds())
 				}
-				fmt.Printf("             profiled run %.3f s: %s\n", time.Since(t0).Seconds(), b.Profile())
-				b.SetProfile(false)
+				m.Op, m.Impl, m.Device, m.Host, m.DType, m.Version = name, "hpcrun-cuda", b.Name(), host, dtype, eff
+				m.Seconds, m.GFLOPS = best, flops/best/1e9
+				fmt.Printf("%-10s hpcrun-cuda v%d  %8.3f s  %8.1f TFLOP/s  nq=%d nb=%d dim=%d k=%d  %s\n", name, eff, best, m.GFLOPS/1e3, m.NQ, m.NB, m.Dim, m.K, m.Note)
+				fmt.Printf("             %s\n", b.Profile())
+				out = append(out, m)
+				if *profile {
+					b.SetProfile(true)
+					t0 := time.Now()
+					if err := run(0); err != nil {
+						fmt.Fprintf(os.Stderr, "cudabench: %s v%d (profiled): %v\n", name, v, err)
+						os.Exit(1)
+					}
+					fmt.Printf("             profiled run %.3f s: %s\n", time.Since(t0).Seconds(), b.Profile())
+					b.SetProfile(false)
+				}
 			}
 		}
 	}
@@ -132,14 +170,23 @@ func main() {
 		}
 		return kernels.F16Matrix(m.F16[:n*m.Dim], n, m.Dim)
 	}
+	// small: the small operand in the dtype -queries asks for
+	small := func(m kernels.Matrix) kernels.Matrix {
+		if *queries == "float16" {
+			return m
+		}
+		f := make([]float32, len(m.F16))
+		kernels.F16ToF32(f, m.F16)
+		return kernels.F32Matrix(f, m.Rows, m.Dim)
+	}
 
 	var Q, B kernels.Matrix
 	need := func() {
 		if B.Rows == 0 {
 			t0 := time.Now()
-			Q = kernels.RandomUnit(1, *nq, *dim, true, th)
+			Q = small(kernels.RandomUnit(1, *nq, *dim, true, th))
 			B = kernels.RandomUnit(2, *nb, *dim, true, th)
-			fmt.Printf("generated %d + %d float16 rows of dim %d in %.1f s\n", *nq, *nb, *dim, time.Since(t0).Seconds())
+			fmt.Printf("generated %d %s + %d float16 rows of dim %d in %.1f s\n", *nq, *queries, *nb, *dim, time.Since(t0).Seconds())
 		}
 	}
 	for _, op := range strings.Split(*ops, ",") {
@@ -168,7 +215,7 @@ func main() {
 			})
 		case "centroid":
 			need()
-			C := kernels.RandomUnit(3, *kc, *dim, true, th)
+			C := small(kernels.RandomUnit(3, *kc, *dim, true, th))
 			timeIt("centroid", 2*float64(*nb)*float64(*kc)*float64(*dim), measurement{NB: *nb, Dim: *dim, K: *kc, Note: "L2, fixed-point sums"}, func(n int) error {
 				_, err := b.NearestCentroid(prefix(B, n), C, kernels.L2, kernels.NewAccum(*kc, *dim))
 				return err
