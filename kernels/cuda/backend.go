@@ -93,7 +93,7 @@ const EmulatorEnv = "HPCRUN_CUDA_EMULATOR"
 func emulated() bool { return os.Getenv(EmulatorEnv) == "1" }
 
 // VersionEnv names the environment variable that sets a new Backend's
-// Version (0, 1, 2, 3, 4 or 5; e.g. to run a whole experiment on one kernel
+// Version (0 to 6; e.g. to run a whole experiment on one kernel
 // version).
 const VersionEnv = "HPCRUN_CUDA_KERNELS"
 
@@ -103,8 +103,8 @@ func versionFromEnv() (int, error) {
 		return 0, nil
 	}
 	v, err := strconv.Atoi(s)
-	if err != nil || v < 0 || v > 5 {
-		return 0, fmt.Errorf("kernels/cuda: %s=%q: want 0 (auto), 1, 2, 3, 4 or 5", VersionEnv, s)
+	if err != nil || v < 0 || v > 6 {
+		return 0, fmt.Errorf("kernels/cuda: %s=%q: want 0 (auto), 1, 2, 3, 4, 5 or 6", VersionEnv, s)
 	}
 	return v, nil
 }
@@ -210,6 +210,9 @@ func (e *Backend) begin() (func(), error) {
 // version returns the kernel version for layout l: float32 inputs always
 // use version 1; float16 ones Version, or defaultVersion when it is 0.
 func (e *Backend) version(l layout) int {
+	if e.Version == 6 {
+		return 6 // FFMA for every layout, as 1
+	}
 	if e.Version == 1 || !l.f16 {
 		return 1
 	}

@@ -16,6 +16,8 @@ epilogue):
   centroid_kernel2_f16       version 2: mma.sync m16n8k16 128x128 tile, float16 inputs
   centroid_kernel3_f16       version 3: v2 fed by cp.async double buffering + ldmatrix
   centroid_kernel4_f16       version 4: v3 with a four-stage pipeline (dynamic shared memory)
+  centroid_kernel6_f32       version 6: FFMA 128x128 tile, 8x8 per thread (common.cuh v6):
+  centroid_kernel6_f16       version 1's bits, float32 or float16 inputs
   centroid_kernel5_f16       version 5: wgmma.m64n256k16 128x256 tile (common.cuh v5), sm_90a
                          only: the one kernel of centroid_sm90a.ptx (built with -DHPCRUN_SM90A)
   centroid_sums_kernel1_f32  sums, version 1: one thread per (point, coordinate),
@@ -36,6 +38,8 @@ KERNEL __launch_bounds__(V1_THREADS) void centroid_kernel1_f16(SimArgs a) { argm
 KERNEL __launch_bounds__(V2_THREADS) void centroid_kernel2_f16(SimArgs a) { argmax_mma<2, false>(a); }
 KERNEL __launch_bounds__(V2_THREADS) void centroid_kernel3_f16(SimArgs a) { argmax_mma<3, false>(a); }
 KERNEL __launch_bounds__(V2_THREADS) void centroid_kernel4_f16(SimArgs a) { argmax_mma<4, false>(a); }
+KERNEL __launch_bounds__(V1_THREADS, 2) void centroid_kernel6_f32(SimArgs a) { argmax_v6<float, false>(a); }
+KERNEL __launch_bounds__(V1_THREADS, 2) void centroid_kernel6_f16(SimArgs a) { argmax_v6<u16, false>(a); }
 
 // SumArgs is the by-value parameter of the sums kernels (all fields 8 bytes;
 // Go twin: sumArgs in ptx.go).

@@ -28,7 +28,13 @@
 //       (three k steps in flight, one barrier per k step) in 80 KiB of
 //       dynamic shared memory (the host raises the kernel's limit); same
 //       fragments and mma sequence, so bit-identical to v2 and v3.
-// In both, the value of a pair depends only on its two rows, never on the
+//   v5 (wgmma, sm_90a only): see its section below.
+//   v6 (FFMA, float32 or float16): version 1's arithmetic (every pair one
+//       fma.rn.f32 chain in k order: the same bits) on a 128x128 tile, 8x8
+//       per thread, 16-byte shared loads, two shared stages and register
+//       prefetch, one barrier per 16-k step, 2 blocks per SM (<= 128
+//       registers).
+// In all, the value of a pair depends only on its two rows, never on the
 // tile position, so results of base chunks merge exactly (kernels.MergeTopK)
 // and chunked k-means assignments are identical.
 #pragma once
@@ -125,6 +131,88 @@ DEV void v1_tile(const SimArgs& a, i64 i0, i64 j0, float acc[4][4],
 
 DEV i64 v1_row(i64 i0, int r) { return i0 + (tid_x() >> 4) + 16 * r; }
 DEV i64 v1_col(i64 j0, int c) { return j0 + (tid_x() & 15) + 16 * c; }
+
+// ---------------------------------------------------------------------------
+// v6: FFMA 128x128 tile, 8x8 per thread (version 1's arithmetic, bit for bit)
+
+#define V6_TILE 128
+#define V6_BK 16
+#define V6_LDS (V6_TILE + 4)                // shared row stride in floats (16-byte rows)
+#define V6_SMEM (2 * 2 * V6_BK * V6_LDS)    // floats: [stage][A|B][k][row]
+
+// load8: 8 consecutive values at p (16-byte aligned) as float32, exactly
+DEV void load8(const float* p, float v[8]) {
+    const u32x4 x = *(const u32x4*)p, y = *(const u32x4*)(p + 4);
+#pragma unroll
+    for (int e = 0; e < 4; e++) v[e] = bits_float(x[e]), v[4 + e] = bits_float(y[e]);
+}
+DEV void load8(const u16* p, float v[8]) {
+    const u32x4 x = *(const u32x4*)p;
+#pragma unroll
+    for (int e = 0; e < 4; e++) v[2 * e] = h2f((u16)(x[e] & 0xffff)), v[2 * e + 1] = h2f((u16)(x[e] >> 16));
+}
+
+// v6_tile: acc[r][c] = A[v6_row(i0, r)] · B[v6_col(j0, c)], each pair one
+// fma.rn.f32 chain in k order (as version 1 and the CPU backend: the same
+// bits). Thread (tx, ty) = (tid & 15, tid >> 4) owns tile rows 4ty..4ty+3
+// and 64+4ty..64+4ty+3, and the same columns with tx, read from shared
+// memory as 16-byte vectors (8 consecutive lanes read 128 contiguous bytes:
+// no bank conflicts). Per 16-k step, thread t loads 8 consecutive k of row
+// t & 127 (A) and of B row t & 127 (k half t >> 7) into registers during
+// the previous step's FMAs, then stores them k-major into the other of two
+// shared stages (a warp stores 32 consecutive floats per instruction): one
+// barrier per step. Rows past nA / nB read as zeros; sm = V6_SMEM floats.
+template <typename T>
+DEV void v6_tile(const SimArgs& a, i64 i0, i64 j0, float acc[8][8], float* sm) {
+    const T* A = (const T*)a.A;
+    const T* B = (const T*)a.B;
+    const int tid = tid_x(), tx = tid & 15, ty = tid >> 4;
+#pragma unroll
+    for (int r = 0; r < 8; r++)
+#pragma unroll
+        for (int c = 0; c < 8; c++) acc[r][c] = 0.0f;
+    const int lrow = tid & 127, lk = (tid >> 7) * 8;
+    const i64 ia = i0 + lrow, jb = j0 + lrow;
+    float ra[8], rb[8];
+    auto load = [&](i64 k0) {
+#pragma unroll
+        for (int e = 0; e < 8; e++) ra[e] = rb[e] = 0.0f;
+        if (ia < a.nA) load8(A + ia * a.ld + k0 + lk, ra);
+        if (jb < a.nB) load8(B + jb * a.ld + k0 + lk, rb);
+    };
+    if (a.ld > 0) load(0);
+    int st = 0;
+    for (i64 k0 = 0; k0 < a.ld; k0 += V6_BK) {
+        float* As = sm + st * (2 * V6_BK * V6_LDS);
+        float* Bs = As + V6_BK * V6_LDS;
+#pragma unroll
+        for (int e = 0; e < 8; e++) {
+            As[(lk + e) * V6_LDS + lrow] = ra[e];
+            Bs[(lk + e) * V6_LDS + lrow] = rb[e];
+        }
+        sync_threads(); // this stage is full; the other (step k0-16's) is no longer read
+        if (k0 + V6_BK < a.ld) load(k0 + V6_BK);
+#pragma unroll
+        for (int kk = 0; kk < V6_BK; kk++) {
+            float av[8], bv[8];
+            const u32x4 a0 = *(const u32x4*)(As + kk * V6_LDS + 4 * ty), a1 = *(const u32x4*)(As + kk * V6_LDS + 64 + 4 * ty);
+            const u32x4 b0 = *(const u32x4*)(Bs + kk * V6_LDS + 4 * tx), b1 = *(const u32x4*)(Bs + kk * V6_LDS + 64 + 4 * tx);
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                av[e] = bits_float(a0[e]), av[4 + e] = bits_float(a1[e]);
+                bv[e] = bits_float(b0[e]), bv[4 + e] = bits_float(b1[e]);
+            }
+#pragma unroll
+            for (int r = 0; r < 8; r++)
+#pragma unroll
+                for (int c = 0; c < 8; c++) acc[r][c] = fmaf_rn(av[r], bv[c], acc[r][c]);
+        }
+        st ^= 1;
+    }
+}
+
+DEV i64 v6_row(i64 i0, int r) { return i0 + (r >> 2) * 64 + 4 * (tid_x() >> 4) + (r & 3); }
+DEV i64 v6_col(i64 j0, int c) { return j0 + (c >> 2) * 64 + 4 * (tid_x() & 15) + (c & 3); }
 
 // ---------------------------------------------------------------------------
 // v2: mma.sync tile engine (float16 inputs, float32 accumulators)
@@ -420,6 +508,38 @@ DEV void argmax_v1(const SimArgs& a) {
             if (key > best) best = key;
         }
         if (best) atomic_max_u64(&a.best[i], best);
+    }
+}
+
+// argmax_v6: the argmax epilogue on the v6 engine; the 16 lanes sharing a
+// row (tx) reduce with shuffles, one atomic per row and half warp.
+template <typename T, bool PREFIX>
+DEV void argmax_v6(const SimArgs& a) {
+    __shared__ __attribute__((aligned(16))) float sm[V6_SMEM];
+    const i64 i0 = (i64)ctaid_x() * V6_TILE, j0 = (i64)ctaid_y() * V6_TILE;
+    if (PREFIX && a.bOff + j0 >= a.aOff + i0 + V6_TILE) return; // whole tile has j >= i
+    float acc[8][8];
+    v6_tile<T>(a, i0, j0, acc, sm);
+    const bool lead = (tid_x() & 15) == 0;
+#pragma unroll
+    for (int r = 0; r < 8; r++) {
+        const i64 i = v6_row(i0, r);
+        u64 best = 0;
+        if (i < a.nA) {
+#pragma unroll
+            for (int c = 0; c < 8; c++) {
+                const i64 j = v6_col(j0, c);
+                if (j >= a.nB || (PREFIX && a.bOff + j >= a.aOff + i)) continue;
+                const u64 key = make_key(apply_sb(a, j, acc[r][c]), a.bOff + j);
+                if (key > best) best = key;
+            }
+        }
+#pragma unroll
+        for (int m = 1; m < 16; m <<= 1) {
+            const u64 o = shfl_xor64(best, m);
+            if (o > best) best = o;
+        }
+        if (lead && best) atomic_max_u64(&a.best[i], best);
     }
 }
 

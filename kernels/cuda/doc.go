@@ -69,7 +69,12 @@
 // shared memory (matrix descriptors), fed by a four-stage cp.async pipeline
 // in 193 KiB of dynamic shared memory (1 block per SM, 128 float32
 // accumulators per thread); the same k order and 16-product steps as
-// version 2, unverified on a GPU (see STATUS).
+// version 2, unverified on a GPU (see STATUS); 6 = version 1's FMA chains
+// (the same bits, float32 or float16 inputs) on a 128x128 tile with 8x8
+// per thread, 16-byte shared loads and double buffering, also not yet run
+// on a GPU (the host simulator checks it bit for bit against the fma chain
+// on random float32 and float16 inputs); opt-in (Version 6 runs it for
+// every op, as 1 does).
 // Backend.Version (or HPCRUN_CUDA_KERNELS) forces one. float32 inputs always use version 1: converting them to
 // float16 would change results beyond the conformance tolerances.
 //

@@ -44,7 +44,7 @@ func TestEmulatedConformance(t *testing.T) {
 	for _, c := range []struct {
 		version int
 		small   bool
-	}{{2, false}, {3, false}, {4, false}, {5, false}, {5, true}, {1, true}} {
+	}{{2, false}, {3, false}, {4, false}, {5, false}, {5, true}, {6, false}, {6, true}, {1, true}} {
 		version, small := c.version, c.small
 		{
 			t.Run(fmt.Sprintf("v%d,small=%v", version, small), func(t *testing.T) {

@@ -37,7 +37,7 @@ func newGPU(t *testing.T, version int) *Backend {
 // cases use version 1 in every run; version 5 skips on GPUs other than
 // sm_90).
 func TestGPUConformance(t *testing.T) {
-	for _, v := range []int{1, 2, 3, 4, 5} {
+	for _, v := range []int{1, 2, 3, 4, 5, 6} {
 		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) { kerneltest.All(t, newGPU(t, v)) })
 	}
 }
@@ -45,7 +45,7 @@ func TestGPUConformance(t *testing.T) {
 // TestGPUSmallTunables crosses chunk, query-block, grid-slice and overflow
 // boundaries on the GPU.
 func TestGPUSmallTunables(t *testing.T) {
-	for _, v := range []int{1, 2, 3, 4, 5} {
+	for _, v := range []int{1, 2, 3, 4, 5, 6} {
 		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) {
 			b := newGPU(t, v)
 			b.tun = tunables{chunkBytes: 64 << 10, topkHeadroom: 64, topkBytes: 40 * (8*(300+64) + 8*300 + 8 + 4*160), maxGridY: 2, residentFrac: 0.5}
@@ -91,7 +91,7 @@ func TestGPULargeK(t *testing.T) {
 // does not depend on atomics' order), and NearestCentroid against exact
 // scores with sums equal to those of the returned assignment.
 func TestGPURealShape(t *testing.T) {
-	for _, v := range []int{1, 2, 3, 4, 5} {
+	for _, v := range []int{1, 2, 3, 4, 5, 6} {
 		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) {
 			b := newGPU(t, v)
 			q := kerneltest.Gen(3, 64, 512, kerneltest.Gauss, true)
@@ -202,6 +202,32 @@ func TestGPUVersionsAgree(t *testing.T) {
 			}
 		})
 	}
+	// version 6 is version 1's FMA chains on another tile: the same bits on
+	// float16 inputs and on float32 ones (q, base, thr from above)
+	t.Run("v6", func(t *testing.T) {
+		b1, b6 := newGPU(t, 1), newGPU(t, 6)
+		q32 := kerneltest.Gen(7, 300, 512, kerneltest.Gauss, false)
+		base32 := kerneltest.Gen(8, 20011, 512, kerneltest.Duplicates, false)
+		for _, in := range []struct {
+			name    string
+			q, base kernels.Matrix
+		}{{"float16", q.M, base.M}, {"float32", q32.M, base32.M}, {"mixed", q32.M, base.M}} {
+			q.M, base.M = in.q, in.base // the runs read q.M and base.M
+			for _, r := range runs {
+				w, err := r.f(b1)
+				if err != nil {
+					t.Fatalf("%s v1 %s: %v", r.name, in.name, err)
+				}
+				got, err := r.f(b6)
+				if err != nil {
+					t.Fatalf("%s v6 %s: %v", r.name, in.name, err)
+				}
+				if !reflect.DeepEqual(w, got) {
+					t.Errorf("%s, %s inputs: versions 1 and 6 differ", r.name, in.name)
+				}
+			}
+		}
+	})
 }
 
 // BenchmarkGPUTopK and BenchmarkGPUNearestCentroid time the default kernel

@@ -12,8 +12,10 @@ import (
 // hostsim/hostsim.h (one thread per GPU thread; cp.async and wgmma done
 // eagerly or as late as the PTX allows) and runs hostsim/sim.cc, which
 // checks top-k, MaxArg and PrefixMax bit for bit on exactly representable
-// inputs: the sm_80 build runs versions 1-4 (which passed on an H100, so
-// the model agrees with the hardware there), the sm_90a build version 5.
+// inputs, and the FFMA versions (1 and 6) on random float32 and float16
+// inputs against the fma chain in k order (the CPU backend's arithmetic):
+// the sm_80 build runs versions 1-4 (which passed on an H100, so the model
+// agrees with the hardware there) and 6, the sm_90a build version 5.
 // Skipped without clang++-19 (failed then with HPCRUN_REQUIRE_CLANG=1).
 func TestHostSim(t *testing.T) {
 	cxx, err := exec.LookPath("clang++-19")
@@ -26,7 +28,7 @@ func TestHostSim(t *testing.T) {
 	for _, b := range []struct{ name, define string }{{"sm80", ""}, {"sm90a", "-DHPCRUN_SM90A"}} {
 		t.Run(b.name, func(t *testing.T) {
 			bin := filepath.Join(t.TempDir(), "sim-"+b.name)
-			args := []string{"-std=c++20", "-O1", "-pthread", "-DHPCRUN_HOST_SIM", "-Wno-unknown-pragmas", "-o", bin, "hostsim/sim.cc"}
+			args := []string{"-std=c++20", "-O1", "-pthread", "-ffp-contract=off", "-DHPCRUN_HOST_SIM", "-Wno-unknown-pragmas", "-o", bin, "hostsim/sim.cc"}
 			if b.define != "" {
 				args = append(args, b.define)
 			}

@@ -28,11 +28,11 @@ type ptxModule struct {
 }
 
 var ptxModules = []ptxModule{
-	{"topk.ptx", []string{"topk_kernel1_f32", "topk_kernel1_f16", "topk_kernel2_f16", "topk_kernel3_f16", "topk_kernel4_f16", "topk_select"}, ""},
-	{"maxarg.ptx", []string{"maxarg_kernel1_f32", "maxarg_kernel1_f16", "maxarg_kernel2_f16", "maxarg_kernel3_f16", "maxarg_kernel4_f16"}, ""},
-	{"centroid.ptx", []string{"centroid_kernel1_f32", "centroid_kernel1_f16", "centroid_kernel2_f16", "centroid_kernel3_f16", "centroid_kernel4_f16",
+	{"topk.ptx", []string{"topk_kernel1_f32", "topk_kernel1_f16", "topk_kernel2_f16", "topk_kernel3_f16", "topk_kernel4_f16", "topk_kernel6_f32", "topk_kernel6_f16", "topk_select"}, ""},
+	{"maxarg.ptx", []string{"maxarg_kernel1_f32", "maxarg_kernel1_f16", "maxarg_kernel2_f16", "maxarg_kernel3_f16", "maxarg_kernel4_f16", "maxarg_kernel6_f32", "maxarg_kernel6_f16"}, ""},
+	{"centroid.ptx", []string{"centroid_kernel1_f32", "centroid_kernel1_f16", "centroid_kernel2_f16", "centroid_kernel3_f16", "centroid_kernel4_f16", "centroid_kernel6_f32", "centroid_kernel6_f16",
 		"centroid_sums_kernel1_f32", "centroid_sums_kernel1_f16", "centroid_sums_kernel2_f32", "centroid_sums_kernel2_f16"}, ""},
-	{"prefixmax.ptx", []string{"prefixmax_kernel1_f32", "prefixmax_kernel1_f16", "prefixmax_kernel2_f16", "prefixmax_kernel3_f16", "prefixmax_kernel4_f16"}, ""},
+	{"prefixmax.ptx", []string{"prefixmax_kernel1_f32", "prefixmax_kernel1_f16", "prefixmax_kernel2_f16", "prefixmax_kernel3_f16", "prefixmax_kernel4_f16", "prefixmax_kernel6_f32", "prefixmax_kernel6_f16"}, ""},
 	{"topk_sm90a.ptx", []string{"topk_kernel5_f16"}, "sm_90a"},
 	{"maxarg_sm90a.ptx", []string{"maxarg_kernel5_f16"}, "sm_90a"},
 	{"centroid_sm90a.ptx", []string{"centroid_kernel5_f16"}, "sm_90a"},
@@ -51,6 +51,7 @@ func ptxSource(file string) (string, error) {
 const (
 	v1Tile     = 64
 	v2Tile     = 128
+	v6Tile     = 128 // V6_TILE
 	v5TileA    = 128 // V5_BM
 	v5TileB    = 256 // V5_BN
 	threads    = 256 // every kernel's block size
@@ -84,6 +85,8 @@ func tiles(version int) (ta, tb int) {
 	switch {
 	case version == 5:
 		return v5TileA, v5TileB
+	case version == 6:
+		return v6Tile, v6Tile
 	case version >= 2:
 		return v2Tile, v2Tile
 	}

@@ -149,7 +149,7 @@ func TestPTXStructure(t *testing.T) {
 			if dyn != (dynamicShared(name) > 0) {
 				t.Errorf("%s: uses dynamic shared memory %v, host launches it with %d bytes", name, dyn, dynamicShared(name))
 			}
-			if strings.Contains(name, "_kernel1_") && !strings.HasPrefix(name, "centroid_sums") && !strings.Contains(body, "fma.rn.f32") {
+			if (strings.Contains(name, "_kernel1_") || strings.Contains(name, "_kernel6_")) && !strings.HasPrefix(name, "centroid_sums") && !strings.Contains(body, "fma.rn.f32") {
 				t.Errorf("%s: no fma.rn.f32", name)
 			}
 			sh := moduleShared + sharedBytes(body)

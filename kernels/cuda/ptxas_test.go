@@ -17,8 +17,8 @@ import (
 // the PTX is valid for the real assembler (clang emits inline asm
 // unchecked), that no kernel spills or uses a stack, that ptxas did not
 // serialise the wgmma pipeline (its "Potential Performance Loss" note), and
-// that the tensor-core versions 2-4 fit two 256-thread blocks per SM (at
-// most 128 registers). ptxas comes from scripts/deps.sh
+// that versions 2-4 and 6 fit two 256-thread blocks per SM (at most 128
+// registers). ptxas comes from scripts/deps.sh
 // (third_party/ptxas/ptxas), HPCRUN_PTXAS or PATH; without it the test
 // skips (fails with HPCRUN_REQUIRE_PTXAS=1).
 func TestPTXAssemble(t *testing.T) {
@@ -62,7 +62,7 @@ func TestPTXAssemble(t *testing.T) {
 					t.Errorf("ptxas -arch=%s %s: no report for %s", arch, m.file, name)
 				case k.spill != 0 || k.stack != 0:
 					t.Errorf("%s (%s): %d bytes of spill stores, %d bytes of stack", name, arch, k.spill, k.stack)
-				case k.regs > 128 && tensorCoreV234(name):
+				case k.regs > 128 && twoBlocksPerSM(name):
 					t.Errorf("%s (%s): %d registers: two 256-thread blocks per SM need at most 128", name, arch, k.regs)
 				}
 				t.Logf("%-26s %-6s %3d registers, %6d bytes static smem", name, arch, k.regs, k.smem)
@@ -71,8 +71,10 @@ func TestPTXAssemble(t *testing.T) {
 	}
 }
 
-func tensorCoreV234(name string) bool {
-	for _, v := range []string{"_kernel2_", "_kernel3_", "_kernel4_"} {
+// twoBlocksPerSM reports the kernels meant to run two 256-thread blocks per
+// SM: tensor-core versions 2-4 and the FFMA version 6.
+func twoBlocksPerSM(name string) bool {
+	for _, v := range []string{"_kernel2_", "_kernel3_", "_kernel4_", "_kernel6_"} {
 		if strings.Contains(name, v) && !strings.HasPrefix(name, "centroid_sums") {
 			return true
 		}

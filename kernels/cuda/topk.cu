@@ -12,6 +12,8 @@ The kernels:
   topk_kernel2_f16  version 2: mma.sync m16n8k16 128x128 tile (common.cuh v2), float16 inputs
   topk_kernel3_f16  version 3: v2 fed by cp.async double buffering + ldmatrix (common.cuh v3)
   topk_kernel4_f16  version 4: v3 with a four-stage pipeline in dynamic shared memory (common.cuh v4)
+  topk_kernel6_f32  version 6: FFMA 128x128 tile, 8x8 per thread (common.cuh v6): version 1's bits,
+  topk_kernel6_f16  float32 inputs, or float16 converted exactly
   topk_kernel5_f16  version 5: wgmma.m64n256k16 128x256 tile (common.cuh v5), sm_90a
                     only: the one kernel of topk_sm90a.ptx (built with -DHPCRUN_SM90A)
   topk_select       one block per query: radix-select the k best of its candidates,
@@ -55,6 +57,25 @@ DEV void topk_v1(const SimArgs& a) {
 #pragma unroll
         for (int c = 0; c < 4; c++) {
             const i64 j = v1_col(j0, c);
+            if (j < a.nB) topk_emit(a, i, j, acc[r][c], thr);
+        }
+    }
+}
+
+template <typename T>
+DEV void topk_v6(const SimArgs& a) {
+    __shared__ __attribute__((aligned(16))) float sm[V6_SMEM];
+    const i64 i0 = (i64)ctaid_x() * V6_TILE, j0 = (i64)ctaid_y() * V6_TILE;
+    float acc[8][8];
+    v6_tile<T>(a, i0, j0, acc, sm);
+#pragma unroll
+    for (int r = 0; r < 8; r++) {
+        const i64 i = v6_row(i0, r);
+        if (i >= a.nA) continue;
+        const float thr = a.thr[i];
+#pragma unroll
+        for (int c = 0; c < 8; c++) {
+            const i64 j = v6_col(j0, c);
             if (j < a.nB) topk_emit(a, i, j, acc[r][c], thr);
         }
     }
@@ -113,6 +134,8 @@ KERNEL __launch_bounds__(V1_THREADS) void topk_kernel1_f16(SimArgs a) { topk_v1<
 KERNEL __launch_bounds__(V2_THREADS) void topk_kernel2_f16(SimArgs a) { topk_mma<2>(a); }
 KERNEL __launch_bounds__(V2_THREADS) void topk_kernel3_f16(SimArgs a) { topk_mma<3>(a); }
 KERNEL __launch_bounds__(V2_THREADS) void topk_kernel4_f16(SimArgs a) { topk_mma<4>(a); }
+KERNEL __launch_bounds__(V1_THREADS, 2) void topk_kernel6_f32(SimArgs a) { topk_v6<float>(a); }
+KERNEL __launch_bounds__(V1_THREADS, 2) void topk_kernel6_f16(SimArgs a) { topk_v6<u16>(a); }
 
 // ----------------------------------------------------------------------------
 // selection

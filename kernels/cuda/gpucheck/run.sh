@@ -17,8 +17,9 @@
 #   the same GPU in the same run.
 #
 # Environment: OUT (results dir; default ./out), NQ NB DIM K KC (bench shapes
-# of mode quick|full), VERSIONS, TESTS (go test -run pattern), V5_TESTS (the
-# same for version 5's own process; SKIP_V5=1 skips it), DEADLINE,
+# of mode quick|full), VERSIONS, TESTS (go test -run pattern), NEW_TESTS (the
+# same for the process of versions 5 and 6, not yet run on a GPU before;
+# SKIP_NEW=1 skips it), DEADLINE,
 # SKIP_TORCH=1, TORCH_OPS (torch_ref.py --ops, default all), SKIP_BENCH=1,
 # SKIP_E2E=1, NCU=1 (Nsight Compute on one launch of each similarity kernel:
 # ncu.txt), PROFILE=1 (cudabench -profile:
@@ -36,7 +37,7 @@ DEADLINE=${DEADLINE:-540}
 VERSIONS=${VERSIONS:-4,5}
 DIM=${DIM:-512} K=${K:-1000} KC=${KC:-4096}
 TESTS=${TESTS:-'^(TestGPU|TestPTXStructure|TestKeys|TestNoGPU|TestEmulatorEnv)'}
-V5_TESTS=${V5_TESTS:-'^TestGPU(Conformance|SmallTunables|RealShape|VersionsAgree)$/^v5$'}
+NEW_TESTS=${NEW_TESTS:-'^TestGPU(Conformance|SmallTunables|RealShape|VersionsAgree)$/^v[56]$'}
 status=0
 start=$SECONDS
 log() { echo "[gpu-check +$((SECONDS - start))s] $*" | tee -a "$OUT/summary.txt"; }
@@ -77,18 +78,19 @@ fi
 
 # 1. conformance: every op vs the exact reference (kernels/kerneltest), every
 #    kernel version, k up to 20,000, CLIP-sized rows, determinism, v2 = v3.
-#    Version 5's subtests run after the others, in a process of their own:
-#    a faulting kernel poisons its CUDA context, and the rest must report.
-log "conformance: cuda.test -test.run '$TESTS' (version 5 apart)"
+#    The subtests of versions 5 (wgmma) and 6 (FFMA 128x128), new since the
+#    last GPU run, run after the others in a process of their own: a
+#    faulting kernel poisons its CUDA context, and the rest must report.
+log "conformance: cuda.test -test.run '$TESTS' (versions 5 and 6 apart)"
 t0=$SECONDS
-timeout 300 "$here/cuda.test" -test.v -test.run "$TESTS" -test.skip '/^v5$' -test.timeout 290s > "$OUT/conformance.txt" 2>&1
+timeout 300 "$here/cuda.test" -test.v -test.run "$TESTS" -test.skip '/^v[56]$' -test.timeout 290s > "$OUT/conformance.txt" 2>&1
 rc=$?
-if [ "${SKIP_V5:-}" != 1 ]; then
-  timeout 200 "$here/cuda.test" -test.v -test.run "$V5_TESTS" -test.timeout 190s \
-    > "$OUT/conformance-v5.txt" 2>&1
-  rc5=$?
-  cat "$OUT/conformance-v5.txt" >> "$OUT/conformance.txt"
-  [ $rc5 -ne 0 ] && { rc=$rc5; log "version 5 (wgmma) conformance FAILED (exit $rc5): conformance-v5.txt"; }
+if [ "${SKIP_NEW:-}" != 1 ]; then
+  timeout 200 "$here/cuda.test" -test.v -test.run "$NEW_TESTS" -test.timeout 190s \
+    > "$OUT/conformance-new.txt" 2>&1
+  rcn=$?
+  cat "$OUT/conformance-new.txt" >> "$OUT/conformance.txt"
+  [ $rcn -ne 0 ] && { rc=$rcn; log "versions 5/6 conformance FAILED (exit $rcn): conformance-new.txt"; }
 fi
 grep -E '^--- |^    --- (FAIL|SKIP|PASS: [A-Za-z]+/v[0-9] )' "$OUT/conformance.txt" | head -60 | tee -a "$OUT/summary.txt"
 grep -E '^\s+\S+_test\.go:[0-9]+: (stats|largest|NVIDIA|cuda\()' "$OUT/conformance.txt" | sort -u | head -10 >> "$OUT/summary.txt"
@@ -116,13 +118,13 @@ bench() { # name nq nb
   fi
 }
 # 2a. the pipeline's operands: float32 queries / centroids against float16
-#     rows, with runtime.gpu_precision float32 (FFMA, version 1) and float16
-#     (rounded onto the tensor cores), at the quick shape.
+#     rows, with runtime.gpu_precision float32 (FFMA: versions 1 and 6) and
+#     float16 (rounded onto the tensor cores), at the quick shape.
 bench_mixed() { # nq nb
   if [ "$(left)" -lt 40 ]; then log "bench mixed skipped: $(left) s left of DEADLINE"; return; fi
   log "bench mixed: float32 queries/centroids x float16 rows, nq=$1 nb=$2, gpu_precision float32 and float16"
   timeout $(( $(left) - 10 )) "$here/cudabench" -ops topk,centroid -nq "$1" -nb "$2" -dim "$DIM" -k "$K" -centroids "$KC" \
-    -queries float32 -precision float32,float16 -version "$VERSIONS" -json "$OUT/bench-mixed-hpcrun.json" > "$OUT/bench-mixed-hpcrun.txt" 2>&1 \
+    -queries float32 -precision float32,float16 -version "1,6,$VERSIONS" -json "$OUT/bench-mixed-hpcrun.json" > "$OUT/bench-mixed-hpcrun.txt" 2>&1 \
     || { status=1; log "cudabench (mixed) FAILED (exit $?)"; }
   grep -v '^ *launches' "$OUT/bench-mixed-hpcrun.txt" | tee -a "$OUT/summary.txt"
 }
@@ -172,12 +174,13 @@ if [ "$MODE" = all ] && [ "${SKIP_E2E:-}" != 1 ] && [ -x "$here/hpcrun" ] && [ -
       t=$(( $(left) - 5 ))
       timeout $t "$here/hpcrun" synth --out data/quickstart --preset quickstart --seed 333 > $e2e/synth.log 2>&1 || exit 1
       # cuda16: runtime.gpu_precision = "float16" (every op on the tensor cores);
-      # cuda5: HPCRUN_CUDA_KERNELS=5 with it (the wgmma kernels)
-      runs="cpu cuda cuda16"
+      # cuda5: HPCRUN_CUDA_KERNELS=5 with it (the wgmma kernels); cuda6:
+      # HPCRUN_CUDA_KERNELS=6 (FFMA 128x128 everywhere: must equal cpu)
+      runs="cpu cuda cuda16 cuda6"
       case ,$VERSIONS, in *,5,*) runs="$runs cuda5" ;; esac
       for be in $runs; do
         ranks=1; [ $be != cpu ] && ranks=2
-        kv=; [ $be = cuda5 ] && kv=5
+        kv=; case $be in cuda5) kv=5 ;; cuda6) kv=6 ;; esac
         prec=float32; [ $be = cuda16 ] || [ $be = cuda5 ] && prec=float16
         t0=$SECONDS
         HPCRUN_CUDA_KERNELS=$kv timeout $(( $(left) - 5 )) "$here/hpcrun" run configs/quickstart.toml --ranks $ranks --only kmeans,dedup,sims,prune,subsample \
@@ -188,6 +191,7 @@ if [ "$MODE" = all ] && [ "${SKIP_E2E:-}" != 1 ] && [ -x "$here/hpcrun" ] && [ -
         [ $rc -eq 0 ] || { tail -20 $e2e/$be.log; exit 1; }
       done
       python3 "$here/compare_runs.py" $e2e/cpu $e2e/cuda
+      python3 "$here/compare_runs.py" $e2e/cpu $e2e/cuda6
       python3 "$here/compare_runs.py" $e2e/cpu $e2e/cuda16
       [ -d $e2e/cuda5 ] && python3 "$here/compare_runs.py" $e2e/cuda16 $e2e/cuda5
     ) > "$OUT/e2e.txt" 2>&1 || { status=1; log "e2e FAILED"; }

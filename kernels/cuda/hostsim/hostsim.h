@@ -31,7 +31,7 @@
 #define __global__
 #define __device__
 #define __shared__ static __attribute__((section("simshared")))
-#define __launch_bounds__(n)
+#define __launch_bounds__(...)
 #define DEV static inline
 #define KERNEL extern "C"
 

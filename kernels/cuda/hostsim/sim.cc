@@ -1,12 +1,16 @@
 // sim.cc - runs the similarity kernels' CUDA C on the CPU (hostsim.h) and
 // checks every result exactly. Built twice by TestHostSim: as is (kernel
-// versions 1-4, the sm_80 module) and with -DHPCRUN_SM90A (version 5, the
-// wgmma kernels). Inputs are float16 multiples of 1/4 in [-2, 2], so every
-// product and sum is exact in float32 and each kernel's output must equal
-// the reference bit for bit: top-k's candidate keys above the thresholds,
-// and MaxArg's and PrefixMax's best keys (with scale, bias and the prefix
-// mask). Every case runs in the four modes of eager/lazy cp.async and
-// wgmma. Prints one line per case; exit status 1 on any failure.
+// versions 1-4 and 6, the sm_80 module) and with -DHPCRUN_SM90A (version 5,
+// the wgmma kernels). Two kinds of input:
+//   - float16 multiples of 1/4 in [-2, 2]: every product and sum is exact
+//     in float32, so every version must give the reference bit for bit;
+//   - random float32 and float16 values: the FFMA versions (1 and 6) must
+//     give the fma.rn.f32 chain in k order bit for bit — the CPU backend's
+//     arithmetic.
+// Checked: top-k's candidate keys above the thresholds, and MaxArg's and
+// PrefixMax's best keys (with scale, bias and the prefix mask). Every case
+// runs in the four modes of eager/lazy cp.async and wgmma. Prints one line
+// per case; exit status 1 on any failure.
 #include "../topk.cu"
 #include "../maxarg.cu"
 #include "../centroid.cu"
@@ -71,27 +75,43 @@ struct Case {
     int nA, nB, dim, ld;
 };
 
+enum Kind { ExactF16, RandomF16, RandomF32 };
+static const char* kindName[] = {"exact-f16", "random-f16", "random-f32"};
+
 struct Data {
-    std::vector<u16> A, B;
-    std::vector<float> dot; // nA x nB, exact
+    Kind kind;
+    std::vector<u16> A, B;      // float16 kinds
+    std::vector<float> Af, Bf;  // RandomF32
+    std::vector<float> dot;     // nA x nB: the fma chain in k order (exact for ExactF16)
+    const void* a() const { return kind == RandomF32 ? (const void*)Af.data() : A.data(); }
+    const void* b() const { return kind == RandomF32 ? (const void*)Bf.data() : B.data(); }
 };
 
-static Data gen(const Case& c, unsigned seed) {
+static Data gen(const Case& c, unsigned seed, Kind kind) {
     std::mt19937 rng(seed);
     std::uniform_int_distribution<int> q(-8, 8);
+    std::normal_distribution<float> g(0.0f, 0.3f);
+    auto value = [&] { return kind == ExactF16 ? q(rng) / 4.0f : g(rng); };
     Data d;
-    d.A.assign((size_t)c.nA * c.ld, 0);
-    d.B.assign((size_t)c.nB * c.ld, 0);
+    d.kind = kind;
+    std::vector<float> A((size_t)c.nA * c.ld, 0), B((size_t)c.nB * c.ld, 0);
     for (int i = 0; i < c.nA; i++)
-        for (int k = 0; k < c.dim; k++) d.A[(size_t)i * c.ld + k] = f2h(q(rng) / 4.0f);
+        for (int k = 0; k < c.dim; k++) A[(size_t)i * c.ld + k] = value();
     for (int j = 0; j < c.nB; j++)
-        for (int k = 0; k < c.dim; k++) d.B[(size_t)j * c.ld + k] = f2h(q(rng) / 4.0f);
+        for (int k = 0; k < c.dim; k++) B[(size_t)j * c.ld + k] = value();
+    if (kind == RandomF32) {
+        d.Af = A, d.Bf = B;
+    } else {
+        d.A.resize(A.size()), d.B.resize(B.size());
+        for (size_t x = 0; x < A.size(); x++) d.A[x] = f2h(A[x]), A[x] = sim::half(d.A[x]);
+        for (size_t x = 0; x < B.size(); x++) d.B[x] = f2h(B[x]), B[x] = sim::half(d.B[x]);
+    }
     d.dot.assign((size_t)c.nA * c.nB, 0);
     for (int i = 0; i < c.nA; i++)
         for (int j = 0; j < c.nB; j++) {
-            double s = 0;
-            for (int k = 0; k < c.dim; k++) s += (double)sim::half(d.A[(size_t)i * c.ld + k]) * sim::half(d.B[(size_t)j * c.ld + k]);
-            d.dot[(size_t)i * c.nB + j] = (float)s;
+            float s = 0;
+            for (int k = 0; k < c.ld; k++) s = std::fmaf(A[(size_t)i * c.ld + k], B[(size_t)j * c.ld + k], s);
+            d.dot[(size_t)i * c.nB + j] = s;
         }
     return d;
 }
@@ -99,6 +119,8 @@ static Data gen(const Case& c, unsigned seed) {
 struct Version {
     int v, ta, tb;
     Kernel topk, maxarg, prefix;
+    bool f32;  // takes float32 inputs
+    bool ffma; // one fma chain per pair in k order: exact on random inputs too
 };
 
 static int failures = 0;
@@ -114,7 +136,7 @@ static void checkTopK(const Version& ver, const Case& c, const Data& d, const st
     std::vector<u32> count(c.nA, 0);
     std::vector<u64> keys((size_t)c.nA * cap, 0);
     SimArgs a{};
-    a.A = d.A.data(), a.B = d.B.data(), a.nA = c.nA, a.nB = c.nB, a.ld = c.ld, a.bOff = bOff;
+    a.A = d.a(), a.B = d.b(), a.nA = c.nA, a.nB = c.nB, a.ld = c.ld, a.bOff = bOff;
     a.thr = thr.data(), a.count = count.data(), a.keys = keys.data(), a.cap = cap;
     launch(ver.topk, a, (c.nA + ver.ta - 1) / ver.ta, (c.nB + ver.tb - 1) / ver.tb);
     bool ok = true;
@@ -138,7 +160,7 @@ static void checkArgmax(const Version& ver, const Case& c, const Data& d, bool p
     for (int j = 0; j < c.nB; j++) scale[j] = (j % 4 == 0) ? 0.5f : 1.0f, bias[j] = (float)((j % 7) - 3) * 0.25f;
     std::vector<u64> best(c.nA, 0);
     SimArgs a{};
-    a.A = d.A.data(), a.B = d.B.data(), a.nA = c.nA, a.nB = c.nB, a.ld = c.ld, a.aOff = aOff, a.bOff = bOff;
+    a.A = d.a(), a.B = d.b(), a.nA = c.nA, a.nB = c.nB, a.ld = c.ld, a.aOff = aOff, a.bOff = bOff;
     a.scale = prefix ? nullptr : scale.data(), a.bias = bias.data(), a.best = best.data();
     launch(prefix ? ver.prefix : ver.maxarg, a, (c.nA + ver.ta - 1) / ver.ta, (c.nB + ver.tb - 1) / ver.tb);
     bool ok = true;
@@ -161,13 +183,16 @@ static void checkArgmax(const Version& ver, const Case& c, const Data& d, bool p
 
 int main() {
 #ifdef HPCRUN_SM90A
-    const std::vector<Version> versions = {{5, V5_BM, V5_BN, topk_kernel5_f16, maxarg_kernel5_f16, prefixmax_kernel5_f16}};
+    const std::vector<Version> versions = {{5, V5_BM, V5_BN, topk_kernel5_f16, maxarg_kernel5_f16, prefixmax_kernel5_f16, false, false}};
 #else
     const std::vector<Version> versions = {
-        {1, V1_TILE, V1_TILE, topk_kernel1_f16, maxarg_kernel1_f16, prefixmax_kernel1_f16},
-        {2, V2_TILE, V2_TILE, topk_kernel2_f16, maxarg_kernel2_f16, prefixmax_kernel2_f16},
-        {3, V2_TILE, V2_TILE, topk_kernel3_f16, maxarg_kernel3_f16, prefixmax_kernel3_f16},
-        {4, V2_TILE, V2_TILE, topk_kernel4_f16, maxarg_kernel4_f16, prefixmax_kernel4_f16},
+        {1, V1_TILE, V1_TILE, topk_kernel1_f16, maxarg_kernel1_f16, prefixmax_kernel1_f16, false, true},
+        {1, V1_TILE, V1_TILE, topk_kernel1_f32, maxarg_kernel1_f32, prefixmax_kernel1_f32, true, true},
+        {2, V2_TILE, V2_TILE, topk_kernel2_f16, maxarg_kernel2_f16, prefixmax_kernel2_f16, false, false},
+        {3, V2_TILE, V2_TILE, topk_kernel3_f16, maxarg_kernel3_f16, prefixmax_kernel3_f16, false, false},
+        {4, V2_TILE, V2_TILE, topk_kernel4_f16, maxarg_kernel4_f16, prefixmax_kernel4_f16, false, false},
+        {6, V6_TILE, V6_TILE, topk_kernel6_f16, maxarg_kernel6_f16, prefixmax_kernel6_f16, false, true},
+        {6, V6_TILE, V6_TILE, topk_kernel6_f32, maxarg_kernel6_f32, prefixmax_kernel6_f32, true, true},
     };
 #endif
     // ragged tiles, k tails (ld 96 and 160 end in half a 64-k stage), dim < ld,
@@ -175,20 +200,24 @@ int main() {
     const std::vector<Case> cases = {{1, 1, 8, 32}, {70, 90, 40, 64}, {130, 300, 96, 96}, {129, 257, 150, 160}, {40, 260, 300, 320}};
     unsigned seed = 1;
     for (const Case& c : cases) {
-        const Data d = gen(c, seed++);
+      for (Kind kind : {ExactF16, RandomF16, RandomF32}) {
+        const Data d = gen(c, seed++, kind);
         for (const Version& ver : versions) {
+            if (ver.f32 != (kind == RandomF32) || (kind != ExactF16 && !ver.ffma)) continue;
             for (int mode = 0; mode < 4; mode++) {
                 sim::lazyCp = mode & 1, sim::lazyWg = mode & 2;
-                if (ver.v < 3 && mode != 0) continue; // no asynchronous copies before version 3
-                if (ver.v < 5 && sim::lazyWg) continue;
+                const bool async = ver.v >= 3 && ver.v <= 5; // cp.async: versions 3, 4, 5
+                if (!async && mode != 0) continue;
+                if (ver.v != 5 && sim::lazyWg) continue;
                 char tag[128];
-                std::snprintf(tag, sizeof tag, "v%d %dx%d d=%d ld=%d cp=%s wgmma=%s", ver.v, c.nA, c.nB, c.dim, c.ld,
+                std::snprintf(tag, sizeof tag, "v%d %s %dx%d d=%d ld=%d cp=%s wgmma=%s", ver.v, kindName[kind], c.nA, c.nB, c.dim, c.ld,
                               sim::lazyCp ? "lazy" : "eager", sim::lazyWg ? "lazy" : "eager");
                 checkTopK(ver, c, d, tag);
                 checkArgmax(ver, c, d, false, tag);
                 checkArgmax(ver, c, d, true, tag);
             }
         }
+      }
     }
     std::printf("%d failures\n", failures);
     return failures ? 1 : 0;

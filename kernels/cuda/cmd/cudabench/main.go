@@ -58,7 +58,7 @@ func main() {
 	k := flag.Int("k", 1000, "top-k")
 	kc := flag.Int("centroids", 4096, "centroids for the centroid op")
 	npm := flag.Int("prefix-rows", 50000, "rows for prefixmax")
-	versions := flag.String("version", "0", "kernel versions, comma-separated (0 = auto, 1, 2, 3, 4, 5): every op runs with each (one the GPU lacks is skipped)")
+	versions := flag.String("version", "0", "kernel versions, comma-separated (0 = auto, 1 to 6): every op runs with each (one the GPU lacks is skipped)")
 	reps := flag.Int("reps", 1, "timed repetitions (best is reported)")
 	threads := flag.Int("threads", 0, "host threads (0 = GOMAXPROCS)")
 	jsonOut := flag.String("json", "", "write the measurements here as a JSON array")
@@ -98,8 +98,8 @@ func main() {
 	var vers []int
 	for _, f := range strings.Split(*versions, ",") {
 		v, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || v < 0 || v > 5 {
-			fmt.Fprintf(os.Stderr, "cudabench: -version %q: want 0, 1, 2, 3, 4 or 5\n", f)
+		if err != nil || v < 0 || v > 6 {
+			fmt.Fprintf(os.Stderr, "cudabench: -version %q: want 0 to 6\n", f)
 			os.Exit(2)
 		}
 		vers = append(vers, v)
@@ -118,9 +118,10 @@ func main() {
 		for _, p := range precs {
 			for _, v := range vers {
 				b.Version, b.Precision = v, p
-				// a float32 operand kept float32 runs version 1 whatever was asked
+				// a float32 operand kept float32 runs the FFMA kernels: version 1
+				// unless 6 was asked
 				eff := b.Float16Version()
-				if dtype != "float16" && p == cuda.Exact {
+				if dtype != "float16" && p == cuda.Exact && eff != 6 {
 					eff = 1
 				}
 				if !runs(b, v) || done[[2]int{int(p), eff}] {
