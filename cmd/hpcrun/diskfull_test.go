@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	"hpcrun/dataset"
-	"hpcrun/synth"
 )
 
 // TestDiskFull runs k-means and dedup with the workdir on a tmpfs too small
@@ -18,11 +17,7 @@ func TestDiskFull(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("mounting a tmpfs needs root")
 	}
-	dir := t.TempDir()
-	world := filepath.Join(dir, "world")
-	if _, err := synth.Write(world, synth.Presets["tiny"], 1); err != nil {
-		t.Fatal(err)
-	}
+	dir, world := tinyWorld(t)
 	mnt := filepath.Join(dir, "small")
 	os.MkdirAll(mnt, 0o755)
 	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", mnt).CombinedOutput(); err != nil {

@@ -38,6 +38,18 @@ func writeConfig(t *testing.T, dir, body string) string {
 	return p
 }
 
+// tinyWorld writes synth's tiny world into a new temporary folder and
+// returns the folder and the world's path in it.
+func tinyWorld(t *testing.T) (dir, world string) {
+	t.Helper()
+	dir = t.TempDir()
+	world = filepath.Join(dir, "world")
+	if _, err := synth.Write(world, synth.Presets["tiny"], 1); err != nil {
+		t.Fatal(err)
+	}
+	return dir, world
+}
+
 func tinyConfig(world, workdir string) string {
 	return `
 [job]
@@ -79,11 +91,7 @@ func TestExitCodes(t *testing.T) {
 }
 
 func TestRunOnTinyWorld(t *testing.T) {
-	dir := t.TempDir()
-	world := filepath.Join(dir, "world")
-	if _, err := synth.Write(world, synth.Presets["tiny"], 1); err != nil {
-		t.Fatal(err)
-	}
+	dir, world := tinyWorld(t)
 	work := filepath.Join(dir, "work")
 	cfg := writeConfig(t, dir, tinyConfig(world, work))
 	code, out := run(t, "run", cfg, "--ranks", "1")
@@ -164,11 +172,7 @@ var (
 // of the binary meet on rank 0's embedded NATS server.
 func TestRunLaunchesRankProcesses(t *testing.T) {
 	bin := buildBinary(t)
-	dir := t.TempDir()
-	world := filepath.Join(dir, "world")
-	if _, err := synth.Write(world, synth.Presets["tiny"], 1); err != nil {
-		t.Fatal(err)
-	}
+	dir, world := tinyWorld(t)
 	work := filepath.Join(dir, "work")
 	cfg := writeConfig(t, dir, tinyConfig(world, work))
 	cmd := exec.Command(bin, "run", cfg, "--ranks", "3")
@@ -198,11 +202,7 @@ func TestBackendChoice(t *testing.T) {
 	if _, err := cuda.Available(); err == nil {
 		t.Skip("a CUDA device answers here; this checks the machine without one")
 	}
-	dir := t.TempDir()
-	world := filepath.Join(dir, "world")
-	if _, err := synth.Write(world, synth.Presets["tiny"], 1); err != nil {
-		t.Fatal(err)
-	}
+	dir, world := tinyWorld(t)
 	cfg := writeConfig(t, dir, tinyConfig(world, filepath.Join(dir, "work")))
 	code, out := run(t, "run", cfg, "--ranks", "1", "--set", `runtime.backend="cuda"`)
 	if first := strings.SplitN(out, "\n", 2)[0]; code != 1 || !strings.Contains(first, `runtime.backend = "cuda": kernels/cuda: no CUDA driver`) {
@@ -221,11 +221,7 @@ func TestBackendChoice(t *testing.T) {
 // value is a config error naming the key.
 func TestGPUPrecision(t *testing.T) {
 	t.Setenv(cuda.EmulatorEnv, "1")
-	dir := t.TempDir()
-	world := filepath.Join(dir, "world")
-	if _, err := synth.Write(world, synth.Presets["tiny"], 1); err != nil {
-		t.Fatal(err)
-	}
+	dir, world := tinyWorld(t)
 	work := filepath.Join(dir, "work")
 	cfg := writeConfig(t, dir, tinyConfig(world, work)+`
 [kmeans]

@@ -9,17 +9,12 @@ import (
 	"testing"
 
 	"hpcrun/report"
-	"hpcrun/synth"
 )
 
 // TestRunWritesReport: `hpcrun run` ends with the report (rank 0), from
 // the outputs it just wrote; `hpcrun report` writes it again on its own.
 func TestRunWritesReport(t *testing.T) {
-	dir := t.TempDir()
-	world := filepath.Join(dir, "world")
-	if _, err := synth.Write(world, synth.Presets["tiny"], 1); err != nil {
-		t.Fatal(err)
-	}
+	dir, world := tinyWorld(t)
 	work := filepath.Join(dir, "work")
 	cfg := writeConfig(t, dir, tinyConfig(world, work)+`
 [kmeans]
