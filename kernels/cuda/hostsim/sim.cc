@@ -41,7 +41,8 @@ void fail(const char* what) {
 
 typedef void (*Kernel)(SimArgs);
 
-// launch runs grid gx x gy of 256-thread blocks, one block at a time
+// launch runs grid gx x gy of 256-thread blocks, one block at a time, on
+// 256 threads (each plays its thread of every block in turn)
 static void launch(Kernel k, const SimArgs& a, int gx, int gy) {
     std::barrier<> block(V2_THREADS);
     std::vector<std::barrier<>*> warps;
@@ -50,22 +51,25 @@ static void launch(Kernel k, const SimArgs& a, int gx, int gy) {
         sim::warpBar[w] = warps.back();
     }
     sim::blockBar = &block;
-    for (int cy = 0; cy < gy; cy++) {
-        for (int cx = 0; cx < gx; cx++) {
-            std::memset(sim::sharedBase(), 0xff, sim::sharedSize());
-            std::vector<sim::Thread> ts(V2_THREADS);
-            std::vector<std::thread> th;
-            for (int t = 0; t < V2_THREADS; t++) {
-                ts[t].tid = t, ts[t].cx = cx, ts[t].cy = cy, ts[t].gx = gx;
-                th.emplace_back([&, t] {
-                    sim::self = &ts[t];
+    std::vector<std::thread> th;
+    for (int t = 0; t < V2_THREADS; t++) {
+        th.emplace_back([&, t] {
+            for (int cy = 0; cy < gy; cy++) {
+                for (int cx = 0; cx < gx; cx++) {
+                    if (t == 0) std::memset(sim::sharedBase(), 0xff, sim::sharedSize());
+                    block.arrive_and_wait(); // shared memory is fresh for every block
+                    sim::Thread me;
+                    me.tid = t, me.cx = cx, me.cy = cy, me.gx = gx;
+                    sim::self = &me;
                     k(a);
-                    if (!ts[t].wgOpen.empty() || !ts[t].wgGroups.empty()) sim::fail("kernel ended with wgmma groups in flight");
-                });
+                    if (!me.wgOpen.empty() || !me.wgGroups.empty()) sim::fail("kernel ended with wgmma groups in flight");
+                    sim::self = nullptr;
+                    block.arrive_and_wait(); // every thread is done with the block
+                }
             }
-            for (auto& x : th) x.join();
-        }
+        });
     }
+    for (auto& x : th) x.join();
     for (auto* w : warps) delete w;
 }
 
