@@ -57,8 +57,10 @@ type Runtime struct {
 	// BlockRows is how many embedding rows a reader holds at once.
 	BlockRows int `toml:"block_rows"`
 	// GPUPrecision is what float32 embeddings become on a GPU: "float32"
-	// (exact, as the CPU backend; FFMA kernels when an operand is float32)
-	// or "float16" (rounded, as the paper's PyTorch code; tensor cores).
+	// (exact, as the CPU backend; FFMA kernels when an operand is float32),
+	// "float16x2" (split into two float16 halves: tensor cores, float32
+	// tolerances, 2-3x the tensor work) or "float16" (rounded, as the
+	// paper's PyTorch code; tensor cores).
 	GPUPrecision string `toml:"gpu_precision"`
 }
 

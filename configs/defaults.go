@@ -71,8 +71,10 @@ func (c *Config) Validate() error {
 	if c.Runtime.Threads < 0 {
 		return bad("runtime.threads", "must be >= 0")
 	}
-	if c.Runtime.GPUPrecision != "float32" && c.Runtime.GPUPrecision != "float16" {
-		return bad("runtime.gpu_precision", "must be float32 or float16, not %q", c.Runtime.GPUPrecision)
+	switch c.Runtime.GPUPrecision {
+	case "float32", "float16x2", "float16":
+	default:
+		return bad("runtime.gpu_precision", "must be float32, float16x2 or float16, not %q", c.Runtime.GPUPrecision)
 	}
 	if c.Runtime.BlockRows < 1 {
 		return bad("runtime.block_rows", "must be at least 1")

@@ -266,7 +266,7 @@ near_far_sizes = [100]
 	rounded := []string{"kmeans", "dedup", "sims", "prune"}
 	for i, step := range []struct {
 		prec, want string
-	}{{"float16", "done"}, {"float16", "skipped"}, {"float32", "done"}, {"float32", "skipped"}} {
+	}{{"float16", "done"}, {"float16", "skipped"}, {"float16x2", "done"}, {"float16x2", "skipped"}, {"float32", "done"}, {"float32", "skipped"}} {
 		st := statuses(step.prec)
 		for _, name := range rounded {
 			if st[name] != step.want {

@@ -25,11 +25,16 @@ type Backend struct {
 	// Precision says what a float32 input becomes on the GPU (set it
 	// before the first call): Exact keeps it float32, so an op with a
 	// float32 operand runs the FFMA kernels (version 1) and gives the CPU
-	// backend's results; Float16 rounds it to float16 (to nearest even, as
-	// PyTorch's .half() in the paper's code) so every op runs on the
-	// tensor cores, with results then off by up to about 2⁻¹¹·‖a‖·‖b‖ in
-	// each similarity (beyond kerneltest's tolerances; a value beyond
-	// float16's range is an error).
+	// backend's results; Float16x2 splits it into two float16 halves, hi =
+	// x rounded and lo = x - hi rounded, and the tensor cores add hi·y +
+	// lo·y (both float32: hi·hi + hi·lo + lo·hi) over 2 (3) pieces of every
+	// row: within kerneltest's float32 tolerances at 2 (3) times the
+	// tensor-core work (NearestCentroid with float32 points and sums keeps
+	// Exact: the sums need the points exactly); Float16 rounds it to
+	// float16 (to nearest even, as PyTorch's .half() in the paper's code) so
+	// every op runs on the tensor cores, with results then off by up to
+	// about 2⁻¹¹·‖a‖·‖b‖ in each similarity (beyond kerneltest's
+	// tolerances). A value beyond float16's range is an error in both.
 	Precision Precision
 
 	dev     device
@@ -233,24 +238,31 @@ func (e *Backend) version(l layout) int {
 type Precision int
 
 const (
-	Exact   Precision = iota // float32 stays float32 (FFMA kernels when an operand is float32)
-	Float16                  // float32 rounded to float16 (tensor cores for every op)
+	Exact     Precision = iota // float32 stays float32 (FFMA kernels when an operand is float32)
+	Float16                    // float32 rounded to float16 (tensor cores for every op)
+	Float16x2                  // float32 split into two float16 halves (tensor cores, float32 tolerance)
 )
 
-// ParsePrecision reads runtime.gpu_precision: "float32" (Exact) or "float16".
+// ParsePrecision reads runtime.gpu_precision: "float32" (Exact), "float16"
+// or "float16x2".
 func ParsePrecision(s string) (Precision, error) {
 	switch s {
 	case "", "float32":
 		return Exact, nil
 	case "float16":
 		return Float16, nil
+	case "float16x2":
+		return Float16x2, nil
 	}
-	return Exact, fmt.Errorf("kernels/cuda: precision %q: want float32 or float16", s)
+	return Exact, fmt.Errorf("kernels/cuda: precision %q: want float32, float16x2 or float16", s)
 }
 
 func (p Precision) String() string {
-	if p == Float16 {
+	switch p {
+	case Float16:
 		return "float16"
+	case Float16x2:
+		return "float16x2"
 	}
 	return "float32"
 }
@@ -258,8 +270,11 @@ func (p Precision) String() string {
 // Numerics is "gpu-float16" when float32 inputs are rounded (results then
 // differ from the exact ones), else "" (stages put it in their hashes).
 func (e *Backend) Numerics() string {
-	if e.Precision == Float16 {
+	switch e.Precision {
+	case Float16:
 		return "gpu-float16"
+	case Float16x2:
+		return "gpu-float16x2"
 	}
 	return ""
 }
@@ -270,7 +285,24 @@ func (e *Backend) layoutOf(dim int, ms ...kernels.Matrix) layout {
 	if e.Precision == Float16 {
 		return layoutOf(dim) // every operand is (or is rounded to) float16
 	}
-	return layoutOf(dim, ms...)
+	l := layoutOf(dim, ms...)
+	if e.Precision != Float16x2 || l.f16 || len(ms) != 2 {
+		return l
+	}
+	// Float16x2: float32 operands split into hi + lo; the sum over pieces
+	// is a·b's hi·hi + hi·lo (+ lo·hi when both are float32)
+	l = layoutOf(dim)
+	l.ld1 = l.ld
+	switch f32A, f32B := ms[0].F16 == nil, ms[1].F16 == nil; {
+	case f32A && f32B:
+		l.parts, l.pat = 3, [2]string{"hhl", "hlh"}
+	case f32A:
+		l.parts, l.pat = 2, [2]string{"hl", "hh"}
+	default:
+		l.parts, l.pat = 2, [2]string{"hh", "hl"}
+	}
+	l.ld = l.parts * l.ld1
+	return l
 }
 
 // Float16Version is the kernel version float16 inputs run with now: Version

@@ -51,10 +51,14 @@
 // 47 KiB, version 3's 40 KiB).
 //
 // Precision: an op with a float32 operand runs version 1 unless
-// Backend.Precision is Float16 (runtime.gpu_precision = "float16"), which
+// Backend.Precision says otherwise (runtime.gpu_precision). Float16
 // rounds float32 rows to float16 while packing them (NearestCentroid takes
 // its norms from the rounded centroids), so the op gives exactly what it
-// gives on inputs rounded beforehand (TestPrecisionFloat16).
+// gives on inputs rounded beforehand (TestPrecisionFloat16). Float16x2
+// packs a float32 row as pieces of float16 halves (hi, lo = x - hi) and
+// the other operand's rows as matching pieces (layout.pat), so the kernels'
+// k sum over ld = parts*ld1 adds hi·y + lo·y: float32 tolerances on the
+// tensor cores (TestPrecisionFloat16x2 runs kerneltest.All).
 //
 // Versions: 1 = FFMA tiles (64x64 per block, 4x4 per thread, float32
 // arithmetic; float16 inputs converted exactly); 2 = tensor cores,

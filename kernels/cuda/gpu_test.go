@@ -42,6 +42,19 @@ func TestGPUConformance(t *testing.T) {
 	}
 }
 
+// TestGPUFloat16x2: with runtime.gpu_precision = "float16x2" (float32
+// operands split into two float16 halves) every conformance suite passes
+// on the tensor-core versions, within the float32 tolerances.
+func TestGPUFloat16x2(t *testing.T) {
+	for _, v := range []int{4, 5} {
+		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) {
+			b := newGPU(t, v)
+			b.Precision = Float16x2
+			kerneltest.All(t, b)
+		})
+	}
+}
+
 // TestGPUSmallTunables crosses chunk, query-block, grid-slice and overflow
 // boundaries on the GPU.
 func TestGPUSmallTunables(t *testing.T) {

@@ -32,12 +32,12 @@ func (e *Backend) KernelSeconds(op string, nA, nB, dim, reps int) (float64, erro
 	defer done()
 	A, B := kernels.RandomUnit(1, nA, dim, true, e.threads), kernels.RandomUnit(2, nB, dim, true, e.threads)
 	l := e.layoutOf(dim, A, B)
-	ad, err := e.upload(A, l, false, "A")
+	ad, err := e.upload(A, l.forRole(0), false, "A")
 	if err != nil {
 		return 0, err
 	}
 	defer e.dev.free(ad)
-	bd, err := e.upload(B, l, false, "B")
+	bd, err := e.upload(B, l.forRole(1), false, "B")
 	if err != nil {
 		return 0, err
 	}

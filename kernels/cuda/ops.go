@@ -123,7 +123,7 @@ func (e *Backend) topkBlock(q, b kernels.Matrix, q0, q1 int, t topkPlan, res ker
 	e.stats.queryBlock++
 	nq, k, capacity := q1-q0, t.k, t.cap
 	l, rb := t.l, t.l.rowBytes()
-	qd, err := e.upload(subRows(q, q0, q1), l, t.opt.Smallest, "queries")
+	qd, err := e.upload(subRows(q, q0, q1), l.forRole(0), t.opt.Smallest, "queries")
 	if err != nil {
 		return err
 	}
@@ -155,7 +155,7 @@ func (e *Backend) topkBlock(q, b kernels.Matrix, q0, q1 int, t topkPlan, res ker
 	before := make([]uint32, nq) // counts after the last accepted range
 	cnt := make([]uint32, nq)
 	size := t.headroom // base rows per range: never overflows at headroom
-	err = e.stream(b, l, false, "base", func(buf dptr, r0, r1 int) error {
+	err = e.stream(b, l.forRole(1), false, "base", func(buf dptr, r0, r1 int) error {
 		for pos := r0; pos < r1; {
 			n := min(size, r1-pos, maxRange)
 			a := base
@@ -296,7 +296,7 @@ type argmaxJob struct {
 func (e *Backend) argmax(j argmaxJob, l layout) (kernels.ArgMax, error) {
 	res := newArgMax(j.a.Rows)
 	rb := l.rowBytes()
-	bd, err := e.upload(j.b, l, false, j.bName)
+	bd, err := e.upload(j.b, l.forRole(1), false, j.bName)
 	if err != nil {
 		return res, err
 	}
@@ -325,7 +325,7 @@ func (e *Backend) argmax(j argmaxJob, l layout) (kernels.ArgMax, error) {
 	kname := kernelName(j.op, v, l)
 	slice := e.tun.maxGridY * tb
 	keys := make([]uint64, rows)
-	err = e.stream(j.a, l, false, j.aName, func(buf dptr, r0, r1 int) error {
+	err = e.stream(j.a, l.forRole(0), false, j.aName, func(buf dptr, r0, r1 int) error {
 		n := r1 - r0
 		if err := e.dev.memsetD32(best, 0, 2*n, e.compute); err != nil {
 			return err
@@ -505,6 +505,9 @@ func (e *Backend) NearestCentroid(x, c kernels.Matrix, metric kernels.Metric, ac
 	}
 	defer done()
 	l := e.layoutOf(d, x, c)
+	if l.parts > 1 && x.F16 == nil && acc != nil {
+		l = layoutOf(d, x, c) // the sums kernel reads the points: float32 ones must stay exact
+	}
 	var sums dptr
 	if acc != nil && d > 0 {
 		if sums, err = e.dev.alloc(8 * c.Rows * d); err != nil {

@@ -20,7 +20,20 @@ type layout struct {
 	dim, ld    int
 	esize      int
 	dtypeShort string // "f16" | "f32": kernel name suffix
+
+	// Precision Float16x2 (split): a row is parts float16 pieces of ld1
+	// values each (ld = parts*ld1); pat[role] says which half of each value
+	// every piece holds for operand A (role 0) and B (role 1) — 'h' the
+	// value rounded to float16, 'l' the rest (x - hi, rounded; 0 for float16
+	// inputs) — and the kernels' k sum over the pieces adds hi·hi + hi·lo
+	// (+ lo·hi). role is the operand this copy of the layout packs.
+	parts, ld1 int
+	pat        [2]string
+	role       int
 }
+
+// forRole is l for packing operand role (0 = A, 1 = B).
+func (l layout) forRole(role int) layout { l.role = role; return l }
 
 func layoutOf(dim int, ms ...kernels.Matrix) layout {
 	f16 := true
@@ -100,6 +113,9 @@ func pack(dst []byte, m kernels.Matrix, r0, r1 int, l layout, neg bool, name str
 	if n <= 0 || ld == 0 {
 		return nil
 	}
+	if l.parts > 1 {
+		return packSplit(dst, m, r0, r1, l, neg, name, threads)
+	}
 	if l.f16 && m.F16 == nil {
 		// float32 rounded to float16 (Precision Float16)
 		out := unsafe.Slice((*uint16)(unsafe.Pointer(&dst[0])), n*ld)
@@ -174,6 +190,56 @@ func pack(dst []byte, m kernels.Matrix, r0, r1 int, l layout, neg bool, name str
 				return fmt.Errorf("%w: %s row %d", kernels.ErrNonFinite, name, r0+i)
 			}
 			clear(row[d:])
+		}
+		return nil
+	})
+}
+
+// packSplit writes rows [r0, r1) of m as l.parts float16 pieces (layout
+// comment): hi = x rounded to float16, lo = (x - hi) rounded (0 when m is
+// float16), each piece padded from dim to l.ld1.
+func packSplit(dst []byte, m kernels.Matrix, r0, r1 int, l layout, neg bool, name string, threads int) error {
+	d, ld1, pat := m.Dim, l.ld1, l.pat[l.role]
+	out := unsafe.Slice((*uint16)(unsafe.Pointer(&dst[0])), (r1-r0)*l.ld)
+	var sign uint16
+	if neg {
+		sign = 0x8000
+	}
+	return parallelFor(r1-r0, threads, func(lo, hi int) error {
+		his, los := make([]uint16, d), make([]uint16, d)
+		rest := make([]float32, d)
+		for i := lo; i < hi; i++ {
+			r := r0 + i
+			if m.F16 != nil {
+				if copyF16(his, m.F16[r*d:(r+1)*d], 0) {
+					return fmt.Errorf("%w: %s row %d", kernels.ErrNonFinite, name, r)
+				}
+				clear(los)
+			} else {
+				src := m.F32[r*d : (r+1)*d]
+				kernels.F32ToF16(his, src)
+				for k, h := range his {
+					if h&0x7c00 == 0x7c00 {
+						if err := checkFiniteF32(name, src); err != nil {
+							return fmt.Errorf("%w: %s row %d", kernels.ErrNonFinite, name, r)
+						}
+						return fmt.Errorf("kernels/cuda: %s row %d: %g is beyond float16's range (precision float16x2)", name, r, src[k])
+					}
+					rest[k] = src[k] - kernels.F16Value(h) // exact
+				}
+				kernels.F32ToF16(los, rest)
+			}
+			row := out[i*l.ld : (i+1)*l.ld]
+			for p := 0; p < l.parts; p++ {
+				piece, from := row[p*ld1:(p+1)*ld1], his
+				if pat[p] == 'l' {
+					from = los
+				}
+				for k, h := range from {
+					piece[k] = h ^ sign
+				}
+				clear(piece[d:])
+			}
 		}
 		return nil
 	})

@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"hpcrun/kernels"
 	"hpcrun/kernels/kerneltest"
@@ -112,5 +113,61 @@ func TestPrecisionFloat16(t *testing.T) {
 	big.M.F32[8+3] = float32(math.NaN())
 	if _, err := b.MaxArg(big.M, kerneltest.Gen(14, 3, 8, kerneltest.Gauss, false).M); !errors.Is(err, kernels.ErrNonFinite) {
 		t.Errorf("NaN: %v", err)
+	}
+}
+
+// TestPrecisionFloat16x2: with Precision Float16x2 every conformance suite
+// passes (float32 tolerances, exact on integer data) on the tensor-core
+// versions, float32 operands taking the split layout (2 pieces against a
+// float16 operand, 3 against a float32 one), with the small tunables
+// crossing every chunk and split; a value beyond float16's range is an
+// error naming its row.
+func TestPrecisionFloat16x2(t *testing.T) {
+	for _, v := range []int{2, 4, 5} {
+		for _, small := range []bool{false, true} {
+			t.Run(fmt.Sprintf("v%d,small=%v", v, small), func(t *testing.T) {
+				tun := defaultTunables
+				if small {
+					tun = smallTunables()
+				}
+				b := newEmulated(t, v, tun)
+				b.Precision = Float16x2
+				kerneltest.All(t, b)
+			})
+		}
+	}
+	b := newEmulated(t, 0, defaultTunables)
+	b.Precision = Float16x2
+	f32 := kerneltest.Gen(21, 3, 40, kerneltest.Gauss, false).M
+	f16 := kerneltest.Gen(22, 3, 40, kerneltest.Gauss, true).M
+	for _, c := range []struct {
+		a, b  kernels.Matrix
+		parts int
+		pat   [2]string
+	}{{f16, f16, 0, [2]string{}}, {f32, f16, 2, [2]string{"hl", "hh"}}, {f16, f32, 2, [2]string{"hh", "hl"}}, {f32, f32, 3, [2]string{"hhl", "hlh"}}} {
+		l := b.layoutOf(40, c.a, c.b)
+		if !l.f16 || l.parts != c.parts || l.pat != c.pat || (c.parts > 0 && l.ld != c.parts*64) {
+			t.Errorf("layout of %v x %v: %+v", c.a.IsF16(), c.b.IsF16(), l)
+		}
+	}
+	// hi + lo: within 2^-22 relative of every value (2^-25 absolute below float16's normal range)
+	x := kerneltest.Gen(23, 1, 40, kerneltest.Gauss, false).M
+	l := b.layoutOf(40, x, f16).forRole(0)
+	buf := make([]byte, l.rowBytes())
+	if err := pack(buf, x, 0, 1, l, false, "x", 1); err != nil {
+		t.Fatal(err)
+	}
+	h := unsafe.Slice((*uint16)(unsafe.Pointer(&buf[0])), l.ld)
+	for k, v := range x.F32 {
+		got := kernels.F16Value(h[k]) + kernels.F16Value(h[l.ld1+k])
+		if d := math.Abs(float64(got - v)); d > math.Max(math.Abs(float64(v))*0x1p-22, 0x1p-25) {
+			t.Errorf("x[%d] = %g: hi + lo = %g", k, v, got)
+		}
+	}
+	big := kerneltest.Gen(24, 4, 8, kerneltest.Gauss, false)
+	big.M.F32[8+5] = -7e4
+	_, err := b.MaxArg(kerneltest.Gen(25, 3, 8, kerneltest.Gauss, true).M, big.M)
+	if err == nil || !strings.Contains(err.Error(), "row 1") || !strings.Contains(err.Error(), "float16x2") {
+		t.Errorf("overflow: %v", err)
 	}
 }

@@ -37,7 +37,7 @@ DEADLINE=${DEADLINE:-540}
 VERSIONS=${VERSIONS:-4,5}
 DIM=${DIM:-512} K=${K:-1000} KC=${KC:-4096}
 TESTS=${TESTS:-'^(TestGPU|TestPTXStructure|TestKeys|TestNoGPU|TestEmulatorEnv)'}
-NEW_TESTS=${NEW_TESTS:-'^TestGPU(Conformance|SmallTunables|RealShape|VersionsAgree)$/^v[56]$'}
+NEW_TESTS=${NEW_TESTS:-'^TestGPU(Conformance|SmallTunables|RealShape|VersionsAgree|Float16x2)$/^v[56]$'}
 status=0
 start=$SECONDS
 log() { echo "[gpu-check +$((SECONDS - start))s] $*" | tee -a "$OUT/summary.txt"; }
@@ -124,7 +124,7 @@ bench_mixed() { # nq nb
   if [ "$(left)" -lt 40 ]; then log "bench mixed skipped: $(left) s left of DEADLINE"; return; fi
   log "bench mixed: float32 queries/centroids x float16 rows, nq=$1 nb=$2, gpu_precision float32 and float16"
   timeout $(( $(left) - 10 )) "$here/cudabench" -ops topk,centroid -nq "$1" -nb "$2" -dim "$DIM" -k "$K" -centroids "$KC" \
-    -queries float32 -precision float32,float16 -version "1,6,$VERSIONS" -json "$OUT/bench-mixed-hpcrun.json" > "$OUT/bench-mixed-hpcrun.txt" 2>&1 \
+    -queries float32 -precision float32,float16x2,float16 -version "1,6,$VERSIONS" -json "$OUT/bench-mixed-hpcrun.json" > "$OUT/bench-mixed-hpcrun.txt" 2>&1 \
     || { status=1; log "cudabench (mixed) FAILED (exit $?)"; }
   grep -v '^ *launches' "$OUT/bench-mixed-hpcrun.txt" | tee -a "$OUT/summary.txt"
 }
@@ -174,14 +174,15 @@ if [ "$MODE" = all ] && [ "${SKIP_E2E:-}" != 1 ] && [ -x "$here/hpcrun" ] && [ -
       t=$(( $(left) - 5 ))
       timeout $t "$here/hpcrun" synth --out data/quickstart --preset quickstart --seed 333 > $e2e/synth.log 2>&1 || exit 1
       # cuda16: runtime.gpu_precision = "float16" (every op on the tensor cores);
+      # cuda162: "float16x2" (split float32, within float32 tolerances);
       # cuda5: HPCRUN_CUDA_KERNELS=5 with it (the wgmma kernels); cuda6:
       # HPCRUN_CUDA_KERNELS=6 (FFMA 128x128 everywhere: must equal cpu)
-      runs="cpu cuda cuda16 cuda6"
+      runs="cpu cuda cuda16 cuda162 cuda6"
       case ,$VERSIONS, in *,5,*) runs="$runs cuda5" ;; esac
       for be in $runs; do
         ranks=1; [ $be != cpu ] && ranks=2
         kv=; case $be in cuda5) kv=5 ;; cuda6) kv=6 ;; esac
-        prec=float32; [ $be = cuda16 ] || [ $be = cuda5 ] && prec=float16
+        prec=float32; [ $be = cuda16 ] || [ $be = cuda5 ] && prec=float16; [ $be = cuda162 ] && prec=float16x2
         t0=$SECONDS
         HPCRUN_CUDA_KERNELS=$kv timeout $(( $(left) - 5 )) "$here/hpcrun" run configs/quickstart.toml --ranks $ranks --only kmeans,dedup,sims,prune,subsample \
           --set job.workdir=$e2e/$be --set runtime.backend=${be%%[0-9]*} --set runtime.gpu_precision=$prec > $e2e/$be.log 2>&1
@@ -193,6 +194,7 @@ if [ "$MODE" = all ] && [ "${SKIP_E2E:-}" != 1 ] && [ -x "$here/hpcrun" ] && [ -
       python3 "$here/compare_runs.py" $e2e/cpu $e2e/cuda
       python3 "$here/compare_runs.py" $e2e/cpu $e2e/cuda6
       python3 "$here/compare_runs.py" $e2e/cpu $e2e/cuda16
+      python3 "$here/compare_runs.py" $e2e/cpu $e2e/cuda162
       [ -d $e2e/cuda5 ] && python3 "$here/compare_runs.py" $e2e/cuda16 $e2e/cuda5
     ) > "$OUT/e2e.txt" 2>&1 || { status=1; log "e2e FAILED"; }
     tee -a "$OUT/summary.txt" < "$OUT/e2e.txt"
