@@ -6,11 +6,15 @@
 // STATUS: checked on an H100 80GB HBM3 (docs/gpu/2026-11-26-h100): every
 // conformance suite passes for versions 1 to 4, versions 2, 3 and 4 agree
 // bit for bit, and the quickstart on the GPU writes the same outputs as on
-// the CPU. Other GPUs (sm_80, sm_86, sm_89) have not been run. Version 5
-// (wgmma, sm_90a) has NOT run on a GPU yet: ptxas 12.4 assembles it here
-// (TestPTXAssemble: 186 registers, no spills, wgmma not serialised) and
-// the emulator runs its host side, but its results and speed are unknown
-// until the next GPU check; it is opt-in (Version 5 or HPCRUN_CUDA_KERNELS=5).
+// the CPU. Other GPUs (sm_80, sm_86, sm_89) have not been run. NOT run on
+// a GPU yet, so their results and speed there are unknown until the next
+// GPU check: version 5 (wgmma, sm_90a), version 6 (FFMA 128x128) and the
+// precisions Float16 and Float16x2. Without a GPU: ptxas 12.4 assembles
+// every kernel (TestPTXAssemble: version 5 186 registers, 6 at most 128, no
+// spills, wgmma not serialised), the host simulator runs their CUDA C
+// (TestHostSim, hostsim/), and the emulator runs their host side. Versions
+// 5 and 6 are opt-in (Version or HPCRUN_CUDA_KERNELS), the precisions too
+// (runtime.gpu_precision).
 //
 // # Use
 //
