@@ -23,8 +23,11 @@ go test -c -ldflags "-s -w" -o "$B/cuda.test" ./kernels/cuda
 go build -ldflags "-s -w" -o "$B/cudabench" ./kernels/cuda/cmd/cudabench
 # hpcrun itself needs cgo (onnxruntime_go); glibc there is newer than here.
 CGO_ENABLED=1 go build -ldflags "-s -w -X main.version=$(git describe --always --dirty 2>/dev/null || echo dev)" -o "$B/hpcrun" ./cmd/hpcrun
+# hpcrun travels gzipped (41 -> 16 MB: bundle and tree must fit the 64 MiB a
+# device run carries); run.sh unpacks it. The PTX for ptxas's register report
+# there is read from the tree beside the bundle (kernels/cuda/*.ptx).
+gzip -6 "$B/hpcrun"
 cp kernels/cuda/gpucheck/run.sh kernels/cuda/gpucheck/torch_ref.py kernels/cuda/gpucheck/compare_runs.py "$B/"
-mkdir -p "$B/ptx" && cp kernels/cuda/*.ptx "$B/ptx/" # for ptxas's register report there
 echo "$(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo '-dirty')" > "$B/COMMIT"
 echo "[gpu-check] bundle ready: $B/ ($(du -sh "$B" | cut -f1)); on a GPU node: bash $B/run.sh"
 if [ "${1:-}" = --dry-run ]; then

@@ -51,16 +51,21 @@ if command -v nvidia-smi >/dev/null; then
 else
   log "nvidia-smi not found"
 fi
+if [ -f "$here/hpcrun.gz" ] && [ ! -x "$here/hpcrun" ]; then
+  gzip -dc "$here/hpcrun.gz" > "$here/hpcrun.tmp" && chmod +x "$here/hpcrun.tmp" && mv "$here/hpcrun.tmp" "$here/hpcrun"
+fi
 log "hpcrun: $("$here/hpcrun" version 2>&1 | head -1)"
 
 # 0. ptxas (when the toolkit is there): compile every embedded PTX for the
 #    GPU at hand; registers, spills and shared memory per kernel.
 PTXAS=$(command -v ptxas || ls /usr/local/cuda/bin/ptxas 2>/dev/null | head -1)
-if [ -n "$PTXAS" ] && [ -d "$here/ptx" ]; then
+PTXDIR=$here/ptx
+[ -d "$PTXDIR" ] || PTXDIR=$here/../kernels/cuda
+if [ -n "$PTXAS" ] && ls "$PTXDIR"/*.ptx >/dev/null 2>&1; then
   arch=sm_$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d .)
   [ "$arch" = sm_ ] && arch=sm_90
   : > "$OUT/ptxas.txt"
-  for f in "$here"/ptx/*.ptx; do
+  for f in "$PTXDIR"/*.ptx; do
     a=$arch
     case $f in
       *_sm90a.ptx) [ "$arch" = sm_90 ] || continue; a=sm_90a ;; # the wgmma modules: sm_90 only
