@@ -142,12 +142,12 @@ DEV i64 v1_col(i64 j0, int c) { return j0 + (tid_x() & 15) + 16 * c; }
 
 // load8: 8 consecutive values at p (16-byte aligned) as float32, exactly
 DEV void load8(const float* p, float v[8]) {
-    const u32x4 x = *(const u32x4*)p, y = *(const u32x4*)(p + 4);
+    const u32x4 x = ld128(p), y = ld128(p + 4);
 #pragma unroll
     for (int e = 0; e < 4; e++) v[e] = bits_float(x[e]), v[4 + e] = bits_float(y[e]);
 }
 DEV void load8(const u16* p, float v[8]) {
-    const u32x4 x = *(const u32x4*)p;
+    const u32x4 x = ld128(p);
 #pragma unroll
     for (int e = 0; e < 4; e++) v[2 * e] = h2f((u16)(x[e] & 0xffff)), v[2 * e + 1] = h2f((u16)(x[e] >> 16));
 }
@@ -195,8 +195,8 @@ DEV void v6_tile(const SimArgs& a, i64 i0, i64 j0, float acc[8][8], float* sm) {
 #pragma unroll
         for (int kk = 0; kk < V6_BK; kk++) {
             float av[8], bv[8];
-            const u32x4 a0 = *(const u32x4*)(As + kk * V6_LDS + 4 * ty), a1 = *(const u32x4*)(As + kk * V6_LDS + 64 + 4 * ty);
-            const u32x4 b0 = *(const u32x4*)(Bs + kk * V6_LDS + 4 * tx), b1 = *(const u32x4*)(Bs + kk * V6_LDS + 64 + 4 * tx);
+            const u32x4 a0 = ld128(As + kk * V6_LDS + 4 * ty), a1 = ld128(As + kk * V6_LDS + 64 + 4 * ty);
+            const u32x4 b0 = ld128(Bs + kk * V6_LDS + 4 * tx), b1 = ld128(Bs + kk * V6_LDS + 64 + 4 * tx);
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 av[e] = bits_float(a0[e]), av[4 + e] = bits_float(a1[e]);
@@ -251,8 +251,8 @@ DEV void v2_tile(const SimArgs& a, i64 i0, i64 j0, float acc[4][4][4], u16* As, 
             const i64 ia = i0 + row, jb = j0 + row;
             ra[e] = u32x4{0, 0, 0, 0};
             rb[e] = u32x4{0, 0, 0, 0};
-            if (ia < a.nA) ra[e] = *(const u32x4*)(A + ia * a.ld + k0 + seg * 8);
-            if (jb < a.nB) rb[e] = *(const u32x4*)(B + jb * a.ld + k0 + seg * 8);
+            if (ia < a.nA) ra[e] = ld128(A + ia * a.ld + k0 + seg * 8);
+            if (jb < a.nB) rb[e] = ld128(B + jb * a.ld + k0 + seg * 8);
         }
     };
     if (a.ld > 0) load(0);
@@ -260,8 +260,8 @@ DEV void v2_tile(const SimArgs& a, i64 i0, i64 j0, float acc[4][4][4], u16* As, 
 #pragma unroll
         for (int e = 0; e < 2; e++) {
             const int idx = tid + V2_THREADS * e, row = idx >> 2, seg = idx & 3;
-            *(u32x4*)(As + row * V2_LDS + seg * 8) = ra[e];
-            *(u32x4*)(Bs + row * V2_LDS + seg * 8) = rb[e];
+            st128(As + row * V2_LDS + seg * 8, ra[e]);
+            st128(Bs + row * V2_LDS + seg * 8, rb[e]);
         }
         sync_threads();
         if (k0 + V2_BK < a.ld) load(k0 + V2_BK);

@@ -62,6 +62,10 @@ DEV i64 f2ll_rn(float x) { return __nvvm_f2ll_rn(x); }
 DEV u32 float_bits(float f) { return __builtin_bit_cast(u32, f); }
 DEV float bits_float(u32 u) { return __builtin_bit_cast(float, u); }
 
+// ld.v4.u32 / st.v4.u32: 16 bytes at a 16-byte aligned address
+DEV u32x4 ld128(const void* p) { return *(const u32x4*)p; }
+DEV void st128(void* p, u32x4 v) { *(u32x4*)p = v; }
+
 // extern dynamic shared memory (the launch gives its size)
 #define DYNAMIC_SHARED(T, name) extern __shared__ __attribute__((aligned(16))) T name[]
 

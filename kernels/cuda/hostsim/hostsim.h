@@ -168,6 +168,18 @@ DEV float bits_float(u32 u) { return __builtin_bit_cast(float, u); }
 extern unsigned char sim_dynamic[];
 #define DYNAMIC_SHARED(T, name) static T* const name = (T*)(sim_dynamic + 16)
 
+// 16-byte vector accesses fault on a GPU when misaligned (not on x86)
+DEV u32x4 ld128(const void* p) {
+    if ((uintptr_t)p % 16) sim::fail("16-byte load from a misaligned address");
+    u32x4 v;
+    std::memcpy(&v, p, 16);
+    return v;
+}
+DEV void st128(void* p, u32x4 v) {
+    if ((uintptr_t)p % 16) sim::fail("16-byte store to a misaligned address");
+    std::memcpy(p, &v, 16);
+}
+
 DEV u32 smem_addr(const void* p) {
     const unsigned char* q = (const unsigned char*)p;
     if (q < sim::sharedBase() || q >= sim::sharedBase() + sim::sharedSize()) sim::fail("smem_addr of a non-shared pointer");
