@@ -15,7 +15,8 @@ import (
 // inputs, and the FFMA versions (1 and 6) on random float32 and float16
 // inputs against the fma chain in k order (the CPU backend's arithmetic):
 // the sm_80 build runs versions 1-4 (which passed on an H100, so the model
-// agrees with the hardware there) and 6, the sm_90a build version 5.
+// agrees with the hardware there) and 6, topk_select (shared-memory and
+// global paths) and the centroid sums kernels; the sm_90a build version 5.
 // Skipped without clang++-19 (failed then with HPCRUN_REQUIRE_CLANG=1).
 func TestHostSim(t *testing.T) {
 	cxx, err := exec.LookPath("clang++-19")

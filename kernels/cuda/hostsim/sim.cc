@@ -9,14 +9,17 @@
 //     arithmetic.
 // Checked: top-k's candidate keys above the thresholds, and MaxArg's and
 // PrefixMax's best keys (with scale, bias and the prefix mask). Every case
-// runs in the four modes of eager/lazy cp.async and wgmma. Prints one line
-// per case; exit status 1 on any failure.
+// runs in the four modes of eager/lazy cp.async and wgmma. The sm_80 build
+// also checks topk_select (both paths) and the centroid sums kernels, so
+// every kernel of the package runs here. Prints one line per case; exit
+// status 1 on any failure.
 #include "../topk.cu"
 #include "../maxarg.cu"
 #include "../centroid.cu"
 #include "../prefixmax.cu"
 
 #include <algorithm>
+#include <array>
 #include <random>
 #include <string>
 #include <thread>
@@ -43,7 +46,8 @@ typedef void (*Kernel)(SimArgs);
 
 // launch runs grid gx x gy of 256-thread blocks, one block at a time, on
 // 256 threads (each plays its thread of every block in turn)
-static void launch(Kernel k, const SimArgs& a, int gx, int gy) {
+template <typename Args>
+static void launch(void (*k)(Args), const Args& a, int gx, int gy) {
     std::barrier<> block(V2_THREADS);
     std::vector<std::barrier<>*> warps;
     for (int w = 0; w < V2_THREADS / 32; w++) {
@@ -185,6 +189,89 @@ static void checkArgmax(const Version& ver, const Case& c, const Data& d, bool p
     report(ok, tag + (prefix ? " prefixmax" : " maxarg"));
 }
 
+#ifndef HPCRUN_SM90A
+// topk_select: per query, n = count distinct random keys; with n >= k the k
+// largest move to the front in their order, count = k, thr = the k-th's
+// value; out gets the first min(n, k) and zero padding. Both the shared-
+// memory path (n <= SEL_SMEM_KEYS) and the global one (more keys, or flags).
+static void checkSelect() {
+    std::mt19937_64 rng(7);
+    for (const auto& c : std::vector<std::array<int, 3>>{{1, 0, 0}, {5, 1, 0}, {7, 300, 0}, {3, 300, 1}, {40, 6000, 0}, {2, 9000, 1}}) {
+        const int k = c[0], capMax = c[1], flags = c[2];
+        const int nq = 5;
+        const i64 cap = std::max(capMax + 16, k);
+        std::vector<u64> keys(nq * cap), out(nq * k, ~0ull);
+        std::vector<u32> count(nq);
+        std::vector<float> thr(nq, -1.0f);
+        std::vector<std::vector<u64>> orig(nq);
+        for (int q = 0; q < nq; q++) {
+            const int n = std::min<i64>(cap, (q == 0) ? std::max(0, k - 1) : (q == 1 ? k : capMax + q));
+            count[q] = n;
+            for (int x = 0; x < n; x++) keys[q * cap + x] = make_key((float)std::normal_distribution<double>(0, 1)(rng), x * 7 + q);
+            orig[q].assign(keys.begin() + q * cap, keys.begin() + q * cap + n);
+        }
+        SelectArgs s{keys.data(), count.data(), thr.data(), out.data(), nq, cap, k, flags};
+        launch(topk_select, s, nq, 1);
+        bool ok = true;
+        for (int q = 0; q < nq && ok; q++) {
+            const std::vector<u64>& o = orig[q];
+            const int n = (int)o.size();
+            std::vector<u64> want = o;
+            if (n >= k) {
+                std::vector<u64> sorted = o;
+                std::sort(sorted.rbegin(), sorted.rend());
+                const u64 kth = k ? sorted[k - 1] : ~0ull;
+                want.clear();
+                for (u64 x : o)
+                    if (k && x >= kth) want.push_back(x);
+                ok = ok && count[q] == (u32)k && (k == 0 || thr[q] == key_value(kth));
+            } else {
+                ok = ok && count[q] == (u32)n && thr[q] == -1.0f;
+            }
+            ok = ok && std::equal(want.begin(), want.end(), keys.begin() + q * cap);
+            for (int r = 0; r < k; r++) ok = ok && out[q * k + r] == (r < (int)want.size() ? want[r] : 0);
+        }
+        char tag[96];
+        std::snprintf(tag, sizeof tag, "topk_select k=%d n<=%d flags=%d", k, capMax + nq, flags);
+        report(ok, tag);
+    }
+}
+
+// centroid_sums kernels 1 and 2, float32 and float16: sums[c][k] is the
+// int64 sum of round-to-nearest-even(x * 2^32) over the points assigned to c.
+static void checkSums() {
+    std::mt19937 rng(9);
+    std::normal_distribution<float> g(0.0f, 0.5f);
+    const int n = 333, dim = 70, ld = 96, kc = 5;
+    std::vector<float> xf(n * ld, 0);
+    std::vector<u16> xh(n * ld, 0);
+    std::vector<u64> best(n);
+    for (int i = 0; i < n; i++) {
+        for (int k = 0; k < dim; k++) xh[i * ld + k] = f2h(g(rng)), xf[i * ld + k] = (i % 2) ? g(rng) : sim::half(xh[i * ld + k]);
+        best[i] = (i % 11 == 3) ? 0 : make_key(1.0f, i % kc);
+    }
+    for (int v = 1; v <= 2; v++) {
+        for (int f16 = 0; f16 <= 1; f16++) {
+            std::vector<u64> sums(kc * dim, 0), want(kc * dim, 0);
+            for (int i = 0; i < n; i++) {
+                if (!best[i]) continue;
+                for (int k = 0; k < dim; k++) {
+                    const float x = f16 ? sim::half(xh[i * ld + k]) : xf[i * ld + k];
+                    want[(i % kc) * dim + k] += (u64)(i64)std::nearbyint((double)x * 4294967296.0);
+                }
+            }
+            SumArgs s{f16 ? (const void*)xh.data() : (const void*)xf.data(), best.data(), sums.data(), n, dim, ld};
+            void (*k)(SumArgs) = v == 1 ? (f16 ? centroid_sums_kernel1_f16 : centroid_sums_kernel1_f32)
+                                        : (f16 ? centroid_sums_kernel2_f16 : centroid_sums_kernel2_f32);
+            launch(k, s, 3, 1);
+            char tag[64];
+            std::snprintf(tag, sizeof tag, "centroid_sums v%d %s", v, f16 ? "f16" : "f32");
+            report(sums == want, tag);
+        }
+    }
+}
+#endif
+
 int main() {
 #ifdef HPCRUN_SM90A
     const std::vector<Version> versions = {{5, V5_BM, V5_BN, topk_kernel5_f16, maxarg_kernel5_f16, prefixmax_kernel5_f16, false, false}};
@@ -223,6 +310,10 @@ int main() {
         }
       }
     }
+#ifndef HPCRUN_SM90A
+    checkSelect();
+    checkSums();
+#endif
     std::printf("%d failures\n", failures);
     return failures ? 1 : 0;
 }
