@@ -136,10 +136,13 @@
 // cuda_min.h's primitives host meanings (a std::thread per GPU thread;
 // mma.sync, ldmatrix and shfl exchange values within a warp; wgmma reads
 // shared memory through its descriptor; cp.async copies and wgmma groups
-// are done at issue or as late as their wait_group allows), and sim.cc
-// checks top-k, MaxArg and PrefixMax bit for bit on exactly representable
-// inputs, for versions 1-4 (the model agrees with the H100 there) and 5,
-// in all four eager/lazy modes (TestHostSim). Deliberate bugs in version 5
+// are done at issue or as late as their wait_group allows; 16-byte
+// accesses must be aligned), and sim.cc checks top-k, MaxArg and
+// PrefixMax bit for bit on exactly representable inputs for versions 1-6
+// (1-4 passed on the H100, so the model agrees with the hardware there) in
+// all four eager/lazy modes, versions 1 and 6 bit for bit against the fma
+// chain on random inputs, topk_select and the sums kernels: every kernel
+// (TestHostSim). Deliberate bugs in version 5
 // — a wait_group off by one, the prefetch one stage too far, no
 // wgmma.wait_group, no swizzle, a wrong fragment row, no k-tail zero fill,
 // no barrier — each fail it; a missing fence.proxy.async does not (the
