@@ -24,6 +24,12 @@ import (
 // centroids, 200,000 eval images; with 4,096 centroids the host-to-device
 // stream bounds NearestCentroid at 68 TFLOP/s); PrefixMax (dedup) was not
 // measured and is put at 150. Reads, allreduce and embedding are assumed.
+// Those GPU rates are float16 against float16: the pipeline's ops with a
+// float32 operand (k-means' centroids, the eval embeddings: centroid, topk,
+// maxarg, shiftedmax) get them with runtime.gpu_precision = "float16", half
+// of them with "float16x2", and with "float32" (the default) the FFMA
+// kernels' rate, gpuFFMA, which no GPU has measured yet (assumed).
+const gpuFFMA = 25e3 // GFLOP/s per H100 rank: assumed (~40% of the 67 TFLOP/s float32 peak)
 var planDefaults = map[string]map[string]float64{
 	"cpu": {"centroid": 180, "topk": 170, "maxarg": 180, "shiftedmax": 180, "prefixmax": 150,
 		"read_gbps": 2, "allreduce_gbps": 1, "embed_ips": 150},
@@ -78,6 +84,21 @@ func cmdPlan(ctx context.Context, args []string) error {
 		rates[k] = v
 	}
 	source := "default " + kind + " rates (see README)"
+	if kind == "gpu" {
+		prec := cfg.Runtime.GPUPrecision
+		for _, op := range []string{"centroid", "topk", "maxarg", "shiftedmax"} {
+			switch prec {
+			case "float16x2":
+				rates[op] /= 2
+			case "float32":
+				rates[op] = gpuFFMA
+			}
+		}
+		source += ", gpu_precision " + prec
+		if prec == "float32" {
+			source += " (float32 operands on the FFMA kernels: assumed rate)"
+		}
+	}
 	if *benchFile != "" {
 		if err := ratesFromBench(*benchFile, rates); err != nil {
 			return err

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -22,11 +23,11 @@ dataset = "laion"
 k = 1000
 max_iter = 10
 `)
-	plan := func(nodes string) map[string]any {
+	plan := func(nodes string, extra ...string) map[string]any {
 		old := os.Stdout
 		r, w, _ := os.Pipe()
 		os.Stdout = w
-		code, errOut := run(t, "plan", cfg, "--nodes", nodes, "--points", "1e6", "--dim", "512", "--json")
+		code, errOut := run(t, append([]string{"plan", cfg, "--nodes", nodes, "--points", "1e6", "--dim", "512", "--json"}, extra...)...)
 		w.Close()
 		os.Stdout = old
 		if code != 0 {
@@ -52,5 +53,20 @@ max_iter = 10
 	}
 	if code, _ := run(t, "plan", cfg); code != 2 {
 		t.Fatalf("plan without --nodes: exit %d", code)
+	}
+
+	// GPU ranks: k-means' NearestCentroid has float32 centroids, so its rate
+	// follows runtime.gpu_precision: the measured tensor-core rate with
+	// float16, half of it with float16x2, the assumed FFMA rate with float32
+	gpu := func(prec string) float64 {
+		p := plan("1", "--gpus-per-node", "1", "--set", `runtime.gpu_precision="`+prec+`"`)
+		rates := p["rates"].(map[string]any)
+		if !strings.Contains(p["rates_source"].(string), "gpu_precision "+prec) {
+			t.Errorf("rates source %q does not name gpu_precision %s", p["rates_source"], prec)
+		}
+		return rates["centroid"].(float64)
+	}
+	if f16, x2, f32 := gpu("float16"), gpu("float16x2"), gpu("float32"); f16 != 213e3 || x2 != f16/2 || f32 != gpuFFMA {
+		t.Errorf("centroid rates: float16 %g, float16x2 %g, float32 %g", f16, x2, f32)
 	}
 }
