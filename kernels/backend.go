@@ -1,5 +1,7 @@
 package kernels
 
+import "errors"
+
 // Backend is the similarity engine contract. CPU (this package) and later a
 // CUDA backend implement it; kernels/kerneltest holds the conformance suites
 // every implementation must pass. All ops read row-major float32 or float16
@@ -36,6 +38,30 @@ type Backend interface {
 	// j < i of x_i·x_j and the j reaching it (Val -Inf, Idx -1 for i = 0).
 	PrefixMax(x Matrix) (ArgMax, error)
 }
+
+// Keeper is implemented by a backend that can hold points in its own memory
+// between calls (kernels/cuda: device memory), so that repeated
+// NearestCentroid calls on the same points — k-means' iterations — read,
+// check, convert and copy them once.
+type Keeper interface {
+	// Keep copies x (checked as any input: ErrNonFinite) for NearestCentroid
+	// against float32 centroids; an error wrapping ErrNoRoom when it would
+	// not fit, and the caller goes on passing the points each time.
+	Keep(x Matrix) (Kept, error)
+}
+
+// Kept is a set of points a Keeper holds.
+type Kept interface {
+	Rows() int
+	// NearestCentroid is Backend.NearestCentroid on the kept points: the
+	// same results, bit for bit.
+	NearestCentroid(c Matrix, metric Metric, acc *Accum) (ArgMax, error)
+	// Release frees the points; the Kept must not be used afterwards.
+	Release()
+}
+
+// ErrNoRoom is wrapped by Keeper.Keep when the points do not fit.
+var ErrNoRoom = errors.New("kernels: no room to keep the points")
 
 // TopKOptions selects K, the direction and the global index offset.
 type TopKOptions struct {

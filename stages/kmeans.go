@@ -28,6 +28,14 @@ package stages
 // The outputs are C(t) and A(t) (A(t) holds each row's nearest centre among
 // C(t-1); C(t) is the mean of A(t)).
 //
+// Kept points. When the backend is a kernels.Keeper (the CUDA backend), the
+// first assignment pass hands each block it reads to Keep, and while every
+// block of the rank fits (in device memory) the later passes assign the
+// kept blocks instead of reading, checking, converting and copying the
+// shards again; the results are the same bits (kerneltest checks Kept).
+// The first block that does not fit releases them all and the rank streams
+// its shards every pass, as without a Keeper.
+//
 // Checkpoint. After every iteration rank 0 writes kmeans/checkpoint/:
 // iter_<t>.npy (float32 [2, k, d]: C(t-1) and C(t)) and then state.json
 // (the commit point, naming t). A restarted job reads it, recomputes A(t)
@@ -42,6 +50,7 @@ package stages
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -109,6 +118,22 @@ type kmRun struct {
 	dir       string
 	open      map[int]*dataset.Matrix // shards opened by fetchRows
 	ids       [][]int64               // ids of this rank's shards (rows.shards order)
+	kept      []kmKept                // every block of this rank, kept by the backend (nil: stream)
+	noKeep    bool                    // a block did not fit: stream every pass
+}
+
+// kmKept is one block of this rank's rows held by a kernels.Keeper.
+type kmKept struct {
+	row0 int
+	pts  kernels.Kept
+}
+
+// release frees the kept blocks.
+func (km *kmRun) release() {
+	for _, b := range km.kept {
+		b.pts.Release()
+	}
+	km.kept = nil
 }
 
 func runKMeans(ctx context.Context, env *Env) (*Result, error) {
@@ -144,6 +169,7 @@ func runKMeans(ctx context.Context, env *Env) (*Result, error) {
 	}
 	km := &kmRun{env: env, ds: ds, rows: partitionRows(ds, env.Size(), env.Rank()), k: kc.K, d: ds.Dim, n: ds.Rows,
 		blockRows: cfg.Runtime.BlockRows, dir: dir, open: map[int]*dataset.Matrix{}}
+	defer km.release()
 	if kc.Metric == "cosine" {
 		km.metric = kernels.Cosine
 	}
@@ -322,16 +348,64 @@ func kmUpdate(old []float32, acc *kernels.Accum) []float32 {
 // adding the rows to acc when it is not nil.
 func (km *kmRun) assign(centres []float32, acc *kernels.Accum, out []int32) error {
 	c := kernels.F32Matrix(centres, km.k, km.d)
+	rowsErr := func(row0, n int, err error) error {
+		return fmt.Errorf("rows %d..%d: %w", km.rows.lo+int64(row0), km.rows.lo+int64(row0+n)-1, err)
+	}
+	if km.kept != nil {
+		for _, b := range km.kept {
+			res, err := b.pts.NearestCentroid(c, km.metric, acc)
+			if err != nil {
+				return fmt.Errorf("rank %d: %w", km.env.Rank(), rowsErr(b.row0, b.pts.Rows(), err))
+			}
+			copy(out[b.row0:], res.Idx)
+		}
+		return nil
+	}
+	keeper, keep := km.env.Backend.(kernels.Keeper)
+	keep = keep && !km.noKeep
+	var kept []kmKept
 	err := km.rows.forEachBlock(km.ds, km.blockRows, km.env.Threads, func(row0 int, b dataset.Block) error {
-		res, err := km.env.Backend.NearestCentroid(blockMatrix(b), c, km.metric, acc)
+		m := blockMatrix(b)
+		if keep {
+			pts, err := keeper.Keep(m)
+			switch {
+			case err == nil:
+				kept = append(kept, kmKept{row0, pts})
+				res, err := pts.NearestCentroid(c, km.metric, acc)
+				if err != nil {
+					return rowsErr(row0, b.Rows, err)
+				}
+				copy(out[row0:], res.Idx)
+				return nil
+			case errors.Is(err, kernels.ErrNoRoom):
+				km.env.Log.Info("kmeans: points do not fit on the device; streaming them every iteration",
+					"rank", km.env.Rank(), "kept_rows", row0, "reason", err.Error())
+				for _, k := range kept {
+					k.pts.Release()
+				}
+				kept, keep, km.noKeep = nil, false, true
+			default:
+				return rowsErr(row0, b.Rows, err)
+			}
+		}
+		res, err := km.env.Backend.NearestCentroid(m, c, km.metric, acc)
 		if err != nil {
-			return fmt.Errorf("rows %d..%d: %w", km.rows.lo+int64(row0), km.rows.lo+int64(row0+b.Rows)-1, err)
+			return rowsErr(row0, b.Rows, err)
 		}
 		copy(out[row0:], res.Idx)
 		return nil
 	})
 	if err != nil {
+		for _, k := range kept {
+			k.pts.Release()
+		}
 		return fmt.Errorf("rank %d: %w", km.env.Rank(), err)
+	}
+	if keep {
+		km.kept = kept
+		if km.env.Rank() == 0 {
+			km.env.Log.Info("kmeans: points kept on the device for the next iterations", "blocks", len(kept))
+		}
 	}
 	return nil
 }

@@ -279,3 +279,45 @@ near_far_sizes = [100]
 		t.Errorf("bf16: exit %d\n%s", code, out)
 	}
 }
+
+// TestKMeansKeptPoints: on the CUDA backend (here its emulator) k-means
+// keeps its points on the device after the first pass and says so; with
+// HPCRUN_CUDA_KEEP=0 it streams them every iteration; the outputs are the
+// same bytes either way.
+func TestKMeansKeptPoints(t *testing.T) {
+	t.Setenv(cuda.EmulatorEnv, "1")
+	dir, world := tinyWorld(t)
+	outputs := func(work, keep string) map[string][]byte {
+		t.Helper()
+		t.Setenv(cuda.KeepEnv, keep)
+		cfg := writeConfig(t, dir, tinyConfig(world, work)+`
+[kmeans]
+dataset = "laion"
+k = 8
+max_iter = 4
+`)
+		code, out := run(t, "run", cfg, "--ranks", "1", "--set", `runtime.backend="cuda"`, "--set", "runtime.block_rows=700")
+		if code != 0 {
+			t.Fatalf("HPCRUN_CUDA_KEEP=%q: exit %d\n%s", keep, code, out)
+		}
+		kept, streamed := strings.Contains(out, "points kept on the device"), strings.Contains(out, "streaming them every iteration")
+		if kept != (keep != "0") || streamed != (keep == "0") {
+			t.Errorf("HPCRUN_CUDA_KEEP=%q: kept %v, streamed %v:\n%s", keep, kept, streamed, out)
+		}
+		files := map[string][]byte{}
+		for _, f := range []string{"centroids.npy", "assignments.npy", "ids.npy"} {
+			b, err := os.ReadFile(filepath.Join(work, "kmeans", f))
+			if err != nil {
+				t.Fatal(err)
+			}
+			files[f] = b
+		}
+		return files
+	}
+	a, b := outputs(filepath.Join(dir, "kept"), ""), outputs(filepath.Join(dir, "streamed"), "0")
+	for f := range a {
+		if !bytes.Equal(a[f], b[f]) {
+			t.Errorf("kmeans/%s differs between kept and streamed points", f)
+		}
+	}
+}

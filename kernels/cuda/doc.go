@@ -124,6 +124,12 @@
 // batch of rows at a time, sorted and decoded on the host. topk_select
 // stages the keys in shared memory when they fit (k + headroom <= 5,888).
 //
+// Keep (kernels.Keeper) uploads a set of points once, in NearestCentroid's
+// layout against float32 centroids; a Kept set's NearestCentroid runs the
+// same kernels on its device chunks (resident, instead of stream), so k-means
+// iterations skip the host side. Keep answers kernels.ErrNoRoom past
+// residentFrac of the free memory, or with HPCRUN_CUDA_KEEP=0.
+//
 // NearestCentroid adds each chunk's points to device int64 sums
 // (centroid_sums: round-to-nearest-even(x·2³²), exactly kernels.ToFixed)
 // right after their assignment (version 1: a thread per value; version 2,

@@ -3,6 +3,7 @@ package cuda
 import (
 	"fmt"
 	"math"
+	"os"
 	"slices"
 	"time"
 	"unsafe"
@@ -291,6 +292,7 @@ type argmaxJob struct {
 	scale, bias  []float32
 	prefix       bool
 	after        func(buf dptr, best dptr, r0, r1 int) error // per chunk, before its buffer is reused
+	aDev         dptr                                        // A already on the device (a Kept set; a holds only the shape)
 }
 
 func (e *Backend) argmax(j argmaxJob, l layout) (kernels.ArgMax, error) {
@@ -325,7 +327,13 @@ func (e *Backend) argmax(j argmaxJob, l layout) (kernels.ArgMax, error) {
 	kname := kernelName(j.op, v, l)
 	slice := e.tun.maxGridY * tb
 	keys := make([]uint64, rows)
-	err = e.stream(j.a, l.forRole(0), false, j.aName, func(buf dptr, r0, r1 int) error {
+	chunks := e.stream
+	if j.aDev != 0 {
+		chunks = func(_ kernels.Matrix, l layout, _ bool, _ string, fn func(buf dptr, r0, r1 int) error) error {
+			return e.resident(j.aDev, j.a.Rows, l, fn)
+		}
+	}
+	err = chunks(j.a, l.forRole(0), false, j.aName, func(buf dptr, r0, r1 int) error {
 		n := r1 - r0
 		if err := e.dev.memsetD32(best, 0, 2*n, e.compute); err != nil {
 			return err
@@ -441,6 +449,81 @@ func (e *Backend) runArgmax(j argmaxJob) (kernels.ArgMax, error) {
 	return res, nil
 }
 
+// pointsLayout is NearestCentroid's layout: the op's, except that with
+// sums float32 points keep float32 (the sums kernel reads the points,
+// which must be exact; Float16x2 would split them).
+func (e *Backend) pointsLayout(d int, x, c kernels.Matrix, sums bool) layout {
+	l := e.layoutOf(d, x, c)
+	if l.parts > 1 && x.F16 == nil && sums {
+		l = layoutOf(d, x, c)
+	}
+	return l
+}
+
+// KeepEnv = 0 turns Keep off (every Keep answers kernels.ErrNoRoom): k-means
+// then streams its points every iteration, leaving the device memory free.
+const KeepEnv = "HPCRUN_CUDA_KEEP"
+
+// kept is a set of points on the device (kernels.Kept), packed as
+// NearestCentroid packs them against float32 centroids with sums.
+type kept struct {
+	e         *Backend
+	buf       dptr
+	rows, dim int
+	l         layout
+}
+
+// Keep implements kernels.Keeper: the points go to the device once, in the
+// layout NearestCentroid gives them against float32 centroids, if they fit
+// in residentFrac of the free device memory (else kernels.ErrNoRoom).
+func (e *Backend) Keep(x kernels.Matrix) (kernels.Kept, error) {
+	if err := checkMatrix(x, "points"); err != nil {
+		return nil, err
+	}
+	done, err := e.begin()
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	if os.Getenv(KeepEnv) == "0" {
+		return nil, fmt.Errorf("%w: %s=0", kernels.ErrNoRoom, KeepEnv)
+	}
+	l := e.pointsLayout(x.Dim, x, kernels.Matrix{Dim: x.Dim, F32: []float32{}}, true)
+	if err := e.fits(x.Rows*l.rowBytes(), "points"); err != nil {
+		return nil, fmt.Errorf("%w: %v", kernels.ErrNoRoom, err)
+	}
+	k := &kept{e: e, rows: x.Rows, dim: x.Dim, l: l}
+	if x.Rows > 0 && x.Dim > 0 {
+		if k.buf, err = e.upload(x, l.forRole(0), false, "points"); err != nil {
+			return nil, err
+		}
+	}
+	return k, nil
+}
+
+func (k *kept) Rows() int { return k.rows }
+
+func (k *kept) NearestCentroid(c kernels.Matrix, metric kernels.Metric, acc *kernels.Accum) (kernels.ArgMax, error) {
+	if k.buf == 0 && k.rows > 0 && k.dim > 0 {
+		return kernels.ArgMax{}, fmt.Errorf("kernels/cuda: Kept used after Release")
+	}
+	if k.rows > 0 && k.dim == 0 {
+		// no values to keep: the op on the empty-dimension points
+		return k.e.NearestCentroid(kernels.Matrix{Rows: k.rows, F32: []float32{}}, c, metric, acc)
+	}
+	return k.e.nearestCentroid(kernels.Matrix{}, k, c, metric, acc)
+}
+
+func (k *kept) Release() {
+	if k.buf != 0 {
+		if done, err := k.e.begin(); err == nil {
+			k.e.dev.free(k.buf)
+			done()
+		}
+		k.buf = 0
+	}
+}
+
 // NearestCentroid implements kernels.Backend. L2 uses bias[j] =
 // float32(-‖c_j‖²/2), Cosine scale[j] = float32(1/‖c_j‖) (norms in
 // float64, as the CPU backend). With acc, each chunk's points are added to
@@ -448,7 +531,21 @@ func (e *Backend) runArgmax(j argmaxJob) (kernels.ArgMax, error) {
 // sums are copied back once at the end and the counts are a histogram of
 // the returned assignment.
 func (e *Backend) NearestCentroid(x, c kernels.Matrix, metric kernels.Metric, acc *kernels.Accum) (kernels.ArgMax, error) {
-	if err := checkPair(x, c, "points", "centroids"); err != nil {
+	return e.nearestCentroid(x, nil, c, metric, acc)
+}
+
+// nearestCentroid is NearestCentroid on x, or on the kept points kx (x
+// then holds only their shape).
+func (e *Backend) nearestCentroid(x kernels.Matrix, kx *kept, c kernels.Matrix, metric kernels.Metric, acc *kernels.Accum) (kernels.ArgMax, error) {
+	if kx != nil {
+		x = kernels.Matrix{Rows: kx.rows, Dim: kx.dim}
+		if c.Dim != kx.dim {
+			return kernels.ArgMax{}, fmt.Errorf("kernels: points has dim %d, centroids has dim %d", kx.dim, c.Dim)
+		}
+		if err := checkMatrix(c, "centroids"); err != nil {
+			return kernels.ArgMax{}, err
+		}
+	} else if err := checkPair(x, c, "points", "centroids"); err != nil {
 		return kernels.ArgMax{}, err
 	}
 	if acc != nil && (acc.K != c.Rows || acc.Dim != c.Dim || len(acc.Sums) < c.Rows*c.Dim || len(acc.Counts) < c.Rows) {
@@ -459,6 +556,9 @@ func (e *Backend) NearestCentroid(x, c kernels.Matrix, metric kernels.Metric, ac
 	}
 	j := argmaxJob{op: "centroid", a: x, b: c, aName: "points", bName: "centroids"}
 	if x.Rows == 0 || c.Rows == 0 {
+		if kx != nil {
+			return newArgMax(x.Rows), checkFinite(c, "centroids", e.threads)
+		}
 		return e.runArgmax(j)
 	}
 	if err := checkFinite(c, "centroids", e.threads); err != nil {
@@ -504,9 +604,9 @@ func (e *Backend) NearestCentroid(x, c kernels.Matrix, metric kernels.Metric, ac
 		return kernels.ArgMax{}, err
 	}
 	defer done()
-	l := e.layoutOf(d, x, c)
-	if l.parts > 1 && x.F16 == nil && acc != nil {
-		l = layoutOf(d, x, c) // the sums kernel reads the points: float32 ones must stay exact
+	l := e.pointsLayout(d, x, c, acc != nil)
+	if kx != nil {
+		l, j.aDev = kx.l, kx.buf
 	}
 	var sums dptr
 	if acc != nil && d > 0 {

@@ -468,6 +468,23 @@ func (e *Backend) stream(m kernels.Matrix, l layout, neg bool, name string, fn f
 	return nil
 }
 
+// resident runs fn over the chunks [r0, r1) of n rows already on the device
+// at buf (layout l), as stream does for rows in host memory.
+func (e *Backend) resident(buf dptr, n int, l layout, fn func(buf dptr, r0, r1 int) error) error {
+	rows, rb := e.chunkRows(l, n), l.rowBytes()
+	for r0 := 0; r0 < n; r0 += rows {
+		r1 := min(n, r0+rows)
+		e.stats.chunks++
+		if err := fn(buf+dptr(r0*rb), r0, r1); err != nil {
+			return err
+		}
+		if err := e.dev.sync(e.compute); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // stagePieces: a streamed chunk is packed and copied in this many pieces.
 const stagePieces = 8
 

@@ -330,8 +330,51 @@ func NearestCentroid(t *testing.T, b kernels.Backend) {
 				total.Add(part)
 			}
 			eqAccum(t, "chunked sums", total, acc)
+			keptSame(t, b, x.M, c.M, metric)
 		}
 	})
+}
+
+// keptSame: on a kernels.Keeper, NearestCentroid on the kept points gives
+// exactly what it gives on the points (with float32 centroids, as k-means
+// has them), twice, and the sums too.
+func keptSame(t *testing.T, b kernels.Backend, x, c kernels.Matrix, metric kernels.Metric) {
+	t.Helper()
+	keeper, ok := b.(kernels.Keeper)
+	if !ok {
+		return
+	}
+	if c.F32 == nil { // float32 centroids
+		f := make([]float32, c.Rows*c.Dim)
+		kernels.F16ToF32(f, c.F16[:len(f)])
+		c = kernels.F32Matrix(f, c.Rows, c.Dim)
+	}
+	want := kernels.NewAccum(c.Rows, c.Dim)
+	w, err := b.NearestCentroid(x, c, metric, want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kx, err := keeper.Keep(x)
+	if err != nil {
+		t.Fatalf("Keep: %v", err)
+	}
+	defer kx.Release()
+	if kx.Rows() != x.Rows {
+		t.Fatalf("kept %d rows of %d", kx.Rows(), x.Rows)
+	}
+	for round := 0; round < 2; round++ {
+		acc := kernels.NewAccum(c.Rows, c.Dim)
+		got, err := kx.NearestCentroid(c, metric, acc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range w.Idx {
+			if got.Idx[i] != w.Idx[i] || math.Float32bits(got.Val[i]) != math.Float32bits(w.Val[i]) {
+				t.Fatalf("kept points, round %d: point %d gets (%d, %v), not (%d, %v)", round, i, got.Idx[i], got.Val[i], w.Idx[i], w.Val[i])
+			}
+		}
+		eqAccum(t, "kept sums", acc, want)
+	}
 }
 
 func eqAccum(t *testing.T, what string, got, want *kernels.Accum) {
