@@ -401,7 +401,7 @@ func (km *kmRun) assign(centres []float32, acc *kernels.Accum, out []int32) erro
 		}
 		return fmt.Errorf("rank %d: %w", km.env.Rank(), err)
 	}
-	if keep {
+	if keep && len(kept) > 0 {
 		km.kept = kept
 		if km.env.Rank() == 0 {
 			km.env.Log.Info("kmeans: points kept on the device for the next iterations", "blocks", len(kept))
