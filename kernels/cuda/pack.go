@@ -125,16 +125,12 @@ func pack(dst []byte, m kernels.Matrix, r0, r1 int, l layout, neg bool, name str
 		}
 		return parallelFor(n, threads, func(lo, hi int) error {
 			for i := lo; i < hi; i++ {
-				row, src := out[i*ld:(i+1)*ld], m.F32[(r0+i)*d:(r0+i+1)*d]
-				kernels.F32ToF16(row[:d], src)
-				for k, h := range row[:d] {
-					if h&0x7c00 == 0x7c00 { // NaN or ±Inf: in the input, or rounding overflowed
-						if err := checkFiniteF32(name, src); err != nil {
-							return fmt.Errorf("%w: %s row %d", kernels.ErrNonFinite, name, r0+i)
-						}
-						return fmt.Errorf("kernels/cuda: %s row %d: %g is beyond float16's range (precision float16)", name, r0+i, src[k])
-					}
-					row[k] = h ^ sign
+				row := out[i*ld : (i+1)*ld]
+				if err := roundRow(row[:d], m.F32[(r0+i)*d:(r0+i+1)*d], name, r0+i, Float16); err != nil {
+					return err
+				}
+				for k := range row[:d] {
+					row[k] ^= sign
 				}
 				clear(row[d:])
 			}
@@ -217,14 +213,10 @@ func packSplit(dst []byte, m kernels.Matrix, r0, r1 int, l layout, neg bool, nam
 				clear(los)
 			} else {
 				src := m.F32[r*d : (r+1)*d]
-				kernels.F32ToF16(his, src)
+				if err := roundRow(his, src, name, r, Float16x2); err != nil {
+					return err
+				}
 				for k, h := range his {
-					if h&0x7c00 == 0x7c00 {
-						if err := checkFiniteF32(name, src); err != nil {
-							return fmt.Errorf("%w: %s row %d", kernels.ErrNonFinite, name, r)
-						}
-						return fmt.Errorf("kernels/cuda: %s row %d: %g is beyond float16's range (precision float16x2)", name, r, src[k])
-					}
 					rest[k] = src[k] - kernels.F16Value(h) // exact
 				}
 				kernels.F32ToF16(los, rest)
@@ -245,17 +237,32 @@ func packSplit(dst []byte, m kernels.Matrix, r0, r1 int, l layout, neg bool, nam
 	})
 }
 
-// roundF16 returns m (float32, finite) rounded to float16, or an error
-// naming the first value beyond float16's range.
-func roundF16(m kernels.Matrix, name string) (kernels.Matrix, error) {
-	h := make([]uint16, m.Rows*m.Dim)
-	kernels.F32ToF16(h, m.F32[:m.Rows*m.Dim])
-	for i, v := range h {
-		if v&0x7c00 == 0x7c00 {
-			return m, fmt.Errorf("kernels/cuda: %s row %d: %g is beyond float16's range (precision float16)", name, i/max(1, m.Dim), m.F32[i])
+// roundRow rounds the float32 row src (row r of name) to float16 bits in
+// dst (to nearest even): a NaN or ±Inf in src is kernels.ErrNonFinite, a
+// finite value beyond float16's range an error naming it and prec.
+func roundRow(dst []uint16, src []float32, name string, r int, prec Precision) error {
+	kernels.F32ToF16(dst, src)
+	for k, h := range dst {
+		if h&0x7c00 == 0x7c00 { // NaN or ±Inf: in the input, or rounding overflowed
+			if checkFiniteF32(name, src) != nil {
+				return fmt.Errorf("%w: %s row %d", kernels.ErrNonFinite, name, r)
+			}
+			return fmt.Errorf("kernels/cuda: %s row %d: %g is beyond float16's range (precision %s)", name, r, src[k], prec)
 		}
 	}
-	return kernels.F16Matrix(h, m.Rows, m.Dim), nil
+	return nil
+}
+
+// roundF16 returns m (float32) rounded to float16 (roundRow's errors).
+func roundF16(m kernels.Matrix, name string) (kernels.Matrix, error) {
+	d := m.Dim
+	h := make([]uint16, m.Rows*d)
+	for r := 0; r < m.Rows; r++ {
+		if err := roundRow(h[r*d:(r+1)*d], m.F32[r*d:(r+1)*d], name, r, Float16); err != nil {
+			return m, err
+		}
+	}
+	return kernels.F16Matrix(h, m.Rows, d), nil
 }
 
 // copyF16 copies float16 bits src to dst (same length), XOR-ing every value
