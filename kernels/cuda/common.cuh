@@ -296,8 +296,6 @@ DEV void v2_tile(const SimArgs& a, i64 i0, i64 j0, float acc[4][4][4], u16* As, 
 
 #define V3_SMEM (2 * 2 * V2_TILE * V2_LDS) // halves: [stage][A|B][128 rows x 40]
 
-
-
 // v3_tile: as v2_tile (same acc layout, v2_row / v2_col), sm = V3_SMEM halves.
 DEV void v3_tile(const SimArgs& a, i64 i0, i64 j0, float acc[4][4][4], u16* sm) {
     const u16* A = (const u16*)a.A;
