@@ -321,3 +321,47 @@ max_iter = 4
 		}
 	}
 }
+
+// TestGPUFilter: runtime.gpu_filter reaches the CUDA backend (here its
+// emulator) and is logged; with it, k-means (NearestCentroid on float16
+// points against float32 centroids, its points kept on the device) and
+// dedup (PrefixMax, MaxArg) run on the band kernels and write the same
+// bytes as the CPU backend.
+func TestGPUFilter(t *testing.T) {
+	t.Setenv(cuda.EmulatorEnv, "1")
+	dir, world := tinyWorld(t)
+	outputs := func(work string, args ...string) map[string][]byte {
+		t.Helper()
+		cfg := writeConfig(t, dir, tinyConfig(world, work)+`
+[kmeans]
+dataset = "laion"
+k = 8
+max_iter = 4
+[dedup]
+eps = 0.124
+`)
+		code, out := run(t, append([]string{"run", cfg, "--ranks", "1"}, args...)...)
+		if code != 0 {
+			t.Fatalf("%v: exit %d\n%s", args, code, out)
+		}
+		if len(args) > 2 && !strings.Contains(out, "gpu_filter=true") {
+			t.Errorf("gpu_filter not logged:\n%s", out)
+		}
+		files := map[string][]byte{}
+		for _, f := range []string{"kmeans/centroids.npy", "kmeans/assignments.npy", "dedup/keep_ids.npy", "dedup/remove_ids.npy"} {
+			b, err := os.ReadFile(filepath.Join(work, f))
+			if err != nil {
+				t.Fatal(err)
+			}
+			files[f] = b
+		}
+		return files
+	}
+	cpu := outputs(filepath.Join(dir, "cpu"), "--set", `runtime.backend="cpu"`)
+	gpu := outputs(filepath.Join(dir, "gpu"), "--set", `runtime.backend="cuda"`, "--set", "runtime.gpu_filter=true")
+	for f := range cpu {
+		if !bytes.Equal(cpu[f], gpu[f]) {
+			t.Errorf("%s differs between the CPU backend and the GPU's exact filter", f)
+		}
+	}
+}

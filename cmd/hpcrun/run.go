@@ -161,8 +161,9 @@ func pickBackend(cfg *configs.Config, threads int, log *slog.Logger, narrate boo
 			return nil, fmt.Errorf(`runtime.backend = "cuda": %w`, err)
 		}
 		b.Precision = prec
+		b.Filter = b.Filter || cfg.Runtime.GPUFilter
 		if narrate {
-			log.Info("backend cuda", "gpu", gpu, "gpu_precision", prec.String())
+			log.Info("backend cuda", "gpu", gpu, "gpu_precision", prec.String(), "gpu_filter", b.Filter)
 		}
 		return b, nil
 	case "auto":
@@ -171,8 +172,9 @@ func pickBackend(cfg *configs.Config, threads int, log *slog.Logger, narrate boo
 			b, nerr := cuda.New(gpu, threads)
 			if nerr == nil {
 				b.Precision = prec
+				b.Filter = b.Filter || cfg.Runtime.GPUFilter
 				if narrate {
-					log.Info("backend auto: using cuda", "device", desc, "gpu", gpu, "gpu_precision", prec.String())
+					log.Info("backend auto: using cuda", "device", desc, "gpu", gpu, "gpu_precision", prec.String(), "gpu_filter", b.Filter)
 				}
 				return b, nil
 			}

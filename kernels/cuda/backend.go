@@ -37,6 +37,14 @@ type Backend struct {
 	// tolerances). A value beyond float16's range is an error in both.
 	Precision Precision
 
+	// Filter turns on the exact filter (exact.go) for the argmax ops
+	// (MaxArg, ShiftedMax, NearestCentroid, PrefixMax) with float16 streamed
+	// rows and Precision Exact: the tensor cores find each row's candidates
+	// within a proven error bound and version 1's FMA chain recomputes
+	// them, so the results are the CPU backend's, bit for bit. Set it
+	// before the first call (FilterEnv=1 sets it in New).
+	Filter bool
+
 	dev     device
 	threads int
 	tun     tunables
@@ -58,6 +66,11 @@ type stats struct {
 	selects    int // topk_select launches
 	queryBlock int // TopK query blocks
 
+	bandExactRows int // exact filter: rows recomputed against every B row (slots overflowed, or no filter possible)
+	// with tunables.profile: rows through the band kernels and the
+	// candidates they appended (the rescoring's work)
+	bandRows, bandCandidates int
+
 	// with tunables.profile (synchronising after every kernel): seconds
 	// in the similarity kernels (with TopK's count copy), in topk_select,
 	// and waiting for the next chunk's packing and copy
@@ -73,6 +86,12 @@ func (e *Backend) Profile() string {
 	s := e.stats
 	e.stats = stats{}
 	out := fmt.Sprintf("launches %d, chunks %d, selects %d, splits %d, query blocks %d", s.launches, s.chunks, s.selects, s.splits, s.queryBlock)
+	if s.bandExactRows > 0 {
+		out += fmt.Sprintf(", exact-filter rows recomputed whole %d", s.bandExactRows)
+	}
+	if s.bandRows > 0 {
+		out += fmt.Sprintf(", exact-filter candidates per row %.2f", float64(s.bandCandidates)/float64(s.bandRows))
+	}
 	if e.tun.profile {
 		out += fmt.Sprintf("; kernels %.3f s, select (TopK) or sums (NearestCentroid) %.3f s, waiting for chunks %.3f s", s.kernelSec, s.selectSec, s.stallSec)
 	}
@@ -164,7 +183,7 @@ func newBackend(dev device, threads int) (*Backend, error) {
 		dev.close()
 		return nil, err
 	}
-	e := &Backend{Version: v, dev: dev, threads: threads, tun: defaultTunables}
+	e := &Backend{Version: v, Filter: filterFromEnv(), dev: dev, threads: threads, tun: defaultTunables}
 	undo := dev.bind()
 	defer undo()
 	if e.compute, err = dev.newStream(); err == nil {

@@ -476,13 +476,42 @@ DEV float apply_sb(const SimArgs& a, i64 j, float v) {
 
 // quad_max_atomic: the 4 lanes of a quad hold the same A row i (mma
 // fragments): the largest of their keys goes to best[i] with one atomic,
-// from the quad's lead lane. Every lane of the warp must call it.
-DEV void quad_max_atomic(const SimArgs& a, i64 i, u64 best, bool quad_lead) {
+// from the quad's lead lane, and is returned to all four. Every lane of the
+// warp must call it.
+DEV u64 quad_max_atomic(const SimArgs& a, i64 i, u64 best, bool quad_lead) {
     u64 o = shfl_xor64(best, 1);
     if (o > best) best = o;
     o = shfl_xor64(best, 2);
     if (o > best) best = o;
     if (quad_lead && best) atomic_max_u64(&a.best[i], best);
+    return best;
+}
+
+// ---------------------------------------------------------------------------
+// band epilogue (the exact filter, exact.cu): the argmax epilogue on float16
+// operands that also appends every entry within the band width w = thr[0]
+// of the row's running best to the row's candidate slots (count, keys, cap).
+// The running best (this tile's, or best[i] if larger) is never above the
+// final one, so the entries appended include every one within w of the
+// final best: exact.cu's rescore_argmax recomputes those exactly.
+
+// band_thr: a float32 lower bound of m - w (the subtraction's rounding and
+// more: 2^-21 of the magnitudes).
+DEV float band_thr(float m, float w) {
+    const float t = m - w;
+    return t - 4.76837158203125e-7f * (__builtin_fabsf(m) + w);
+}
+
+DEV void band_emit(const SimArgs& a, i64 i, i64 j, float v) {
+    const u32 pos = atomic_add_u32(&a.count[i], 1);
+    if ((i64)pos < a.cap) a.keys[i * a.cap + pos] = make_key(v, a.bOff + j);
+}
+
+// band_row_thr: the row's threshold from the quad's best q (nonzero) and
+// the global running best (which may lag: only lower, so more candidates).
+DEV float band_row_thr(const SimArgs& a, i64 i, u64 q) {
+    const u64 g = *(volatile const u64*)&a.best[i];
+    return band_thr(key_value(g > q ? g : q), a.thr[0]);
 }
 
 template <typename T, bool PREFIX>
@@ -541,8 +570,9 @@ DEV void argmax_v6(const SimArgs& a) {
     }
 }
 
-// argmax_mma: the epilogue on the tensor-core engines (V = 2 or 3).
-template <int V, bool PREFIX>
+// argmax_mma: the epilogue on the tensor-core engines (V = 2, 3 or 4);
+// with BAND the band epilogue.
+template <int V, bool PREFIX, bool BAND = false>
 DEV void argmax_mma(const SimArgs& a) {
     const i64 i0 = (i64)ctaid_x() * V2_TILE, j0 = (i64)ctaid_y() * V2_TILE;
     if (PREFIX && a.bOff + j0 >= a.aOff + i0 + V2_TILE) return;
@@ -567,7 +597,20 @@ DEV void argmax_mma(const SimArgs& a) {
                     }
                 }
             }
-            quad_max_atomic(a, i, best, quad_lead);
+            const u64 q = quad_max_atomic(a, i, best, quad_lead);
+            if (BAND && q) {
+                const float thr = band_row_thr(a, i, q);
+#pragma unroll
+                for (int nt = 0; nt < 4; nt++) {
+#pragma unroll
+                    for (int e = 0; e < 2; e++) {
+                        const i64 j = v2_col(j0, nt, e);
+                        if (j >= a.nB || (PREFIX && a.bOff + j >= a.aOff + i)) continue;
+                        const float v = apply_sb(a, j, acc[mt][nt][2 * h + e]);
+                        if (v >= thr) band_emit(a, i, j, v);
+                    }
+                }
+            }
         }
     }
 }
@@ -693,7 +736,7 @@ DEV i64 v5_row(i64 i0, int e) {
 DEV i64 v5_col(i64 j0, int n, int e) { return j0 + 8 * n + 2 * (lane_id() & 3) + (e & 1); }
 
 // argmax_wg: the argmax epilogue on the v5 engine.
-template <bool PREFIX>
+template <bool PREFIX, bool BAND = false>
 DEV void argmax_wg(const SimArgs& a) {
     const i64 i0 = (i64)ctaid_x() * V5_BM, j0 = (i64)ctaid_y() * V5_BN;
     if (PREFIX && a.bOff + j0 >= a.aOff + i0 + V5_BM) return;
@@ -716,7 +759,20 @@ DEV void argmax_wg(const SimArgs& a) {
                 }
             }
         }
-        quad_max_atomic(a, i, best, quad_lead);
+        const u64 q = quad_max_atomic(a, i, best, quad_lead);
+        if (BAND && q) {
+            const float thr = band_row_thr(a, i, q);
+#pragma unroll
+            for (int n = 0; n < V5_BN / 8; n++) {
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    const i64 j = v5_col(j0, n, e);
+                    if (j >= a.nB || (PREFIX && a.bOff + j >= a.aOff + i)) continue;
+                    const float v = apply_sb(a, j, acc[4 * n + 2 * h + e]);
+                    if (v >= thr) band_emit(a, i, j, v);
+                }
+            }
+        }
     }
 }
 #endif // HPCRUN_SM90A

@@ -33,10 +33,11 @@ DEV int lane_id() { return __nvvm_read_ptx_sreg_laneid(); }
 // bar.sync 0
 DEV void sync_threads() { __syncthreads(); }
 
-// atom.add.u32 / atom.add.u64 / atom.max.u64 (generic addressing: global or shared)
+// atom.add.u32 / atom.add.u64 / atom.max.u32 / atom.max.u64 (generic addressing: global or shared)
 DEV u32 atomic_add_u32(u32* p, u32 v) { return (u32)__nvvm_atom_add_gen_i((int*)p, (int)v); }
 DEV void atomic_add_u64(u64* p, u64 v) { __nvvm_atom_add_gen_ll((long long*)p, (long long)v); }
 DEV void atomic_max_u64(u64* p, u64 v) { __nvvm_atom_max_gen_ull(p, v); }
+DEV void atomic_max_u32(u32* p, u32 v) { __nvvm_atom_max_gen_ui(p, v); }
 
 // vote.sync.ballot.b32, shfl.sync.bfly.b32 (full warp)
 DEV u32 ballot(bool p) { return __nvvm_vote_ballot_sync(0xffffffffu, p); }

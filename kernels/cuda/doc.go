@@ -8,8 +8,8 @@
 // bit for bit, and the quickstart on the GPU writes the same outputs as on
 // the CPU. Other GPUs (sm_80, sm_86, sm_89) have not been run. NOT run on
 // a GPU yet, so their results and speed there are unknown until the next
-// GPU check: version 5 (wgmma, sm_90a), version 6 (FFMA 128x128) and the
-// precisions Float16 and Float16x2. Without a GPU: ptxas 12.4 assembles
+// GPU check: version 5 (wgmma, sm_90a), version 6 (FFMA 128x128), the
+// precisions Float16 and Float16x2, and the exact filter (Filter). Without a GPU: ptxas 12.4 assembles
 // every kernel (TestPTXAssemble: version 5 186 registers, 6 at most 128, no
 // spills, wgmma not serialised), the host simulator runs their CUDA C
 // (TestHostSim, hostsim/), and the emulator runs their host side. Versions
@@ -85,6 +85,17 @@
 // every op, as 1 does).
 // Backend.Version (or HPCRUN_CUDA_KERNELS) forces one. float32 inputs always use version 1: converting them to
 // float16 would change results beyond the conformance tolerances.
+//
+// Exact filter (Backend.Filter, runtime.gpu_filter; exact.cu, exact.go):
+// the argmax ops with float16 streamed rows and Precision Exact run the
+// band kernels (the argmax epilogue on float16 operands, B rounded, also
+// appending every entry within a proven bound w of the row's running best)
+// and rescore_argmax, which recomputes the appended entries still within w
+// of the final best with version 1's FMA chain and keeps the largest exact
+// key: the CPU backend's results bit for bit (the emulator's tests compare
+// them), at the tensor cores' speed plus a few candidate rows per row.
+// Rows with more candidates than slots, or all rows when B cannot be
+// rounded, go to rescore_rows (exact against every B row).
 //
 // # Numerics and tolerances
 //

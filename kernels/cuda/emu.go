@@ -2,6 +2,7 @@ package cuda
 
 import (
 	"fmt"
+	"math"
 	"slices"
 	"sort"
 	"strings"
@@ -167,6 +168,19 @@ func (d *emuDevice) launch(name string, grid, block [3]int, _ stream, params []u
 			return fmt.Errorf("emu: topk_select: grid %v for %d queries", grid, a.NQ)
 		}
 		d.selectK(a)
+	case name == "band_width" || name == "rescore_argmax" || name == "rescore_rows":
+		a, err := fromWords[rescoreArgs](params)
+		if err != nil {
+			return err
+		}
+		if name == "rescore_rows" {
+			if grid[0] < 1 || grid[1] != 1 {
+				return fmt.Errorf("emu: %s: grid %v", name, grid)
+			}
+		} else if grid[0] != ceilDiv(int(a.NA), threads) || grid[1] != 1 {
+			return fmt.Errorf("emu: %s: grid %v for %d rows", name, grid, a.NA)
+		}
+		d.rescore(name, a)
 	case strings.HasPrefix(name, "centroid_sums_kernel"):
 		a, err := fromWords[sumArgs](params)
 		if err != nil {
@@ -219,11 +233,18 @@ func (d *emuDevice) sim(op string, f16 bool, a simArgs) {
 	var best []uint64
 	var count []uint32
 	var keys []uint64
+	band := op == "band" || op == "bandprefix"
+	prefix := op == "prefixmax" || op == "bandprefix"
 	switch op {
 	case "topk":
 		thr = f32s(d.at(a.Thr, 4*nA))
 		count = u32s(d.at(a.Count, 4*nA))
 		keys = u64s(d.at(a.Keys, 8*nA*int(a.Cap)))
+	case "band", "bandprefix":
+		thr = f32s(d.at(a.Thr, 4)) // thr[0]: the band width
+		count = u32s(d.at(a.Count, 4*nA))
+		keys = u64s(d.at(a.Keys, 8*nA*int(a.Cap)))
+		fallthrough
 	default:
 		best = u64s(d.at(a.Best, 8*nA))
 		if a.Scale != 0 {
@@ -247,7 +268,7 @@ func (d *emuDevice) sim(op string, f16 bool, a simArgs) {
 	for i := 0; i < nA; i++ {
 		ar := A[i*ld : (i+1)*ld]
 		for _, j := range order {
-			if op == "prefixmax" && a.BOff+int64(j) >= a.AOff+int64(i) {
+			if prefix && a.BOff+int64(j) >= a.AOff+int64(i) {
 				continue
 			}
 			br := B[j*ld : (j+1)*ld]
@@ -273,6 +294,15 @@ func (d *emuDevice) sim(op string, f16 bool, a simArgs) {
 			}
 			if key := makeKey(v, a.BOff+int64(j)); key > best[i] {
 				best[i] = key
+			}
+			// band: append v when within the width of the running best
+			// (never above the final best, as on the GPU)
+			if band && v >= bandThr(keyValue(best[i]), thr[0]) {
+				pos := count[i]
+				count[i]++
+				if int64(pos) < a.Cap {
+					keys[int64(i)*a.Cap+int64(pos)] = makeKey(v, a.BOff+int64(j))
+				}
 			}
 		}
 	}
@@ -333,5 +363,104 @@ func (d *emuDevice) sums(a sumArgs, f16 bool) {
 		for k := 0; k < dim; k++ {
 			s[k] += uint64(kernels.ToFixed(X[i*ld+k]))
 		}
+	}
+}
+
+// bandThr is common.cuh's band_thr: a float32 lower bound of m - w.
+func bandThr(m, w float32) float32 {
+	t := m - w
+	return t - float32(0x1p-21)*(float32(math.Abs(float64(m)))+w)
+}
+
+// rescore is the contract of exact.cu's band_width, rescore_argmax and
+// rescore_rows; exact values are version 1's FMA chains (kernels.FMA32),
+// the CPU backend's bits.
+func (d *emuDevice) rescore(name string, r rescoreArgs) {
+	nA, ld := int(r.NA), int(r.LD)
+	A := d.rowsF32(dptr(r.A), nA, ld, true)
+	if name == "band_width" {
+		w := u32s(d.at(r.W, 4))
+		for i := 0; i < nA; i++ {
+			var s float64
+			for _, x := range A[i*ld : (i+1)*ld] {
+				s += float64(x) * float64(x)
+			}
+			e := (math.Sqrt(s)*(1+0x1p-40)*r.K1 + r.K2) * 2 * (1 + 0x1p-20)
+			wi := float32(e)
+			wi *= 1 + 0x1p-20
+			w[0] = max(w[0], math.Float32bits(wi))
+		}
+		return
+	}
+	B := d.rowsF32(r.B, int(r.NB), ld, r.Flags&rsBF32 == 0)
+	var scale, bias []float32
+	if r.Scale != 0 {
+		scale = f32s(d.at(r.Scale, 4*int(r.NB)))
+	}
+	if r.Bias != 0 {
+		bias = f32s(d.at(r.Bias, 4*int(r.NB)))
+	}
+	value := func(i, j int) float32 {
+		var acc float32
+		ar, br := A[i*ld:(i+1)*ld], B[j*ld:(j+1)*ld]
+		for k := range ar {
+			acc = kernels.FMA32(ar[k], br[k], acc)
+		}
+		if scale != nil {
+			acc = float32(acc * scale[j])
+		}
+		if bias != nil {
+			acc = float32(acc + bias[j])
+		}
+		return acc
+	}
+	best := u64s(d.at(r.Best, 8*nA))
+	over := u32s(d.at(r.Over, 4*(1+nA)))
+	if name == "rescore_argmax" {
+		count := u32s(d.at(r.Count, 4*nA))
+		keys := u64s(d.at(r.Keys, 8*nA*int(r.Cap)))
+		w := f32s(d.at(r.W, 4))[0]
+		for i := 0; i < nA; i++ {
+			n := int(count[i])
+			if n > int(r.Cap) {
+				over[1+over[0]] = uint32(i)
+				over[0]++
+				continue
+			}
+			if best[i] == 0 {
+				continue
+			}
+			thr := bandThr(keyValue(best[i]), w)
+			var b uint64
+			for _, key := range keys[i*int(r.Cap) : i*int(r.Cap)+n] {
+				if keyValue(key) < thr {
+					continue
+				}
+				j := int(keyIndex(key))
+				b = max(b, makeKey(value(i, j), int64(j)))
+			}
+			best[i] = b
+		}
+		return
+	}
+	// rescore_rows
+	rows := int(over[0])
+	if r.Flags&rsAll != 0 {
+		rows = nA
+	}
+	for x := 0; x < rows; x++ {
+		i := x
+		if r.Flags&rsAll == 0 {
+			i = int(over[1+x])
+		}
+		nb := int(r.NB)
+		if r.Flags&rsPrefix != 0 {
+			nb = min(nb, int(r.AOff)+i)
+		}
+		var b uint64
+		for j := 0; j < nb; j++ {
+			b = max(b, makeKey(value(i, j), int64(j)))
+		}
+		best[i] = b
 	}
 }

@@ -296,6 +296,9 @@ type argmaxJob struct {
 }
 
 func (e *Backend) argmax(j argmaxJob, l layout) (kernels.ArgMax, error) {
+	if e.bandApplies(j, l) {
+		return e.argmaxBand(j) // exact.go
+	}
 	res := newArgMax(j.a.Rows)
 	rb := l.rowBytes()
 	bd, err := e.upload(j.b, l.forRole(1), false, j.bName)
@@ -303,19 +306,12 @@ func (e *Backend) argmax(j argmaxJob, l layout) (kernels.ArgMax, error) {
 		return res, err
 	}
 	defer e.dev.free(bd)
-	var scale, bias dptr
-	if j.scale != nil {
-		if scale, err = e.uploadF32(j.scale); err != nil {
-			return res, err
-		}
-		defer e.dev.free(scale)
+	scale, bias, err := e.scaleBias(j)
+	if err != nil {
+		return res, err
 	}
-	if j.bias != nil {
-		if bias, err = e.uploadF32(j.bias); err != nil {
-			return res, err
-		}
-		defer e.dev.free(bias)
-	}
+	defer e.dev.free(scale)
+	defer e.dev.free(bias)
 	rows := e.chunkRows(l, j.a.Rows)
 	best, err := e.dev.alloc(8 * rows)
 	if err != nil {
@@ -327,13 +323,7 @@ func (e *Backend) argmax(j argmaxJob, l layout) (kernels.ArgMax, error) {
 	kname := kernelName(j.op, v, l)
 	slice := e.tun.maxGridY * tb
 	keys := make([]uint64, rows)
-	chunks := e.stream
-	if j.aDev != 0 {
-		chunks = func(_ kernels.Matrix, l layout, _ bool, _ string, fn func(buf dptr, r0, r1 int) error) error {
-			return e.resident(j.aDev, j.a.Rows, l, fn)
-		}
-	}
-	err = chunks(j.a, l.forRole(0), false, j.aName, func(buf dptr, r0, r1 int) error {
+	err = e.chunks(j, l, func(buf dptr, r0, r1 int) error {
 		n := r1 - r0
 		if err := e.dev.memsetD32(best, 0, 2*n, e.compute); err != nil {
 			return err
@@ -390,6 +380,31 @@ func (e *Backend) argmax(j argmaxJob, l layout) (kernels.ArgMax, error) {
 		return nil
 	})
 	return res, err
+}
+
+// scaleBias uploads a job's scale and bias (0 when it has none).
+func (e *Backend) scaleBias(j argmaxJob) (scale, bias dptr, err error) {
+	if j.scale != nil {
+		if scale, err = e.uploadF32(j.scale); err != nil {
+			return 0, 0, err
+		}
+	}
+	if j.bias != nil {
+		if bias, err = e.uploadF32(j.bias); err != nil {
+			e.dev.free(scale)
+			return 0, 0, err
+		}
+	}
+	return scale, bias, nil
+}
+
+// chunks runs fn over the chunks of a job's A rows in layout l: streamed
+// from the host, or a Kept set's device chunks.
+func (e *Backend) chunks(j argmaxJob, l layout, fn func(buf dptr, r0, r1 int) error) error {
+	if j.aDev != 0 {
+		return e.resident(j.aDev, j.a.Rows, l.forRole(0), fn)
+	}
+	return e.stream(j.a, l.forRole(0), false, j.aName, fn)
 }
 
 // MaxArg implements kernels.Backend: per base row, the best query.
@@ -453,6 +468,9 @@ func (e *Backend) runArgmax(j argmaxJob) (kernels.ArgMax, error) {
 // sums float32 points keep float32 (the sums kernel reads the points,
 // which must be exact; Float16x2 would split them).
 func (e *Backend) pointsLayout(d int, x, c kernels.Matrix, sums bool) layout {
+	if e.filtering() && x.F16 != nil {
+		return layoutOf(d, x) // float16 points, exact filter (exact.go)
+	}
 	l := e.layoutOf(d, x, c)
 	if l.parts > 1 && x.F16 == nil && sums {
 		l = layoutOf(d, x, c)
@@ -599,6 +617,16 @@ func (e *Backend) nearestCentroid(x kernels.Matrix, kx *kept, c kernels.Matrix, 
 			}
 		}
 	}
+	band := argmaxJob{a: x, b: c}
+	var bl layout
+	if kx != nil {
+		band.aDev, bl = kx.buf, kx.l
+	}
+	if metric == kernels.Cosine && e.bandApplies(band, bl) {
+		// the exact filter gives the CPU backend's bits: it normalises the
+		// centroids (float64 norms, rounded rows) instead of scaling
+		j.b, j.scale = unitRows(c, norm2), nil
+	}
 	done, err := e.begin()
 	if err != nil {
 		return kernels.ArgMax{}, err
@@ -654,4 +682,26 @@ func (e *Backend) nearestCentroid(x kernels.Matrix, kx *kept, c kernels.Matrix, 
 		}
 	}
 	return res, nil
+}
+
+// unitRows is c with every nonzero row scaled to unit norm as the CPU
+// backend does (float32(x·(1/√norm2)), norm2 in float64).
+func unitRows(c kernels.Matrix, norm2 []float64) kernels.Matrix {
+	d := c.Dim
+	out := make([]float32, c.Rows*d)
+	for i := 0; i < c.Rows; i++ {
+		row := out[i*d : (i+1)*d]
+		if c.F16 != nil {
+			kernels.F16ToF32(row, c.F16[i*d:(i+1)*d])
+		} else {
+			copy(row, c.F32[i*d:(i+1)*d])
+		}
+		if s := norm2[i]; s > 0 {
+			inv := 1 / math.Sqrt(s)
+			for k := range row {
+				row[k] = float32(float64(row[k]) * inv)
+			}
+		}
+	}
+	return kernels.F32Matrix(out, c.Rows, d)
 }

@@ -13,8 +13,8 @@ import (
 // <op>_sm90a.ptx for sm_90a only (PTX ISA 8.0, version 5: wgmma). TestPTXFresh
 // fails when they are stale, TestPTXStructure checks them.
 //
-//go:embed topk.ptx maxarg.ptx centroid.ptx prefixmax.ptx
-//go:embed topk_sm90a.ptx maxarg_sm90a.ptx centroid_sm90a.ptx prefixmax_sm90a.ptx
+//go:embed topk.ptx maxarg.ptx centroid.ptx prefixmax.ptx exact.ptx
+//go:embed topk_sm90a.ptx maxarg_sm90a.ptx centroid_sm90a.ptx prefixmax_sm90a.ptx exact_sm90a.ptx
 var ptxFS embed.FS
 
 // ptxModule is one embedded module and the entry points the host uses.
@@ -33,10 +33,13 @@ var ptxModules = []ptxModule{
 	{"centroid.ptx", []string{"centroid_kernel1_f32", "centroid_kernel1_f16", "centroid_kernel2_f16", "centroid_kernel3_f16", "centroid_kernel4_f16", "centroid_kernel6_f32", "centroid_kernel6_f16",
 		"centroid_sums_kernel1_f32", "centroid_sums_kernel1_f16", "centroid_sums_kernel2_f32", "centroid_sums_kernel2_f16"}, ""},
 	{"prefixmax.ptx", []string{"prefixmax_kernel1_f32", "prefixmax_kernel1_f16", "prefixmax_kernel2_f16", "prefixmax_kernel3_f16", "prefixmax_kernel4_f16", "prefixmax_kernel6_f32", "prefixmax_kernel6_f16"}, ""},
+	{"exact.ptx", []string{"band_kernel2_f16", "band_kernel3_f16", "band_kernel4_f16", "bandprefix_kernel2_f16", "bandprefix_kernel3_f16", "bandprefix_kernel4_f16",
+		"band_width", "rescore_argmax", "rescore_rows"}, ""},
 	{"topk_sm90a.ptx", []string{"topk_kernel5_f16"}, "sm_90a"},
 	{"maxarg_sm90a.ptx", []string{"maxarg_kernel5_f16"}, "sm_90a"},
 	{"centroid_sm90a.ptx", []string{"centroid_kernel5_f16"}, "sm_90a"},
 	{"prefixmax_sm90a.ptx", []string{"prefixmax_kernel5_f16"}, "sm_90a"},
+	{"exact_sm90a.ptx", []string{"band_kernel5_f16", "bandprefix_kernel5_f16"}, "sm_90a"},
 }
 
 func ptxSource(file string) (string, error) {
@@ -126,9 +129,34 @@ type sumArgs struct {
 	N, Dim, LD    int64
 }
 
-// words returns the 8-byte fields of an argument struct (all fields of the
-// three types above are 8 bytes, so the struct is its words in order).
-func words[T simArgs | selectArgs | sumArgs](a *T) []uint64 {
+// rescoreArgs is the Go twin of struct RescoreArgs in exact.cu.
+type rescoreArgs struct {
+	A, B             dptr
+	NA, NB, LD, AOff int64
+	Scale, Bias      dptr
+	Best, Count      dptr
+	Keys             dptr
+	Cap              int64
+	W, Over          dptr
+	Flags            int64 // rsBF32 | rsPrefix | rsAll
+	K1, K2           float64
+}
+
+// RescoreArgs.flags (exact.cu RS_*).
+const (
+	rsBF32   = 1 // B rows are float32 (else float16)
+	rsPrefix = 2 // PrefixMax: B rows before the A row's global index only
+	rsAll    = 4 // rescore_rows: every row of the chunk, not the over list
+)
+
+// argStruct is every kernel argument struct: all their fields are 8 bytes,
+// so a struct is its words in order.
+type argStruct interface {
+	simArgs | selectArgs | sumArgs | rescoreArgs
+}
+
+// words returns the 8-byte fields of an argument struct.
+func words[T argStruct](a *T) []uint64 {
 	n := int(unsafe.Sizeof(*a)) / 8
 	out := make([]uint64, n)
 	copy(out, unsafe.Slice((*uint64)(unsafe.Pointer(a)), n))
@@ -136,7 +164,7 @@ func words[T simArgs | selectArgs | sumArgs](a *T) []uint64 {
 }
 
 // fromWords is the inverse of words (used by the emulator).
-func fromWords[T simArgs | selectArgs | sumArgs](w []uint64) (T, error) {
+func fromWords[T argStruct](w []uint64) (T, error) {
 	var a T
 	n := int(unsafe.Sizeof(a)) / 8
 	if len(w) != n {

@@ -39,6 +39,15 @@ type tunables struct {
 	// residentFrac: the sets kept whole on the device (queries, centroids,
 	// PrefixMax's x) may take at most this fraction of free device memory.
 	residentFrac float64
+
+	// bandCap: the exact filter's candidate slots per row (exact.go); a
+	// row with more is recomputed against every B row by one of
+	// bandRowBlocks blocks (its grid). A row appends about as many
+	// candidates as its running best sets records over the B tiles
+	// (≈ ln(tiles) + 1 in random order: 7 for 50,000 centroids) plus its
+	// near ties.
+	bandCap       int
+	bandRowBlocks int
 }
 
 var defaultTunables = tunables{
@@ -48,4 +57,6 @@ var defaultTunables = tunables{
 	topkBytes:        4 << 30,
 	maxGridY:         maxGridY,
 	residentFrac:     0.5,
+	bandCap:          32,
+	bandRowBlocks:    1024,
 }

@@ -25,7 +25,8 @@
 # ncu.txt), PROFILE=1 (cudabench -profile:
 # one more run of each op, timing its kernels, selection and chunk waits).
 # Results: $OUT/summary.txt (everything that matters), ptxas.txt,
-# conformance.txt, bench-{quick,full}-{hpcrun,torch}.{txt,json},
+# conformance.txt (conformance-new.txt: versions 5 and 6; conformance-filter.txt:
+# the exact filter), bench-{quick,full}-{hpcrun,torch}.{txt,json},
 # bench-mixed-hpcrun.{txt,json}, e2e.txt,
 # nvidia-smi.txt.
 set -uo pipefail
@@ -104,6 +105,18 @@ if [ "${SKIP_NEW:-}" != 1 ]; then
     VERSIONS=${VERSIONS:-0}
   fi
 fi
+# the exact filter's kernels (band, rescore; never run on a GPU before): a
+# process of their own too; on failure the e2e drops its gpu_filter run
+if [ "${SKIP_NEW:-}" != 1 ]; then
+  timeout 200 "$here/cuda.test" -test.v -test.run '^TestExactFilter(GPU)?$' -test.timeout 190s > "$OUT/conformance-filter.txt" 2>&1
+  rcf=$?
+  cat "$OUT/conformance-filter.txt" >> "$OUT/conformance.txt"
+  if [ $rcf -ne 0 ]; then
+    rc=$rcf
+    NO_FILTER=1
+    log "exact filter conformance FAILED (exit $rcf): conformance-filter.txt"
+  fi
+fi
 grep -E '^--- |^    --- (FAIL|SKIP|PASS: [A-Za-z]+/v[0-9] )' "$OUT/conformance.txt" | head -60 | tee -a "$OUT/summary.txt"
 grep -E '^\s+\S+_test\.go:[0-9]+: (stats|largest|NVIDIA|cuda\()' "$OUT/conformance.txt" | sort -u | head -10 >> "$OUT/summary.txt"
 if [ $rc -ne 0 ]; then
@@ -134,9 +147,11 @@ bench() { # name nq nb
 #     float16 (rounded onto the tensor cores), at the quick shape.
 bench_mixed() { # nq nb
   if [ "$(left)" -lt 40 ]; then log "bench mixed skipped: $(left) s left of DEADLINE"; return; fi
-  log "bench mixed: float32 queries/centroids x float16 rows, nq=$1 nb=$2, gpu_precision float32 and float16"
-  timeout $(( $(left) - 10 )) "$here/cudabench" -ops topk,centroid -nq "$1" -nb "$2" -dim "$DIM" -k "$K" -centroids "$KC" \
-    -queries float32 -precision float32,float16x2,float16 -version "1,6,$VERSIONS" -json "$OUT/bench-mixed-hpcrun.json" > "$OUT/bench-mixed-hpcrun.txt" 2>&1 \
+  local precs=float32,float16x2,float16,filter
+  [ "${NO_FILTER:-}" = 1 ] && precs=float32,float16x2,float16
+  log "bench mixed: float32 queries/centroids x float16 rows, nq=$1 nb=$2, gpu_precision $precs"
+  timeout $(( $(left) - 10 )) "$here/cudabench" -ops topk,centroid,maxarg -nq "$1" -nb "$2" -dim "$DIM" -k "$K" -centroids "$KC" \
+    -queries float32 -precision $precs -version "1,6,$VERSIONS" -json "$OUT/bench-mixed-hpcrun.json" > "$OUT/bench-mixed-hpcrun.txt" 2>&1 \
     || { status=1; log "cudabench (mixed) FAILED (exit $?)"; }
   grep -v '^ *launches' "$OUT/bench-mixed-hpcrun.txt" | tee -a "$OUT/summary.txt"
 }
@@ -189,15 +204,19 @@ if [ "$MODE" = all ] && [ "${SKIP_E2E:-}" != 1 ] && [ -x "$here/hpcrun" ] && [ -
       # cuda162: "float16x2" (split float32, within float32 tolerances);
       # cuda5: HPCRUN_CUDA_KERNELS=5 with it (the wgmma kernels); cuda6:
       # HPCRUN_CUDA_KERNELS=6 (FFMA 128x128 everywhere: must equal cpu)
+      # cudaf: runtime.gpu_filter = true (the exact filter: must equal cpu)
       runs="cpu cuda cuda16 cuda162 cuda6"
+      [ "${NO_FILTER:-}" = 1 ] || runs="$runs cudaf"
       case ,$VERSIONS, in *,5,*) runs="$runs cuda5" ;; esac
       for be in $runs; do
         ranks=1; [ $be != cpu ] && ranks=2
         kv=; case $be in cuda5) kv=5 ;; cuda6) kv=6 ;; esac
         prec=float32; [ $be = cuda16 ] || [ $be = cuda5 ] && prec=float16; [ $be = cuda162 ] && prec=float16x2
         t0=$SECONDS
+        filt=false; [ $be = cudaf ] && filt=true
+        bk=cuda; [ $be = cpu ] && bk=cpu
         HPCRUN_CUDA_KERNELS=$kv timeout $(( $(left) - 5 )) "$here/hpcrun" run configs/quickstart.toml --ranks $ranks --only kmeans,dedup,sims,prune,subsample \
-          --set job.workdir=$e2e/$be --set runtime.backend=${be%%[0-9]*} --set runtime.gpu_precision=$prec > $e2e/$be.log 2>&1
+          --set job.workdir=$e2e/$be --set runtime.backend=$bk --set runtime.gpu_precision=$prec --set runtime.gpu_filter=$filt > $e2e/$be.log 2>&1
         rc=$?
         echo "$be: exit $rc in $((SECONDS - t0)) s; $(grep -m1 -o 'backend [a-z]*[^"]*' $e2e/$be.log | head -1)"
         grep -E 'stage done' $e2e/$be.log | sed 's/.*stage=/  stage=/'
@@ -205,6 +224,7 @@ if [ "$MODE" = all ] && [ "${SKIP_E2E:-}" != 1 ] && [ -x "$here/hpcrun" ] && [ -
       done
       python3 "$here/compare_runs.py" $e2e/cpu $e2e/cuda
       python3 "$here/compare_runs.py" $e2e/cpu $e2e/cuda6
+      [ -d $e2e/cudaf ] && python3 "$here/compare_runs.py" $e2e/cpu $e2e/cudaf
       python3 "$here/compare_runs.py" $e2e/cpu $e2e/cuda16
       python3 "$here/compare_runs.py" $e2e/cpu $e2e/cuda162
       [ -d $e2e/cuda5 ] && python3 "$here/compare_runs.py" $e2e/cuda16 $e2e/cuda5

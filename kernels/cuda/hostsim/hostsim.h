@@ -133,6 +133,11 @@ DEV void atomic_max_u64(u64* p, u64 v) {
     while (v > cur && !__atomic_compare_exchange_n(p, &cur, v, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
     }
 }
+DEV void atomic_max_u32(u32* p, u32 v) {
+    u32 cur = __atomic_load_n(p, __ATOMIC_RELAXED);
+    while (v > cur && !__atomic_compare_exchange_n(p, &cur, v, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+    }
+}
 DEV void red_add_u64(u64* p, u64 v) { __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }
 
 DEV u32 ballot(bool p) {

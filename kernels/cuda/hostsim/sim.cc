@@ -17,6 +17,7 @@
 #include "../maxarg.cu"
 #include "../centroid.cu"
 #include "../prefixmax.cu"
+#include "../exact.cu"
 
 #include <algorithm>
 #include <array>
@@ -129,6 +130,7 @@ struct Version {
     Kernel topk, maxarg, prefix;
     bool f32;  // takes float32 inputs
     bool ffma; // one fma chain per pair in k order: exact on random inputs too
+    Kernel band = nullptr, bandprefix = nullptr; // exact.cu's band kernels (tensor-core versions)
 };
 
 static int failures = 0;
@@ -189,7 +191,152 @@ static void checkArgmax(const Version& ver, const Case& c, const Data& d, bool p
     report(ok, tag + (prefix ? " prefixmax" : " maxarg"));
 }
 
+// checkBand: the band kernels (exact.cu) on exactly representable inputs:
+// best[i] is the argmax epilogue's, and the appended keys are distinct pairs
+// of the row with their exact values, including every one within the band
+// (band_thr of the final best, w = thr[0]) — more may come (the running best
+// lags), none outside the op's pairs.
+static void checkBand(const Version& ver, const Case& c, const Data& d, bool prefix, const std::string& tag) {
+    const i64 aOff = prefix ? 37 : 0, bOff = prefix ? 0 : 500, cap = c.nB;
+    std::vector<float> scale(c.nB), bias(c.nB), w = {0.75f};
+    for (int j = 0; j < c.nB; j++) scale[j] = (j % 4 == 0) ? 0.5f : 1.0f, bias[j] = (float)((j % 7) - 3) * 0.25f;
+    std::vector<u64> best(c.nA, 0), keys((size_t)c.nA * cap, 0);
+    std::vector<u32> count(c.nA, 0);
+    SimArgs a{};
+    a.A = d.a(), a.B = d.b(), a.nA = c.nA, a.nB = c.nB, a.ld = c.ld, a.aOff = aOff, a.bOff = bOff;
+    a.scale = prefix ? nullptr : scale.data(), a.bias = bias.data(), a.best = best.data();
+    a.thr = w.data(), a.count = count.data(), a.keys = keys.data(), a.cap = cap;
+    launch(prefix ? ver.bandprefix : ver.band, a, (c.nA + ver.ta - 1) / ver.ta, (c.nB + ver.tb - 1) / ver.tb);
+    bool ok = true;
+    for (int i = 0; i < c.nA && ok; i++) {
+        std::vector<u64> all;
+        u64 want = 0;
+        for (int j = 0; j < c.nB; j++) {
+            if (prefix && bOff + j >= aOff + i) continue;
+            float v = d.dot[(size_t)i * c.nB + j];
+            if (a.scale) v = v * scale[j];
+            v = v + bias[j];
+            all.push_back(make_key(v, bOff + j));
+            want = std::max(want, all.back());
+        }
+        std::vector<u64> got(keys.begin() + (size_t)i * cap, keys.begin() + (size_t)i * cap + std::min<i64>(count[i], cap));
+        std::sort(got.begin(), got.end());
+        std::sort(all.begin(), all.end());
+        const bool distinct = std::adjacent_find(got.begin(), got.end()) == got.end();
+        const bool within = std::includes(all.begin(), all.end(), got.begin(), got.end());
+        bool covers = true;
+        if (want) {
+            const float t = band_thr(key_value(want), w[0]);
+            for (u64 k : all)
+                if (key_value(k) >= t && !std::binary_search(got.begin(), got.end(), k)) covers = false;
+        }
+        if (best[i] != want || (i64)count[i] > cap || !distinct || !within || !covers) {
+            std::printf("  row %d: best %016llx want %016llx, %u keys, distinct %d, pairs of the row %d, band covered %d\n", i, best[i], want,
+                        count[i], distinct, within, covers);
+            ok = false;
+        }
+    }
+    report(ok, tag + (prefix ? " bandprefix" : " band"));
+}
+
 #ifndef HPCRUN_SM90A
+// checkRescore: band_width, rescore_argmax and rescore_rows against the
+// float32 FMA chain on random float16 A rows and float32 or float16 B rows
+// (with scale and bias, or PrefixMax's mask): the slots hold every pair
+// within a band of an approximate best (exact values nudged), some rows
+// more than cap (listed in over, then rescored against every B row).
+static void checkRescore() {
+    std::mt19937 rng(11);
+    std::normal_distribution<float> g(0.0f, 0.3f);
+    const int nA = 70, nB = 90, dim = 40, ld = 64, cap = 12;
+    for (int bf32 = 0; bf32 <= 1; bf32++) {
+        for (int prefix = 0; prefix <= 1; prefix++) {
+            std::vector<u16> A((size_t)nA * ld, 0), Bh((size_t)nB * ld, 0);
+            std::vector<float> Af((size_t)nA * ld, 0), Bf((size_t)nB * ld, 0);
+            for (int i = 0; i < nA; i++)
+                for (int k = 0; k < dim; k++) A[i * ld + k] = f2h(g(rng)), Af[i * ld + k] = sim::half(A[i * ld + k]);
+            for (int j = 0; j < nB; j++)
+                for (int k = 0; k < dim; k++) {
+                    Bh[j * ld + k] = f2h(g(rng));
+                    Bf[j * ld + k] = bf32 ? g(rng) : sim::half(Bh[j * ld + k]);
+                }
+            std::vector<float> scale(nB), bias(nB);
+            for (int j = 0; j < nB; j++) scale[j] = 0.5f + (j % 5) * 0.25f, bias[j] = (float)((j % 7) - 3) * 0.125f;
+            const i64 aOff = prefix ? 20 : 0;
+            auto exact = [&](int i, int j) {
+                float s = 0;
+                for (int k = 0; k < ld; k++) s = std::fmaf(Af[i * ld + k], Bf[j * ld + k], s);
+                if (!prefix) s = s * scale[j], s = s + bias[j];
+                return s;
+            };
+            const float w = 0.05f;
+            std::vector<u64> best(nA, 0), keys((size_t)nA * cap, 0), want(nA, 0);
+            std::vector<u32> count(nA, 0), over(1 + nA, 0);
+            for (int i = 0; i < nA; i++) {
+                const int nb = prefix ? std::min<int>(nB, aOff + i) : nB;
+                std::vector<std::pair<float, int>> approx;
+                for (int j = 0; j < nb; j++) {
+                    approx.push_back({exact(i, j) + 0.004f * (float)((i * 31 + j * 17) % 9 - 4) / 4.0f, j});
+                    best[i] = std::max(best[i], make_key(approx.back().first, j));
+                }
+                u64 all = 0, band = 0;
+                for (int j = 0; j < nb; j++) all = std::max(all, make_key(exact(i, j), j));
+                if (!best[i]) continue;
+                const float t = band_thr(key_value(best[i]), w);
+                std::shuffle(approx.begin(), approx.end(), rng);
+                for (auto& [v, j] : approx) {
+                    if (v < t - 0.02f) continue; // a few below the band too (the running best lags)
+                    if (count[i] < cap) keys[(size_t)i * cap + count[i]] = make_key(v, j);
+                    count[i]++;
+                    if (v >= t) band = std::max(band, make_key(exact(i, j), j));
+                }
+                if (i % 9 == 4) count[i] = cap + 1 + i; // overflowed
+                want[i] = (i64)count[i] > cap ? all : band;
+            }
+            std::vector<float> wv = {w};
+            RescoreArgs r{};
+            r.A = A.data(), r.B = bf32 ? (const void*)Bf.data() : (const void*)Bh.data(), r.nA = nA, r.nB = nB, r.ld = ld, r.aOff = aOff;
+            r.scale = prefix ? nullptr : scale.data(), r.bias = prefix ? nullptr : bias.data();
+            r.best = best.data(), r.count = count.data(), r.keys = keys.data(), r.cap = cap, r.w = wv.data(), r.over = over.data();
+            r.flags = (bf32 ? RS_BF32 : 0) | (prefix ? RS_PREFIX : 0);
+            launch(rescore_argmax, r, (nA + 255) / 256, 1);
+            launch(rescore_rows, r, 3, 1);
+            char tag[96];
+            std::snprintf(tag, sizeof tag, "rescore_argmax + rescore_rows B=%s prefix=%d", bf32 ? "f32" : "f16", prefix);
+            report(best == want && over[0] == (u32)((nA + 4) / 9), tag);
+            // RS_ALL: every row against every B row
+            std::fill(best.begin(), best.end(), 0);
+            r.flags |= RS_ALL;
+            launch(rescore_rows, r, 2, 1);
+            bool ok = true;
+            for (int i = 0; i < nA; i++) {
+                u64 all = 0;
+                const int nb = prefix ? std::min<int>(nB, aOff + i) : nB;
+                for (int j = 0; j < nb; j++) all = std::max(all, make_key(exact(i, j), j));
+                ok = ok && best[i] == all;
+            }
+            std::snprintf(tag, sizeof tag, "rescore_rows all B=%s prefix=%d", bf32 ? "f32" : "f16", prefix);
+            report(ok, tag);
+        }
+    }
+    // band_width: 2·(‖a‖·k1 + k2) rounded up, the largest over the rows
+    std::vector<u16> A(5 * 32, 0);
+    double wantW = 0;
+    for (int i = 0; i < 5; i++) {
+        double s = 0;
+        for (int k = 0; k < 20; k++) {
+            A[i * 32 + k] = f2h(g(rng) * (i + 1));
+            s += (double)sim::half(A[i * 32 + k]) * (double)sim::half(A[i * 32 + k]);
+        }
+        wantW = std::max(wantW, 2.0 * (std::sqrt(s) * 3e-4 + 1e-7));
+    }
+    std::vector<float> wv = {0.0f};
+    RescoreArgs r{};
+    r.A = A.data(), r.nA = 5, r.ld = 32, r.w = wv.data(), r.k1 = 3e-4, r.k2 = 1e-7;
+    launch(band_width, r, 1, 1);
+    report(wv[0] >= wantW && wv[0] <= wantW * (1 + 1e-5), "band_width");
+}
+
 // topk_select: per query, n = count distinct random keys; with n >= k the k
 // largest move to the front in their order, count = k, thr = the k-th's
 // value; out gets the first min(n, k) and zero padding. Both the shared-
@@ -274,14 +421,15 @@ static void checkSums() {
 
 int main() {
 #ifdef HPCRUN_SM90A
-    const std::vector<Version> versions = {{5, V5_BM, V5_BN, topk_kernel5_f16, maxarg_kernel5_f16, prefixmax_kernel5_f16, false, false}};
+    const std::vector<Version> versions = {
+        {5, V5_BM, V5_BN, topk_kernel5_f16, maxarg_kernel5_f16, prefixmax_kernel5_f16, false, false, band_kernel5_f16, bandprefix_kernel5_f16}};
 #else
     const std::vector<Version> versions = {
         {1, V1_TILE, V1_TILE, topk_kernel1_f16, maxarg_kernel1_f16, prefixmax_kernel1_f16, false, true},
         {1, V1_TILE, V1_TILE, topk_kernel1_f32, maxarg_kernel1_f32, prefixmax_kernel1_f32, true, true},
-        {2, V2_TILE, V2_TILE, topk_kernel2_f16, maxarg_kernel2_f16, prefixmax_kernel2_f16, false, false},
-        {3, V2_TILE, V2_TILE, topk_kernel3_f16, maxarg_kernel3_f16, prefixmax_kernel3_f16, false, false},
-        {4, V2_TILE, V2_TILE, topk_kernel4_f16, maxarg_kernel4_f16, prefixmax_kernel4_f16, false, false},
+        {2, V2_TILE, V2_TILE, topk_kernel2_f16, maxarg_kernel2_f16, prefixmax_kernel2_f16, false, false, band_kernel2_f16, bandprefix_kernel2_f16},
+        {3, V2_TILE, V2_TILE, topk_kernel3_f16, maxarg_kernel3_f16, prefixmax_kernel3_f16, false, false, band_kernel3_f16, bandprefix_kernel3_f16},
+        {4, V2_TILE, V2_TILE, topk_kernel4_f16, maxarg_kernel4_f16, prefixmax_kernel4_f16, false, false, band_kernel4_f16, bandprefix_kernel4_f16},
         {6, V6_TILE, V6_TILE, topk_kernel6_f16, maxarg_kernel6_f16, prefixmax_kernel6_f16, false, true},
         {6, V6_TILE, V6_TILE, topk_kernel6_f32, maxarg_kernel6_f32, prefixmax_kernel6_f32, true, true},
     };
@@ -306,6 +454,10 @@ int main() {
                 checkTopK(ver, c, d, tag);
                 checkArgmax(ver, c, d, false, tag);
                 checkArgmax(ver, c, d, true, tag);
+                if (ver.band && kind == ExactF16) {
+                    checkBand(ver, c, d, false, tag);
+                    checkBand(ver, c, d, true, tag);
+                }
             }
         }
       }
@@ -313,6 +465,7 @@ int main() {
 #ifndef HPCRUN_SM90A
     checkSelect();
     checkSums();
+    checkRescore();
 #endif
     std::printf("%d failures\n", failures);
     return failures ? 1 : 0;

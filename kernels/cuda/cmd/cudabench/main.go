@@ -16,7 +16,8 @@
 // as the pipeline has it (eval embeddings, k-means means) against float16
 // base rows; -precision float32,float16 then times both settings of
 // runtime.gpu_precision (the FFMA kernels, or everything rounded onto the
-// tensor cores).
+// tensor cores); "filter" in -precision is float32 with runtime.gpu_filter
+// (the argmax ops on the tensor cores with exact results; TopK as float32).
 package main
 
 import (
@@ -64,20 +65,28 @@ func main() {
 	jsonOut := flag.String("json", "", "write the measurements here as a JSON array")
 	profile := flag.Bool("profile", false, "after each timed op, one more run synchronising after every kernel: where the time goes")
 	queries := flag.String("queries", "float16", "dtype of the small operand (queries, centroids): float16 or float32 (the pipeline's eval embeddings and means)")
-	precisions := flag.String("precision", "float32", "runtime.gpu_precision settings, comma-separated (float32, float16): every op runs with each")
+	precisions := flag.String("precision", "float32", "runtime.gpu_precision settings, comma-separated (float32, float16x2, float16, or filter: float32 with gpu_filter): every op runs with each")
 	flag.Parse()
 	if *queries != "float16" && *queries != "float32" {
 		fmt.Fprintf(os.Stderr, "cudabench: -queries %q: want float16 or float32\n", *queries)
 		os.Exit(2)
 	}
-	var precs []cuda.Precision
+	type setting struct {
+		p      cuda.Precision
+		filter bool // runtime.gpu_filter
+	}
+	var precs []setting
 	for _, f := range strings.Split(*precisions, ",") {
+		if strings.TrimSpace(f) == "filter" {
+			precs = append(precs, setting{cuda.Exact, true})
+			continue
+		}
 		p, err := cuda.ParsePrecision(strings.TrimSpace(f))
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "cudabench:", err)
 			os.Exit(2)
 		}
-		precs = append(precs, p)
+		precs = append(precs, setting{p, false})
 	}
 	dtype := "float16"
 	if *queries == "float32" {
@@ -114,22 +123,38 @@ func main() {
 	var out []measurement
 	timeIt := func(name string, flops float64, m measurement, run func(n int) error) {
 		note := m.Note
-		done := map[[2]int]bool{}
-		for _, p := range precs {
+		done := map[[3]int]bool{}
+		// the exact filter takes the argmax ops only (float16 rows)
+		filtered := name == "maxarg" || name == "shiftedmax" || name == "centroid" || name == "prefixmax"
+		for _, ps := range precs {
+			p := ps.p
+			if ps.filter && !filtered {
+				continue // the same kernels as float32
+			}
 			for _, v := range vers {
-				b.Version, b.Precision = v, p
+				b.Version, b.Precision, b.Filter = v, p, ps.filter
 				// a float32 operand kept float32 runs the FFMA kernels: version 1
-				// unless 6 was asked
+				// unless 6 was asked (or the filter's band kernels)
 				eff := b.Float16Version()
-				if dtype != "float16" && p == cuda.Exact && eff != 6 {
+				if dtype != "float16" && p == cuda.Exact && eff != 6 && !ps.filter {
 					eff = 1
 				}
-				if !runs(b, v) || done[[2]int{int(p), eff}] {
+				if ps.filter && (eff < 2 || eff > 5) {
+					continue // no band kernels: every row recomputed exactly, a fallback, not a setting to time
+				}
+				key := [3]int{int(p), eff, 0}
+				if ps.filter {
+					key[2] = 1
+				}
+				if !runs(b, v) || done[key] {
 					continue
 				}
-				done[[2]int{int(p), eff}] = true
-				if dtype != "float16" {
+				done[key] = true
+				if dtype != "float16" || ps.filter {
 					m.Note = strings.TrimPrefix(note+"; gpu_precision "+p.String(), "; ")
+					if ps.filter {
+						m.Note += ", gpu_filter (exact)"
+					}
 				}
 				if err := run(-1); err != nil { // warm-up: JIT, staging buffers
 					fmt.Fprintf(os.Stderr, "cudabench: %s v%d warm-up: %v\n", name, v, err)
