@@ -62,11 +62,11 @@ type Runtime struct {
 	// tolerances, 2-3x the tensor work) or "float16" (rounded, as the
 	// paper's PyTorch code; tensor cores).
 	GPUPrecision string `toml:"gpu_precision"`
-	// GPUFilter turns on the GPU's exact filter for the argmax ops (k-means
-	// assignment, per-base-point max, dedup) with float16 embeddings and
-	// gpu_precision "float32": tensor cores with an error-bounded band of
-	// candidates recomputed by the FFMA chain, so the CPU backend's results
-	// bit for bit. Off by default until a GPU run has checked it.
+	// GPUFilter turns on the GPU's exact filter for the ops on float16
+	// embeddings (k-means assignment, top-k, per-base-point max, dedup) with
+	// gpu_precision "float32": tensor cores with error-bounded candidates
+	// recomputed by the FMA chain, so the CPU backend's results bit for
+	// bit. Off by default until a GPU run has checked it.
 	GPUFilter bool `toml:"gpu_filter"`
 }
 

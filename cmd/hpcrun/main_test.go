@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io/fs"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -324,9 +327,10 @@ max_iter = 4
 
 // TestGPUFilter: runtime.gpu_filter reaches the CUDA backend (here its
 // emulator) and is logged; with it, k-means (NearestCentroid on float16
-// points against float32 centroids, its points kept on the device) and
-// dedup (PrefixMax, MaxArg) run on the band kernels and write the same
-// bytes as the CPU backend.
+// points against float32 centroids, its points kept on the device), dedup
+// (PrefixMax, MaxArg), sims and prune (TopK of float32 eval embeddings over
+// float16 rows, MaxArg) run through the exact filter and write the same
+// .npy bytes as the CPU backend.
 func TestGPUFilter(t *testing.T) {
 	t.Setenv(cuda.EmulatorEnv, "1")
 	dir, world := tinyWorld(t)
@@ -339,6 +343,16 @@ k = 8
 max_iter = 4
 [dedup]
 eps = 0.124
+[sims]
+base = ["laion", "imagenet-train"]
+eval = ["imagenet-val"]
+k = 10
+[prune]
+base = "laion"
+reference = "imagenet-train"
+eval = ["imagenet-val"]
+random_sizes = [100]
+near_far_sizes = [100]
 `)
 		code, out := run(t, append([]string{"run", cfg, "--ranks", "1"}, args...)...)
 		if code != 0 {
@@ -348,12 +362,21 @@ eps = 0.124
 			t.Errorf("gpu_filter not logged:\n%s", out)
 		}
 		files := map[string][]byte{}
-		for _, f := range []string{"kmeans/centroids.npy", "kmeans/assignments.npy", "dedup/keep_ids.npy", "dedup/remove_ids.npy"} {
-			b, err := os.ReadFile(filepath.Join(work, f))
+		for _, stage := range []string{"kmeans", "dedup", "sims", "prune"} {
+			err := filepath.WalkDir(filepath.Join(work, stage), func(p string, d fs.DirEntry, err error) error {
+				if err != nil || d.IsDir() || !strings.HasSuffix(p, ".npy") {
+					return err
+				}
+				b, err := os.ReadFile(p)
+				files[strings.TrimPrefix(p, work)] = b
+				return err
+			})
 			if err != nil {
 				t.Fatal(err)
 			}
-			files[f] = b
+		}
+		if len(files) < 10 {
+			t.Fatalf("only %d .npy outputs: %v", len(files), slices.Collect(maps.Keys(files)))
 		}
 		return files
 	}
@@ -364,4 +387,8 @@ eps = 0.124
 			t.Errorf("%s differs between the CPU backend and the GPU's exact filter", f)
 		}
 	}
+	if len(gpu) != len(cpu) {
+		t.Errorf("%d outputs on the GPU, %d on the CPU", len(gpu), len(cpu))
+	}
+	t.Logf("%d .npy outputs, byte-identical", len(cpu))
 }

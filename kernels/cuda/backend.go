@@ -37,9 +37,8 @@ type Backend struct {
 	// tolerances). A value beyond float16's range is an error in both.
 	Precision Precision
 
-	// Filter turns on the exact filter (exact.go) for the argmax ops
-	// (MaxArg, ShiftedMax, NearestCentroid, PrefixMax) with float16 streamed
-	// rows and Precision Exact: the tensor cores find each row's candidates
+	// Filter turns on the exact filter (exact.go) for every op with float16
+	// streamed rows (base rows, points) and Precision Exact: the tensor cores find each row's candidates
 	// within a proven error bound and version 1's FMA chain recomputes
 	// them, so the results are the CPU backend's, bit for bit. Set it
 	// before the first call (FilterEnv=1 sets it in New).

@@ -87,7 +87,11 @@
 // float16 would change results beyond the conformance tolerances.
 //
 // Exact filter (Backend.Filter, runtime.gpu_filter; exact.cu, exact.go):
-// the argmax ops with float16 streamed rows and Precision Exact run the
+// TopK on float16 base rows lowers each query's exact threshold by its
+// error bound (topk_filter_thr), lets the unchanged top-k kernels append
+// against it (queries rounded to float16), and recomputes each range's new
+// candidates exactly (topk_rescore) before topk_select. The argmax ops
+// with float16 streamed rows and Precision Exact run the
 // band kernels (the argmax epilogue on float16 operands, B rounded, also
 // appending every entry within a proven bound w of the row's running best)
 // and rescore_argmax, which recomputes the appended entries still within w

@@ -181,6 +181,19 @@ func (d *emuDevice) launch(name string, grid, block [3]int, _ stream, params []u
 			return fmt.Errorf("emu: %s: grid %v for %d rows", name, grid, a.NA)
 		}
 		d.rescore(name, a)
+	case name == "topk_filter_thr" || name == "topk_rescore":
+		a, err := fromWords[topkFilterArgs](params)
+		if err != nil {
+			return err
+		}
+		want := int(a.NQ)
+		if name == "topk_filter_thr" {
+			want = ceilDiv(want, threads)
+		}
+		if grid[0] != want || grid[1] != 1 {
+			return fmt.Errorf("emu: %s: grid %v for %d queries", name, grid, a.NQ)
+		}
+		d.topkFilter(name, a)
 	case strings.HasPrefix(name, "centroid_sums_kernel"):
 		a, err := fromWords[sumArgs](params)
 		if err != nil {
@@ -462,5 +475,37 @@ func (d *emuDevice) rescore(name string, r rescoreArgs) {
 			b = max(b, makeKey(value(i, j), int64(j)))
 		}
 		best[i] = b
+	}
+}
+
+// topkFilter is the contract of exact.cu's topk_filter_thr and
+// topk_rescore.
+func (d *emuDevice) topkFilter(name string, f topkFilterArgs) {
+	nq, ld, capacity := int(f.NQ), int(f.LD), int(f.Cap)
+	if name == "topk_filter_thr" {
+		thr, e := f32s(d.at(f.Thr, 4*nq)), f32s(d.at(f.E, 4*nq))
+		bn := f32s(d.at(f.BNorm, 4))[0]
+		out := f32s(d.at(f.ThrF, 4*nq))
+		for i, t := range thr {
+			out[i] = t
+			if !math.IsInf(float64(t), -1) {
+				out[i] = bandThr(t, e[i]*bn*(1+0x1p-20))
+			}
+		}
+		return
+	}
+	q := d.rowsF32(f.Q, nq, ld, f.Flags&tfQF32 == 0)
+	before, count := u32s(d.at(f.Before, 4*nq)), u32s(d.at(f.Count, 4*nq))
+	keys := u64s(d.at(f.Keys, 8*nq*capacity))
+	for i := 0; i < nq; i++ {
+		for s := int(before[i]); s < min(int(count[i]), capacity); s++ {
+			j := keyIndex(keys[i*capacity+s])
+			b := d.rowsF32(dptr(f.B)+dptr(2*(j-f.BOff)*int64(ld)), 1, ld, true)
+			var acc float32
+			for k, x := range q[i*ld : (i+1)*ld] {
+				acc = kernels.FMA32(x, b[k], acc)
+			}
+			keys[i*capacity+s] = makeKey(acc, j)
+		}
 	}
 }

@@ -171,4 +171,67 @@ KERNEL __launch_bounds__(256) void rescore_rows(RescoreArgs r) {
         sync_threads();
     }
 }
+
+// ----------------------------------------------------------------------------
+// TopK through the filter (exact.go, topkBlock with a filter): the queries go
+// to the tensor cores rounded to float16, the base rows are float16 (exact).
+// Per base chunk band_width (k1 = 1/2, k2 = 0) bounds its row norms; per
+// range topk_filter_thr lowers each query's exact threshold by its error
+// bound, topk_kernelN appends against that, and topk_rescore recomputes the
+// range's new candidates exactly before topk_select: every entry whose exact
+// value passes the exact threshold was appended (its approximate value is
+// within E of it), so the k best keys are the exact op's.
+
+// TopkFilterArgs is the by-value parameter of topk_filter_thr and
+// topk_rescore (Go twin: topkFilterArgs in ptx.go).
+struct TopkFilterArgs {
+    const void* Q;      // nq x ld exact queries: float32 (TF_QF32) or float16
+    const u16* B;       // this chunk's base rows, float16
+    i64 nq;
+    i64 ld;
+    i64 bOff;           // global index of B row 0 (the keys hold global indices)
+    const float* e;     // per query: E / (base-row norm) from its rounding (host)
+    const float* bnorm; // bnorm[0]: an upper bound of the chunk's row norms
+    const float* thr;   // per query: the exact threshold (topk_select raises it)
+    float* thrF;        // per query: the filter's threshold
+    const u32* before;  // per query: slots already exact
+    const u32* count;   // per query: slots appended (<= cap: the host redid overflows)
+    u64* keys;          // per query: cap slots
+    i64 cap;
+    i64 flags;          // TF_QF32
+};
+
+#define TF_QF32 1
+
+// topk_filter_thr: a thread per query, thrF = a float32 lower bound of
+// thr - e·bnorm (-inf stays -inf).
+KERNEL __launch_bounds__(256) void topk_filter_thr(TopkFilterArgs f) {
+    const i64 i = (i64)ctaid_x() * 256 + tid_x();
+    if (i >= f.nq) return;
+    const float t = f.thr[i];
+    f.thrF[i] = (t == -__builtin_inff()) ? t : band_thr(t, f.e[i] * f.bnorm[0] * (1.0f + 0x1p-20f));
+}
+
+// topk_rescore: a block per query, its threads over the slots appended in
+// this range: each key's value becomes version 1's FMA chain of the pair.
+KERNEL __launch_bounds__(256) void topk_rescore(TopkFilterArgs f) {
+    const i64 i = ctaid_x();
+    if (i >= f.nq) return;
+    u32 n = f.count[i];
+    if ((i64)n > f.cap) n = (u32)f.cap;
+    for (u32 s = f.before[i] + tid_x(); s < n; s += 256) {
+        u64* slot = f.keys + i * f.cap + s;
+        const i64 j = (i64)(~(u32)*slot);
+        const u16* brow = f.B + (j - f.bOff) * f.ld;
+        float acc = 0.0f;
+        if (f.flags & TF_QF32) {
+            const float* q = (const float*)f.Q + i * f.ld;
+            for (i64 k = 0; k < f.ld; k++) acc = fmaf_rn(q[k], h2f(brow[k]), acc);
+        } else {
+            const u16* q = (const u16*)f.Q + i * f.ld;
+            for (i64 k = 0; k < f.ld; k++) acc = fmaf_rn(h2f(q[k]), h2f(brow[k]), acc);
+        }
+        *slot = make_key(acc, j);
+    }
+}
 #endif

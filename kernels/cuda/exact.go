@@ -28,8 +28,8 @@ import (
 //
 //	|s - a·b|  <= γ(ld)·‖a‖‖b‖              (one rounding per FMA)
 //	|a·b - a·b̃| <= ‖a‖·‖b - b̃‖               (Cauchy–Schwarz)
-//	|a·b̃ - ŝ|  <= (ld+8)·2⁻²²·‖a‖‖b̃‖         (tensor-core sums, doc.go; twice
-//	                                          the truncation bound of Fasi et al.)
+//	|a·b̃ - ŝ|  <= (ld+8)·2⁻²²·‖a‖‖b̃‖         (tensor-core sums: 8 times doc.go's
+//	                                          (ld/8+1)·2⁻²² after Fasi et al.)
 //
 // so |s - ŝ|·σ <= ‖a‖·k1' with k1' = max_j σ_j·(γ‖b_j‖ + ‖b_j - b̃_j‖ +
 // (ld+8)2⁻²²‖b̃_j‖), and the float32 roundings of ·σ and +β in both values
@@ -271,4 +271,134 @@ func (e *Backend) argmaxBand(j argmaxJob) (kernels.ArgMax, error) {
 		return nil
 	})
 	return res, err
+}
+
+// topkFactors returns, per query row of q, e_i with |s - ŝ| <= e_i·‖b‖ for
+// every float16 base row b (s: the FMA chain on the exact query, ŝ: the
+// tensor cores on its float16 rounding q̃): γ(ld)‖q‖ + ‖q - q̃‖ + (ld+8)·2⁻²²‖q̃‖,
+// rounded up; ok = false when a query cannot be rounded to float16.
+func topkFactors(q kernels.Matrix, threads int) ([]float32, bool) {
+	d := q.Dim
+	ld := (d + 31) / 32 * 32
+	const u = 0x1p-24
+	gamma := float64(ld) * u / (1 - float64(ld)*u)
+	ctc := float64(ld+8) * 0x1p-22
+	eq := make([]float32, q.Rows)
+	err := parallelFor(q.Rows, threads, func(lo, hi int) error {
+		row := make([]float32, d)
+		h := make([]uint16, d)
+		rt := make([]float32, d)
+		for r := lo; r < hi; r++ {
+			if q.F16 != nil {
+				kernels.F16ToF32(row, q.F16[r*d:(r+1)*d])
+				copy(rt, row)
+			} else {
+				copy(row, q.F32[r*d:(r+1)*d])
+				if err := roundRow(h, row, "queries", r, Float16); err != nil {
+					return err
+				}
+				kernels.F16ToF32(rt, h)
+			}
+			var nx, dx, nt float64
+			for k, x := range row {
+				y := float64(rt[k])
+				nx += float64(x) * float64(x)
+				nt += y * y
+				dx += (float64(x) - y) * (float64(x) - y)
+			}
+			e := (gamma*math.Sqrt(nx) + math.Sqrt(dx) + ctc*math.Sqrt(nt)) * (1 + 0x1p-10)
+			eq[r] = float32(e+0x1p-100) * (1 + 0x1p-20)
+		}
+		return nil
+	})
+	return eq, err == nil
+}
+
+// topkFilter is one TopK query block's exact filter state: the exact query
+// rows, the per-query factors and thresholds, and the device arguments of
+// topk_filter_thr / topk_rescore.
+type topkFilter struct {
+	e    *Backend
+	a    topkFilterArgs
+	nq   int
+	bufs []dptr
+}
+
+func (e *Backend) newTopkFilter(q kernels.Matrix, q0, q1 int, t topkPlan, thr, count, keys, qd dptr) (*topkFilter, error) {
+	f := &topkFilter{e: e, nq: q1 - q0}
+	f.a = topkFilterArgs{Q: qd, NQ: int64(q1 - q0), LD: int64(t.l.ld), Thr: thr, Count: count, Keys: keys, Cap: int64(t.cap)}
+	ok := false
+	defer func() {
+		if !ok {
+			f.free()
+		}
+	}()
+	if q.F16 == nil {
+		// the exact rows: float32 (the float16 upload holds the rounded ones)
+		x, err := e.upload(subRows(q, q0, q1), layoutOf(q.Dim, q), t.opt.Smallest, "queries")
+		if err != nil {
+			return nil, err
+		}
+		f.bufs = append(f.bufs, x)
+		f.a.Q, f.a.Flags = x, tfQF32
+	}
+	for _, p := range []struct {
+		p     *dptr
+		bytes int
+	}{{&f.a.ThrF, 4 * f.nq}, {&f.a.Before, 4 * f.nq}, {&f.a.BNorm, 4}} {
+		b, err := e.dev.alloc(p.bytes)
+		if err != nil {
+			return nil, err
+		}
+		f.bufs = append(f.bufs, b)
+		*p.p = b
+	}
+	ed, err := e.uploadF32(t.eq[q0:q1])
+	if err != nil {
+		return nil, err
+	}
+	f.bufs = append(f.bufs, ed)
+	f.a.E = ed
+	ok = true
+	return f, nil
+}
+
+func (f *topkFilter) free() {
+	for _, b := range f.bufs {
+		f.e.dev.free(b)
+	}
+	f.bufs = nil
+}
+
+// chunk bounds the norms of a base chunk's rows (band_width with k1 = 1/2)
+// and points the rescoring at its buffer.
+func (f *topkFilter) chunk(buf dptr, r0, r1 int) error {
+	e := f.e
+	if err := e.dev.memsetD32(f.a.BNorm, 0, 1, e.compute); err != nil {
+		return err
+	}
+	f.a.B, f.a.BOff = buf, int64(r0)
+	r := rescoreArgs{A: buf, NA: int64(r1 - r0), LD: f.a.LD, W: f.a.BNorm, K1: 0.5}
+	e.stats.launches++
+	return e.dev.launch("band_width", [3]int{ceilDiv(r1-r0, threads), 1, 1}, [3]int{threads, 1, 1}, e.compute, words(&r))
+}
+
+// thresholds lowers every query's exact threshold by its error bound.
+func (f *topkFilter) thresholds() error {
+	e := f.e
+	e.stats.launches++
+	return e.dev.launch("topk_filter_thr", [3]int{ceilDiv(f.nq, threads), 1, 1}, [3]int{threads, 1, 1}, e.compute, words(&f.a))
+}
+
+// rescore gives the slots from before[i] on (this range's) exact values.
+func (f *topkFilter) rescore(before []uint32) error {
+	e := f.e
+	if err := e.dev.h2d(f.a.Before, bytesOf(before), e.compute); err != nil {
+		return err
+	}
+	if err := e.dev.sync(e.compute); err != nil { // before changes after the next select
+		return err
+	}
+	e.stats.launches++
+	return e.dev.launch("topk_rescore", [3]int{f.nq, 1, 1}, [3]int{threads, 1, 1}, e.compute, words(&f.a))
 }

@@ -11,10 +11,10 @@ import (
 )
 
 // nearTies returns n float16 rows of dim d, most of them near copies of a
-// few others (every value moved by one float16 step or not, then
-// re-normalised in float32 and rounded): their similarities to any query
-// differ by less than the tensor cores' error, which is what the filter's
-// band must get right.
+// few others (some exact copies, the others with every fifth value moved
+// by one float16 step and 2⁻¹⁰): their similarities to any query tie or
+// differ by about the tensor cores' error, which is what the filter's band
+// must get right.
 func nearTies(seed uint64, n, d int) kernels.Matrix {
 	g := kerneltest.Gen(seed, n, d, kerneltest.Gauss, false)
 	x := append([]float32(nil), g.M.F32...)
@@ -25,7 +25,7 @@ func nearTies(seed uint64, n, d int) kernels.Matrix {
 			src := (i * 7919) % 4
 			for k := range row {
 				v := x[src*d+k]
-				if (i+k)%5 == 0 {
+				if (i+k)%5 == 0 && i%7 != 0 { // every 7th an exact copy
 					v = float32(math.Nextafter32(v, 2)) * (1 + 1.0/1024)
 				}
 				row[k] = v
@@ -238,9 +238,9 @@ func TestExactFilterKept(t *testing.T) {
 }
 
 // TestExactFilterGPU: TestExactFilter's cases on a GPU, and CLIP-sized
-// ones (d = 512: 60,000 float16 rows against 3,000 float32 centroids, and
-// PrefixMax over 20,000 rows of near copies), each bit for bit against the
-// CPU backend. Not a TestGPU* name: the GPU check runs it in a process of
+// ones (d = 512: 60,000 float16 rows against 3,000 float32 centroids,
+// TopK of 2,000 float32 queries over 100,000 float16 rows, PrefixMax over
+// 20,000 rows of near copies), each bit for bit against the CPU backend. Not a TestGPU* name: the GPU check runs it in a process of
 // its own (new kernels), after the others.
 func TestExactFilterGPU(t *testing.T) {
 	mk := func(t *testing.T, version int, tun tunables) *Backend {
@@ -249,6 +249,7 @@ func TestExactFilterGPU(t *testing.T) {
 		return b
 	}
 	exactFilterSuite(t, mk)
+	t.Run("topk", func(t *testing.T) { exactFilterTopK(t, mk) })
 	t.Run("clip", func(t *testing.T) {
 		if emulated() {
 			t.Skip("CLIP-sized: too slow on the emulator")
@@ -273,6 +274,21 @@ func TestExactFilterGPU(t *testing.T) {
 				t.Error("sums and counts differ from the CPU backend's")
 			}
 		}
+		qs := kerneltest.Gen(54, 2000, 512, kerneltest.Gauss, false).M
+		base := kerneltest.Gen(55, 100000, 512, kerneltest.Gauss, true).M
+		for _, opt := range []kernels.TopKOptions{{K: 100}, {K: 1000, Smallest: true}} {
+			want, err := cpu.TopK(qs, base, opt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := b.TopK(qs, base, opt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("TopK k=%d smallest=%v differs from the CPU backend", opt.K, opt.Smallest)
+			}
+		}
 		p := nearTies(53, 20000, 512)
 		want, err := cpu.PrefixMax(p)
 		if err != nil {
@@ -284,5 +300,104 @@ func TestExactFilterGPU(t *testing.T) {
 		}
 		sameArgMax(t, "PrefixMax", got, want)
 		t.Logf("%s", b.Profile())
+	})
+}
+
+// TestExactFilterTopK: with Filter, TopK on float16 base rows equals the
+// CPU backend bit for bit (values and indices), float32 and float16
+// queries, largest and smallest, k from 1 to beyond the base, with default
+// and tiny tunables (chunks, query blocks, overflowing ranges redone in
+// halves), on near-tie data where the unfiltered tensor-core kernels differ.
+func TestExactFilterTopK(t *testing.T) {
+	exactFilterTopK(t, func(t *testing.T, version int, tun tunables) *Backend { return newEmulated(t, version, tun) })
+}
+
+func exactFilterTopK(t *testing.T, mk func(t *testing.T, version int, tun tunables) *Backend) {
+	splitTunables := func() tunables {
+		tun := smallTunables()
+		tun.chunkBytes = 256 * 128 // ranges grow past the headroom, and overflow
+		return tun
+	}
+	const d = 40
+	base := nearTies(61, 500, d)
+	q32 := kerneltest.Gen(62, 37, d, kerneltest.Gauss, false).M
+	cpu := kernels.NewCPU(2)
+	for _, qs := range []struct {
+		name string
+		m    kernels.Matrix
+	}{{"float32", q32}, {"float16", rounded(q32)}} {
+		for _, opt := range []kernels.TopKOptions{{K: 1}, {K: 17, BaseOffset: 5}, {K: 40, Smallest: true}, {K: 600}} {
+			want, err := cpu.TopK(qs.m, base, opt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			approx := mk(t, 4, defaultTunables)
+			approx.Precision = Float16
+			ap, err := approx.TopK(qs.m, base, opt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			differ := !reflect.DeepEqual(ap.Idx, want.Idx) || !reflect.DeepEqual(ap.Val, want.Val)
+			for _, c := range []struct {
+				version int
+				tun     tunables
+			}{{4, defaultTunables}, {5, defaultTunables}, {2, splitTunables()}} {
+				t.Run(fmt.Sprintf("%s/k=%d,smallest=%v/v%d", qs.name, opt.K, opt.Smallest, c.version), func(t *testing.T) {
+					b := mk(t, c.version, c.tun)
+					if b.Float16Version() != c.version {
+						t.Skipf("version %d does not run here", c.version)
+					}
+					b.Filter = true
+					got, err := b.TopK(qs.m, base, opt)
+					if err != nil {
+						t.Fatal(err)
+					}
+					bad := 0
+					for i := range want.Idx {
+						if got.Idx[i] != want.Idx[i] || math.Float32bits(got.Val[i]) != math.Float32bits(want.Val[i]) {
+							bad++
+						}
+					}
+					if bad > 0 {
+						t.Errorf("%d of %d entries differ from the CPU backend", bad, len(want.Idx))
+					}
+				})
+			}
+			// (float16 queries: the emulator's float32 sums of exact float16
+			// products are the CPU's, so only float32 queries can show it)
+			if opt.K == 17 && qs.name == "float32" && !differ {
+				t.Errorf("%s queries: the unfiltered kernels agree with the CPU backend: the data does not test the filter", qs.name)
+			}
+		}
+	}
+	// exact copies: equal values, ties to the smaller index; 250 random rows
+	// (ranges grow), then 100 copies of query 0's rounding, which all beat
+	// its threshold: the range overflows and is redone in halves
+	t.Run("copies", func(t *testing.T) {
+		src := kerneltest.Gen(63, 250, d, kerneltest.Gauss, true).M
+		h := make([]uint16, 350*d)
+		copy(h, src.F16)
+		q0 := rounded(kernels.F32Matrix(q32.F32[:d], 1, d))
+		for i := 250; i < 350; i++ {
+			copy(h[i*d:(i+1)*d], q0.F16)
+		}
+		dup := kernels.F16Matrix(h, 350, d)
+		opt := kernels.TopKOptions{K: 2}
+		want, err := cpu.TopK(q32, dup, opt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := mk(t, 4, splitTunables())
+		b.Filter = true
+		got, err := b.TopK(q32, dup, opt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Error("differs from the CPU backend")
+		}
+		if b.stats.splits == 0 {
+			t.Errorf("no range overflowed: %+v", b.stats)
+		}
 	})
 }

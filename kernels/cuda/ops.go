@@ -95,9 +95,20 @@ func (e *Backend) TopK(q, b kernels.Matrix, opt kernels.TopKOptions) (kernels.To
 	defer done()
 	l := e.layoutOf(q.Dim, q, b)
 	t := topkPlan{k: k, opt: opt, l: l, version: e.version(l)}
+	if e.filtering() && b.F16 != nil {
+		// the exact filter (exact.go): float16 base rows are exact on the
+		// device; the queries go to the tensor cores rounded
+		if eq, ok := topkFactors(q, e.threads); ok {
+			t.l = layoutOf(q.Dim)
+			l, t.version, t.eq = t.l, e.version(t.l), eq
+		}
+	}
 	t.headroom = max(1, e.tun.topkHeadroom, int(e.tun.topkHeadroomPerK*float64(k)))
 	t.cap = k + t.headroom
 	perQuery := 8*t.cap + 8*k + 8 + l.rowBytes()
+	if t.eq != nil {
+		perQuery += 4*l.ld + 12 // the exact copy; e, the filter's threshold, before
+	}
 	free, _, err := e.dev.memInfo()
 	if err != nil {
 		return kernels.TopKResult{}, err
@@ -118,6 +129,7 @@ type topkPlan struct {
 	opt              kernels.TopKOptions
 	l                layout
 	version          int
+	eq               []float32 // the exact filter: per query, its error bound per unit of base-row norm (nil: off)
 }
 
 func (e *Backend) topkBlock(q, b kernels.Matrix, q0, q1 int, t topkPlan, res kernels.TopKResult, pad float32) error {
@@ -149,6 +161,14 @@ func (e *Backend) topkBlock(q, b kernels.Matrix, q0, q1 int, t topkPlan, res ker
 	ta, tb := tiles(t.version)
 	maxRange := e.tun.maxGridY * tb
 	base := simArgs{A: qd, NA: int64(nq), LD: int64(l.ld), Thr: thr, Count: count, Keys: keys, Cap: int64(capacity)}
+	var fl *topkFilter
+	if t.eq != nil {
+		if fl, err = e.newTopkFilter(q, q0, q1, t, thr, count, keys, qd); err != nil {
+			return err
+		}
+		defer fl.free()
+		base.Thr = fl.a.ThrF // the kernels append against the lowered thresholds
+	}
 	sel := selectArgs{Keys: keys, Count: count, Thr: thr, NQ: int64(nq), Cap: int64(capacity), K: int64(k)}
 	if e.tun.selectGlobalOnly {
 		sel.Flags = selGlobalOnly
@@ -157,12 +177,22 @@ func (e *Backend) topkBlock(q, b kernels.Matrix, q0, q1 int, t topkPlan, res ker
 	cnt := make([]uint32, nq)
 	size := t.headroom // base rows per range: never overflows at headroom
 	err = e.stream(b, l.forRole(1), false, "base", func(buf dptr, r0, r1 int) error {
+		if fl != nil {
+			if err := fl.chunk(buf, r0, r1); err != nil {
+				return err
+			}
+		}
 		for pos := r0; pos < r1; {
 			n := min(size, r1-pos, maxRange)
 			a := base
 			a.B, a.NB, a.BOff = buf+dptr((pos-r0)*rb), int64(n), int64(pos)
 			e.stats.launches++
 			t0 := time.Now()
+			if fl != nil {
+				if err := fl.thresholds(); err != nil {
+					return err
+				}
+			}
 			if err := e.dev.launch(kname, [3]int{ceilDiv(nq, ta), ceilDiv(n, tb), 1}, [3]int{threads, 1, 1}, e.compute, words(&a)); err != nil {
 				return err
 			}
@@ -194,6 +224,12 @@ func (e *Backend) topkBlock(q, b kernels.Matrix, q0, q1 int, t topkPlan, res ker
 				e.stats.splits++
 				size = max(t.headroom, n/2)
 				continue
+			}
+			if fl != nil {
+				// the range's new candidates get their exact values
+				if err := fl.rescore(before); err != nil {
+					return err
+				}
 			}
 			if int(maxCnt) >= k {
 				e.stats.selects++

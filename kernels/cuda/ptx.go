@@ -34,7 +34,7 @@ var ptxModules = []ptxModule{
 		"centroid_sums_kernel1_f32", "centroid_sums_kernel1_f16", "centroid_sums_kernel2_f32", "centroid_sums_kernel2_f16"}, ""},
 	{"prefixmax.ptx", []string{"prefixmax_kernel1_f32", "prefixmax_kernel1_f16", "prefixmax_kernel2_f16", "prefixmax_kernel3_f16", "prefixmax_kernel4_f16", "prefixmax_kernel6_f32", "prefixmax_kernel6_f16"}, ""},
 	{"exact.ptx", []string{"band_kernel2_f16", "band_kernel3_f16", "band_kernel4_f16", "bandprefix_kernel2_f16", "bandprefix_kernel3_f16", "bandprefix_kernel4_f16",
-		"band_width", "rescore_argmax", "rescore_rows"}, ""},
+		"band_width", "rescore_argmax", "rescore_rows", "topk_filter_thr", "topk_rescore"}, ""},
 	{"topk_sm90a.ptx", []string{"topk_kernel5_f16"}, "sm_90a"},
 	{"maxarg_sm90a.ptx", []string{"maxarg_kernel5_f16"}, "sm_90a"},
 	{"centroid_sm90a.ptx", []string{"centroid_kernel5_f16"}, "sm_90a"},
@@ -149,10 +149,24 @@ const (
 	rsAll    = 4 // rescore_rows: every row of the chunk, not the over list
 )
 
+// topkFilterArgs is the Go twin of struct TopkFilterArgs in exact.cu.
+type topkFilterArgs struct {
+	Q, B          dptr
+	NQ, LD, BOff  int64
+	E, BNorm      dptr
+	Thr, ThrF     dptr
+	Before, Count dptr
+	Keys          dptr
+	Cap, Flags    int64 // tfQF32
+}
+
+// tfQF32 (exact.cu TF_QF32): the exact queries are float32.
+const tfQF32 = 1
+
 // argStruct is every kernel argument struct: all their fields are 8 bytes,
 // so a struct is its words in order.
 type argStruct interface {
-	simArgs | selectArgs | sumArgs | rescoreArgs
+	simArgs | selectArgs | sumArgs | rescoreArgs | topkFilterArgs
 }
 
 // words returns the 8-byte fields of an argument struct.

@@ -45,6 +45,8 @@ func TestPTXStructure(t *testing.T) {
 			return 8 * len(words(&sumArgs{}))
 		case entry == "band_width" || strings.HasPrefix(entry, "rescore_"):
 			return 8 * len(words(&rescoreArgs{}))
+		case entry == "topk_filter_thr" || entry == "topk_rescore":
+			return 8 * len(words(&topkFilterArgs{}))
 		}
 		return simSize
 	}
@@ -197,6 +199,7 @@ func TestArgStructs(t *testing.T) {
 		{"topk.cu", "SelectArgs", reflect.TypeOf(selectArgs{})},
 		{"centroid.cu", "SumArgs", reflect.TypeOf(sumArgs{})},
 		{"exact.cu", "RescoreArgs", reflect.TypeOf(rescoreArgs{})},
+		{"exact.cu", "TopkFilterArgs", reflect.TypeOf(topkFilterArgs{})},
 	} {
 		src, err := os.ReadFile(c.file)
 		if err != nil {

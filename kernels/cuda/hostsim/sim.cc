@@ -337,6 +337,53 @@ static void checkRescore() {
     report(wv[0] >= wantW && wv[0] <= wantW * (1 + 1e-5), "band_width");
 }
 
+// checkTopkFilter: topk_filter_thr (thr - e·bnorm, rounded down; -inf kept)
+// and topk_rescore (slots from before on get the FMA chain's value of their
+// pair, earlier ones stay), float32 and float16 queries.
+static void checkTopkFilter() {
+    std::mt19937 rng(13);
+    std::normal_distribution<float> g(0.0f, 0.3f);
+    const int nq = 5, nb = 60, dim = 50, ld = 64, cap = 40;
+    const i64 bOff = 1000;
+    for (int qf32 = 0; qf32 <= 1; qf32++) {
+        std::vector<u16> B((size_t)nb * ld, 0), Qh((size_t)nq * ld, 0);
+        std::vector<float> Bf((size_t)nb * ld, 0), Qf((size_t)nq * ld, 0);
+        for (int j = 0; j < nb; j++)
+            for (int k = 0; k < dim; k++) B[j * ld + k] = f2h(g(rng)), Bf[j * ld + k] = sim::half(B[j * ld + k]);
+        for (int i = 0; i < nq; i++)
+            for (int k = 0; k < dim; k++) {
+                Qh[i * ld + k] = f2h(g(rng));
+                Qf[i * ld + k] = qf32 ? g(rng) : sim::half(Qh[i * ld + k]);
+            }
+        std::vector<float> e(nq), thr(nq), thrF(nq, 0), bnorm = {1.25f};
+        std::vector<u32> before(nq), count(nq);
+        std::vector<u64> keys((size_t)nq * cap), want((size_t)nq * cap);
+        for (int i = 0; i < nq; i++) {
+            e[i] = 1e-3f * (i + 1), thr[i] = i == 2 ? -INFINITY : 0.1f * (i - 2);
+            before[i] = i, count[i] = i == 4 ? cap + 3 : 10 + 5 * i; // row 4: more than cap
+            for (int s = 0; s < cap; s++) {
+                const int j = (s * 7 + i) % nb;
+                float v = 0;
+                for (int k = 0; k < ld; k++) v = std::fmaf(Qf[i * ld + k], Bf[j * ld + k], v);
+                keys[(size_t)i * cap + s] = make_key(-5.0f, bOff + j); // a stale value
+                want[(size_t)i * cap + s] = (u32)s >= before[i] && s < std::min<int>(count[i], cap) ? make_key(v, bOff + j) : keys[(size_t)i * cap + s];
+            }
+        }
+        TopkFilterArgs f{};
+        f.Q = qf32 ? (const void*)Qf.data() : (const void*)Qh.data(), f.B = B.data(), f.nq = nq, f.ld = ld, f.bOff = bOff;
+        f.e = e.data(), f.bnorm = bnorm.data(), f.thr = thr.data(), f.thrF = thrF.data(), f.before = before.data(), f.count = count.data();
+        f.keys = keys.data(), f.cap = cap, f.flags = qf32 ? TF_QF32 : 0;
+        launch(topk_filter_thr, f, 1, 1);
+        launch(topk_rescore, f, nq, 1);
+        bool ok = keys == want;
+        for (int i = 0; i < nq; i++) {
+            const double lower = (double)thr[i] - (double)e[i] * bnorm[0];
+            ok = ok && (i == 2 ? thrF[i] == -INFINITY : (double)thrF[i] <= lower && (double)thrF[i] > lower - 1e-5);
+        }
+        report(ok, std::string("topk_filter_thr + topk_rescore queries=") + (qf32 ? "f32" : "f16"));
+    }
+}
+
 // topk_select: per query, n = count distinct random keys; with n >= k the k
 // largest move to the front in their order, count = k, thr = the k-th's
 // value; out gets the first min(n, k) and zero padding. Both the shared-
@@ -466,6 +513,7 @@ int main() {
     checkSelect();
     checkSums();
     checkRescore();
+    checkTopkFilter();
 #endif
     std::printf("%d failures\n", failures);
     return failures ? 1 : 0;
