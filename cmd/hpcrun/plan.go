@@ -28,8 +28,14 @@ import (
 // float32 operand (k-means' centroids, the eval embeddings: centroid, topk,
 // maxarg, shiftedmax) get them with runtime.gpu_precision = "float16", half
 // of them with "float16x2", and with "float32" (the default) the FFMA
-// kernels' rate, gpuFFMA, which no GPU has measured yet (assumed).
+// kernels' rate, gpuFFMA, which no GPU has measured yet (assumed); with
+// runtime.gpu_filter the tensor-core rates less gpuFilterShare's 10%.
 const gpuFFMA = 25e3 // GFLOP/s per H100 rank: assumed (~40% of the 67 TFLOP/s float32 peak)
+
+// gpuFilterShare: with runtime.gpu_filter the ops on float16 rows run on the
+// tensor cores plus the exact filter's appends and rescoring, assumed to
+// cost 10% (not yet measured on a GPU).
+const gpuFilterShare = 0.9
 var planDefaults = map[string]map[string]float64{
 	"cpu": {"centroid": 180, "topk": 170, "maxarg": 180, "shiftedmax": 180, "prefixmax": 150,
 		"read_gbps": 2, "allreduce_gbps": 1, "embed_ips": 150},
@@ -86,16 +92,25 @@ func cmdPlan(ctx context.Context, args []string) error {
 	source := "default " + kind + " rates (see README)"
 	if kind == "gpu" {
 		prec := cfg.Runtime.GPUPrecision
+		filter := prec == "float32" && cfg.Runtime.GPUFilter
 		for _, op := range []string{"centroid", "topk", "maxarg", "shiftedmax"} {
-			switch prec {
-			case "float16x2":
+			switch {
+			case prec == "float16x2":
 				rates[op] /= 2
-			case "float32":
+			case filter:
+				rates[op] *= gpuFilterShare
+			case prec == "float32":
 				rates[op] = gpuFFMA
 			}
 		}
+		if filter {
+			rates["prefixmax"] *= gpuFilterShare
+		}
 		source += ", gpu_precision " + prec
-		if prec == "float32" {
+		switch {
+		case filter:
+			source += " with gpu_filter (the tensor-core rates less an assumed 10% for the exact filter's rescoring)"
+		case prec == "float32":
 			source += " (float32 operands on the FFMA kernels: assumed rate)"
 		}
 	}

@@ -69,4 +69,9 @@ max_iter = 10
 	if f16, x2, f32 := gpu("float16"), gpu("float16x2"), gpu("float32"); f16 != 213e3 || x2 != f16/2 || f32 != gpuFFMA {
 		t.Errorf("centroid rates: float16 %g, float16x2 %g, float32 %g", f16, x2, f32)
 	}
+	// runtime.gpu_filter: float32 operands on the tensor cores (exact)
+	p := plan("1", "--gpus-per-node", "1", "--set", "runtime.gpu_filter=true")
+	if r := p["rates"].(map[string]any)["centroid"].(float64); r != 213e3*gpuFilterShare || !strings.Contains(p["rates_source"].(string), "gpu_filter") {
+		t.Errorf("gpu_filter: centroid rate %g, source %q", r, p["rates_source"])
+	}
 }
