@@ -206,7 +206,7 @@ func (e *Backend) argmaxBand(j argmaxJob) (kernels.ArgMax, error) {
 			all := rs
 			all.Flags |= rsAll
 			e.stats.bandExactRows += n
-			if err := launch("rescore_rows", min(n, e.tun.bandRowBlocks), words(&all)); err != nil {
+			if err := launch("rescore_rows", max(1, min(n, e.tun.bandRowBlocks)), words(&all)); err != nil {
 				return err
 			}
 		} else {
@@ -231,7 +231,7 @@ func (e *Backend) argmaxBand(j argmaxJob) (kernels.ArgMax, error) {
 			if err := launch("rescore_argmax", ceilDiv(n, threads), words(&rs)); err != nil {
 				return err
 			}
-			if err := launch("rescore_rows", min(n, e.tun.bandRowBlocks), words(&rs)); err != nil {
+			if err := launch("rescore_rows", max(1, min(n, e.tun.bandRowBlocks)), words(&rs)); err != nil {
 				return err
 			}
 		}

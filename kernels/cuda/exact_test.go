@@ -401,3 +401,24 @@ func exactFilterTopK(t *testing.T, mk func(t *testing.T, version int, tun tunabl
 		}
 	})
 }
+
+// TestExactFilterConformance: the conformance suites (shapes, edge values,
+// errors for NaN and wrong dims, k beyond the base, empty sets) through the
+// filter's paths, with default and tiny tunables.
+func TestExactFilterConformance(t *testing.T) {
+	for _, c := range []struct {
+		version int
+		small   bool
+	}{{4, false}, {5, true}} {
+		t.Run(fmt.Sprintf("v%d,small=%v", c.version, c.small), func(t *testing.T) {
+			tun := defaultTunables
+			if c.small {
+				tun = smallTunables()
+				tun.bandCap = 2
+			}
+			b := newEmulated(t, c.version, tun)
+			b.Filter = true
+			kerneltest.All(t, b)
+		})
+	}
+}
