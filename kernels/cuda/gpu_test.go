@@ -284,3 +284,35 @@ func newGPUBench(b *testing.B) *Backend {
 	b.Cleanup(func() { be.Close() })
 	return be
 }
+
+// BenchmarkGPUFilter times the pipeline's operand types — float32 queries
+// and centroids against float16 rows — on the FFMA kernels (float32, the
+// default) and through the exact filter (the same results), side by side.
+func BenchmarkGPUFilter(b *testing.B) {
+	be := newGPUBench(b)
+	x := kerneltest.Gen(5, 200000, 512, kerneltest.Gauss, true)
+	q := kerneltest.Gen(6, 4096, 512, kerneltest.Gauss, false)
+	for _, filter := range []bool{false, true} {
+		be.Filter = filter
+		name := "ffma"
+		if filter {
+			name = "filter"
+		}
+		b.Run("topk/"+name, func(b *testing.B) {
+			for b.Loop() {
+				if _, err := be.TopK(q.M, x.M, kernels.TopKOptions{K: 100}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(2*4096*200000*512*float64(b.N)/b.Elapsed().Seconds()/1e12, "TFLOP/s")
+		})
+		b.Run("centroid/"+name, func(b *testing.B) {
+			for b.Loop() {
+				if _, err := be.NearestCentroid(x.M, q.M, kernels.L2, kernels.NewAccum(4096, 512)); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(2*200000*4096*512*float64(b.N)/b.Elapsed().Seconds()/1e12, "TFLOP/s")
+		})
+	}
+}
