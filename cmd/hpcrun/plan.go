@@ -36,6 +36,7 @@ const gpuFFMA = 25e3 // GFLOP/s per H100 rank: assumed (~40% of the 67 TFLOP/s f
 // tensor cores plus the exact filter's appends and rescoring, assumed to
 // cost 10% (not yet measured on a GPU).
 const gpuFilterShare = 0.9
+
 var planDefaults = map[string]map[string]float64{
 	"cpu": {"centroid": 180, "topk": 170, "maxarg": 180, "shiftedmax": 180, "prefixmax": 150,
 		"read_gbps": 2, "allreduce_gbps": 1, "embed_ips": 150},
