@@ -101,12 +101,24 @@ func amxAllowedByEnv() bool {
 // ---------------------------------------------------------------- plain-Go twins
 
 // fma32 returns a·b + c rounded once to float32 (nearest even), as
-// VFMADD231PS computes it: the float64 sum is made exact with TwoSum and
-// rounded to odd before the final rounding to float32.
+// VFMADD231PS computes it. a·b is exact in float64, so r = p + c is the
+// exact sum rounded once to float64; rounding r on to float32 gives the
+// single rounding unless r sits exactly on a float32 midpoint (the low 29
+// mantissa bits 1<<28: the first rounding may have moved the sum there) or
+// below float32's normal range (more bits drop there). Only those rare
+// sums take the slow path: TwoSum makes the float64 sum exact and rounds
+// it to odd before the final rounding.
 func fma32(a, b, c float32) float32 {
 	p := float64(a) * float64(b) // exact
 	cc := float64(c)
 	r := p + cc
+	if u := math.Float64bits(r); u&(1<<29-1) != 1<<28 && u<<1 >= (1023-126)<<53 {
+		return float32(r)
+	}
+	return fma32Slow(p, cc, r)
+}
+
+func fma32Slow(p, cc, r float64) float32 {
 	bb := r - p
 	e := (p - (r - bb)) + (cc - bb)
 	if e != 0 && math.Float64bits(r)&1 == 0 {

@@ -31,6 +31,12 @@ func TestFMA32(t *testing.T) {
 			// halfway: c a power of two, a·b tiny and of equal size to half an ulp of c
 			c = float32(math.Ldexp(1, r.IntN(10)))
 			b = float32(math.Ldexp(float64(c), -25)) / a
+		case 3:
+			if i%8 == 3 { // results below float32's normal range
+				a = float32(math.Ldexp(r.NormFloat64(), -70))
+				b = float32(math.Ldexp(r.NormFloat64(), -60))
+				c = float32(math.Ldexp(r.NormFloat64(), -128-r.IntN(20)))
+			}
 		}
 		ex := new(big.Float).SetPrec(200).SetFloat64(float64(a))
 		ex.Mul(ex, new(big.Float).SetPrec(200).SetFloat64(float64(b)))
@@ -39,6 +45,17 @@ func TestFMA32(t *testing.T) {
 		if got := fma32(a, b, c); got != want && !(got == 0 && want == 0) {
 			t.Fatalf("fma32(%g, %g, %g) = %g, want %g", a, b, c, got, want)
 		}
+	}
+	// Double rounding: the exact sum 1 + 2⁻²⁴ + 2⁻⁵⁴ rounds to the float32
+	// midpoint 1 + 2⁻²⁴ in float64, then to even (1); rounded once it is 1 + 2⁻²³.
+	a := float32(1 + math.Ldexp(1, -15))
+	b := -float32(math.Ldexp(1-math.Ldexp(1, -15), -24))
+	c := float32(1 + math.Ldexp(1, -23))
+	if got := fma32(a, b, c); got != c {
+		t.Fatalf("fma32(%g, %g, %g) = %.10g, want %.10g (rounded once)", a, b, c, got, c)
+	}
+	if got := madd32(a, b, c); got != c {
+		t.Fatalf("madd32(%g, %g, %g) = %.10g, want %.10g (rounded once)", a, b, c, got, c)
 	}
 }
 

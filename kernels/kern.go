@@ -3,7 +3,8 @@ package kernels
 // Micro-kernel versions (C[14x32] (+)= A-panel(14 x kc) * B-panel(kc x 32),
 // both panels packed k-major, see pack.go):
 //
-//	kern1  kernGeneric     plain Go, any CPU (kern_generic path, -tags noasm, arm64)
+//	kern1  kernGeneric     plain Go, any CPU (kern_generic path, -tags noasm, arm64): FMA chains
+//	                       through madd32 (arm64 fuses a*b + c itself; elsewhere fma32 in software)
 //	kern2  kern14x32bcst   AVX-512, 28 zmm accumulators, FMA with {1to16} memory broadcast
 //	kern3  kern14x32       AVX-512, 28 zmm accumulators, VBROADCASTSS + register FMA (default)
 //	kern4  amxTile         AMX-BF16 approximate tile for engine 2's filter (amx.go); not exact,
@@ -25,7 +26,7 @@ const (
 //	for i := 0; i < mr; i++ {
 //		for j := 0; j < nr; j++ {
 //			s := 0 (or c[i*ldc+j] if accum)
-//			for p := 0; p < kc; p++ { s += a[p*mr+i] * b[p*nr+j] }
+//			for p := 0; p < kc; p++ { s = fma32(a[p*mr+i], b[p*nr+j], s) }
 //			c[i*ldc+j] = s
 //		}
 //	}
@@ -45,7 +46,7 @@ func kernGeneric(kc int, a, b, c []float32, ldc int, accum bool) {
 			ai := ap[i]
 			r := &acc[i]
 			for j := 0; j < nr; j++ {
-				r[j] += ai * bp[j]
+				r[j] = madd32(ai, bp[j], r[j])
 			}
 		}
 	}

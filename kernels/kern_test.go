@@ -135,6 +135,27 @@ func TestAVX2MicroKernel(t *testing.T) {
 	}
 }
 
+// TestGenericKernelFMA: kern1, the plain-Go twin (-tags noasm, arm64, CPUs
+// without FMA), gives the FMA kernels' bits: one fused chain per element.
+func TestGenericKernelFMA(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	for _, kc := range []int{1, 2, 17, 512} {
+		for _, accum := range []bool{false, true} {
+			a := randSlice(r, kc*mr)
+			b := randSlice(r, kc*nr)
+			got := randSlice(r, mr*nr)
+			want := append([]float32(nil), got...)
+			kernGeneric(kc, a, b, got, nr, accum)
+			kernFMARef(kc, a, b, want, nr, accum)
+			for i := range got {
+				if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+					t.Fatalf("kc=%d accum=%v c[%d][%d] = %v, want %v (one fused chain)", kc, accum, i/nr, i%nr, got[i], want[i])
+				}
+			}
+		}
+	}
+}
+
 // kernFMARef is kernGeneric with fma32: every element one fused chain.
 func kernFMARef(kc int, a, b, c []float32, ldc int, accum bool) {
 	for i := 0; i < mr; i++ {
