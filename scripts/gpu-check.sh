@@ -33,5 +33,7 @@ echo "[gpu-check] bundle ready: $B/ ($(du -sh "$B" | cut -f1)); on a GPU node: b
 if [ "${1:-}" = --dry-run ]; then
   echo "[gpu-check] dry run on the emulator (HPCRUN_CUDA_EMULATOR=1), tiny shapes, no torch"
   HPCRUN_CUDA_EMULATOR=1 OUT="$B/dry-run" NQ=32 NB=2000 DIM=64 K=10 KC=16 SKIP_TORCH=1 \
-    TESTS='^(TestGPULargeK|TestPTXStructure|TestKeys)$' NEW_TESTS='^TestGPUSmallTunables$/^v[56]$' bash "$B/run.sh" quick
+    TESTS='^(TestGPULargeK|TestPTXStructure|TestKeys)$' NEW_TESTS='^TestGPUSmallTunables$/^v[56]$' bash "$B/run.sh" quick && rc=0 || rc=$?
+  rm -f "$B/hpcrun" # unpacked by run.sh: the bundle carries hpcrun.gz only (64 MiB)
+  exit $rc
 fi

@@ -27,6 +27,7 @@
 # Results: $OUT/summary.txt (everything that matters), ptxas.txt,
 # conformance.txt (conformance-new.txt: versions 5 and 6; conformance-filter.txt:
 # the exact filter), bench-{quick,full}-{hpcrun,torch}.{txt,json},
+# bench-{quick,full}-kept.{txt,json} (NearestCentroid on kept points),
 # bench-mixed-hpcrun.{txt,json}, e2e.txt,
 # nvidia-smi.txt.
 set -uo pipefail
@@ -135,9 +136,18 @@ bench() { # name nq nb
   timeout $(( $(left) - 10 )) "$here/cudabench" -ops topk,centroid,kernel-topk,kernel-centroid -nq "$nq" -nb "$nb" -dim "$DIM" -k "$K" -centroids "$KC" \
     -version "$VERSIONS" ${PROFILE:+-profile} -json "$OUT/bench-$name-hpcrun.json" > "$OUT/bench-$name-hpcrun.txt" 2>&1 || { status=1; log "cudabench FAILED (exit $?)"; }
   tee -a "$OUT/summary.txt" < "$OUT/bench-$name-hpcrun.txt"
+  # k-means' case: the points kept on the device, float32 centroids, on the
+  # tensor cores (gpu_precision float16; gpu_filter: exact)
+  if [ "$(left)" -gt 60 ]; then
+    local precs=float16,filter
+    [ "${NO_FILTER:-}" = 1 ] && precs=float16
+    timeout $(( $(left) - 10 )) "$here/cudabench" -ops centroid-kept -nq 1 -nb "$nb" -dim "$DIM" -centroids "$KC" -precision $precs \
+      -version "$VERSIONS" -json "$OUT/bench-$name-kept.json" > "$OUT/bench-$name-kept.txt" 2>&1 || { status=1; log "cudabench (kept) FAILED (exit $?)"; }
+    grep -v '^ *launches' "$OUT/bench-$name-kept.txt" | tee -a "$OUT/summary.txt"
+  fi
   if [ "${SKIP_TORCH:-}" != 1 ] && [ "$(left)" -gt 30 ]; then
     PYTHONUNBUFFERED=1 timeout $(( $(left) - 5 )) python3 "$here/torch_ref.py" --nq "$nq" --nb "$nb" --dim "$DIM" --k "$K" --centroids "$KC" ${TORCH_OPS:+--ops "$TORCH_OPS"} \
-      --json "$OUT/bench-$name-torch.json" --ours "$OUT/bench-$name-hpcrun.json" > "$OUT/bench-$name-torch.txt" 2>&1 \
+      --json "$OUT/bench-$name-torch.json" --ours "$OUT/bench-$name-hpcrun.json,$OUT/bench-$name-kept.json" > "$OUT/bench-$name-torch.txt" 2>&1 \
       || { status=1; log "torch_ref.py FAILED or cut (exit $?)"; }
     tee -a "$OUT/summary.txt" < "$OUT/bench-$name-torch.txt"
   fi

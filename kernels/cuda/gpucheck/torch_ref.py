@@ -15,6 +15,7 @@ hpcrun's numbers include (they start from host memory).
 """
 import argparse
 import json
+import os
 import socket
 import time
 
@@ -89,7 +90,7 @@ def main():
     ap.add_argument("--reps", type=int, default=1)
     ap.add_argument("--ops", default="peak,topk,topk-h2d,centroid")
     ap.add_argument("--json")
-    ap.add_argument("--ours", help="cudabench JSON to compare with")
+    ap.add_argument("--ours", help="cudabench JSON files to compare with, comma-separated (missing ones are skipped)")
     a = ap.parse_args()
     dev = "cuda"
     name = torch.cuda.get_device_name(0)
@@ -166,20 +167,28 @@ def main():
             json.dump(out, f, indent=2)
 
     if a.ours:
-        with open(a.ours) as f:
-            ours = json.load(f)
+        ours = []
+        for fn in a.ours.split(","):
+            if os.path.exists(fn):
+                with open(fn) as f:
+                    ours += json.load(f)
         peak = next((m["gflops"] for m in out if m["op"] == "peak"), None)
         sheet_name, sheet = datasheet_peak(name)
         print("\nratios (same GPU, same run; TFLOP/s from the same flop formula):")
         for m in ours:
             line = f"  {m['op']:<10} hpcrun-cuda v{m.get('version', 0)} {m['gflops'] / 1e3:8.1f} TFLOP/s"
+            # centroid-kept (points on the device) is the like of torch's centroid (data on the GPU)
+            op = {"centroid-kept": "centroid"}.get(m["op"], m["op"])
             for r in out:
-                if r["op"] == m["op"]:
+                if r["op"] == op:
                     line += f"   vs {r['impl']} {r['gflops'] / 1e3:.1f}: x{m['gflops'] / r['gflops']:.2f}"
             if peak:
                 line += f"   = {100 * m['gflops'] / peak:.0f}% of torch's dense float16 matmul"
             if sheet:
                 line += f", {100 * m['gflops'] / 1e3 / sheet:.0f}% of the {sheet_name} datasheet ({sheet:.0f})"
+            note = m.get("note", "")
+            if "gpu_precision" in note:
+                line += "   [" + note[note.index("gpu_precision"):] + "]"
             print(line)
 
 

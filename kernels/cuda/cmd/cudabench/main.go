@@ -18,6 +18,13 @@
 // runtime.gpu_precision (the FFMA kernels, or everything rounded onto the
 // tensor cores); "filter" in -precision is float32 with runtime.gpu_filter
 // (the ops on the tensor cores with exact results).
+//
+// centroid-kept is NearestCentroid as k-means' iterations after the first
+// run it: the points kept on the device (kernels.Keeper; the upload is in
+// the untimed warm-up, printed apart), float32 centroids whatever -queries
+// says, sums and assignments back to the host. With -precision float16 or
+// filter it is the tensor-core figure to set beside PyTorch's centroid op
+// (data on the GPU) and the GPU's dense float16 peak.
 package main
 
 import (
@@ -52,7 +59,7 @@ type measurement struct {
 }
 
 func main() {
-	ops := flag.String("ops", "topk,centroid,maxarg", "comma-separated: topk, centroid, maxarg, shiftedmax, prefixmax, kernel-topk, kernel-centroid")
+	ops := flag.String("ops", "topk,centroid,maxarg", "comma-separated: topk, centroid, centroid-kept, maxarg, shiftedmax, prefixmax, kernel-topk, kernel-centroid")
 	nq := flag.Int("nq", 50000, "queries")
 	nb := flag.Int("nb", 10000000, "base rows (points for centroid)")
 	dim := flag.Int("dim", 512, "dimension")
@@ -123,9 +130,13 @@ func main() {
 	var out []measurement
 	timeIt := func(name string, flops float64, m measurement, run func(n int) error) {
 		note := m.Note
+		dt := dtype // the op's operand dtypes (centroid-kept: always float32 centroids)
+		if m.DType != "" {
+			dt = m.DType
+		}
 		done := map[[3]int]bool{}
 		// the exact filter takes the ops on float16 rows (not the kernel-only timings)
-		filtered := name == "topk" || name == "maxarg" || name == "shiftedmax" || name == "centroid" || name == "prefixmax"
+		filtered := name == "topk" || name == "maxarg" || name == "shiftedmax" || name == "centroid" || name == "centroid-kept" || name == "prefixmax"
 		for _, ps := range precs {
 			p := ps.p
 			if ps.filter && !filtered {
@@ -136,7 +147,7 @@ func main() {
 				// a float32 operand kept float32 runs the FFMA kernels: version 1
 				// unless 6 was asked (or the filter's band kernels)
 				eff := b.Float16Version()
-				if dtype != "float16" && p == cuda.Exact && eff != 6 && !ps.filter {
+				if dt != "float16" && p == cuda.Exact && eff != 6 && !ps.filter {
 					eff = 1
 				}
 				if ps.filter && (eff < 2 || eff > 5) {
@@ -150,7 +161,7 @@ func main() {
 					continue
 				}
 				done[key] = true
-				if dtype != "float16" || ps.filter {
+				if dt != "float16" || ps.filter {
 					m.Note = strings.TrimPrefix(note+"; gpu_precision "+p.String(), "; ")
 					if ps.filter {
 						m.Note += ", gpu_filter (exact)"
@@ -170,7 +181,7 @@ func main() {
 					}
 					best = min(best, time.Since(t0).Seconds())
 				}
-				m.Op, m.Impl, m.Device, m.Host, m.DType, m.Version = name, "hpcrun-cuda", b.Name(), host, dtype, eff
+				m.Op, m.Impl, m.Device, m.Host, m.DType, m.Version = name, "hpcrun-cuda", b.Name(), host, dt, eff
 				m.Seconds, m.GFLOPS = best, flops/best/1e9
 				fmt.Printf("%-10s hpcrun-cuda v%d  %8.3f s  %8.1f TFLOP/s  nq=%d nb=%d dim=%d k=%d  %s\n", name, eff, best, m.GFLOPS/1e3, m.NQ, m.NB, m.Dim, m.K, m.Note)
 				fmt.Printf("             %s\n", b.Profile())
@@ -246,6 +257,41 @@ func main() {
 				_, err := b.NearestCentroid(prefix(B, n), C, kernels.L2, kernels.NewAccum(*kc, *dim))
 				return err
 			})
+		case "centroid-kept":
+			// k-means' iterations after the first: the points stay on the
+			// device (kernels.Keeper, kept in the warm-up, untimed) and each
+			// call sends float32 centroids (the pipeline's means) and brings
+			// back the assignment and the fixed-point sums. The tensor cores
+			// run it with -precision float16 or filter; float32 is FFMA.
+			need()
+			C := kernels.RandomUnit(3, *kc, *dim, true, th)
+			c32 := make([]float32, len(C.F16))
+			kernels.F16ToF32(c32, C.F16)
+			C = kernels.F32Matrix(c32, *kc, *dim)
+			var kept kernels.Kept
+			defer func() {
+				if kept != nil {
+					kept.Release()
+				}
+			}()
+			timeIt("centroid-kept", 2*float64(*nb)*float64(*kc)*float64(*dim),
+				measurement{NB: *nb, Dim: *dim, K: *kc, DType: "float32xfloat16", Note: "L2, fixed-point sums, points kept on the device"}, func(n int) error {
+					if n < 0 { // warm-up: keep the points in this setting's layout
+						if kept != nil {
+							kept.Release()
+							kept = nil
+						}
+						t0 := time.Now()
+						k, err := b.Keep(B)
+						if err != nil {
+							return err
+						}
+						kept = k
+						fmt.Printf("             kept %d points on the device in %.3f s\n", B.Rows, time.Since(t0).Seconds())
+					}
+					_, err := kept.NearestCentroid(C, kernels.L2, kernels.NewAccum(*kc, *dim))
+					return err
+				})
 		case "kernel-topk", "kernel-centroid":
 			// the similarity kernel alone on device-resident data: the
 			// queries (or one chunk of points) against one chunk of base
