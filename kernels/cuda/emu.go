@@ -351,11 +351,16 @@ func (d *emuDevice) selectK(a selectArgs) {
 			thr[q] = keyValue(kth)
 		}
 		if out != nil {
-			for r := 0; r < k; r++ {
-				out[q*k+r] = 0
+			o := out[q*k : (q+1)*k]
+			for r := range o {
+				o[r] = 0
 				if r < m {
-					out[q*k+r] = kq[r]
+					o[r] = kq[r]
 				}
+			}
+			if a.Flags&selSortOut != 0 && m <= selSmemKeys {
+				slices.Sort(o[:m])
+				slices.Reverse(o[:m]) // best first
 			}
 		}
 	}

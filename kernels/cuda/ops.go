@@ -263,6 +263,10 @@ func (e *Backend) topkBlock(q, b kernels.Matrix, q0, q1 int, t topkPlan, res ker
 		return err
 	}
 	sel.Out = out
+	sorted := k <= selSortMax // the device sorts each query's k keys
+	if sorted {
+		sel.Flags |= selSortOut
+	}
 	e.stats.selects++
 	if err := e.dev.launch("topk_select", [3]int{nq, 1, 1}, [3]int{threads, 1, 1}, e.compute, words(&sel)); err != nil {
 		return err
@@ -283,22 +287,25 @@ func (e *Backend) topkBlock(q, b kernels.Matrix, q0, q1 int, t topkPlan, res ker
 		if err := e.dev.sync(e.compute); err != nil {
 			return err
 		}
-		if err := decodeTopK(keys, b1-b0, q0+b0, t, res, pad, e.threads); err != nil {
+		if err := decodeTopK(keys, b1-b0, q0+b0, t, res, pad, sorted, e.threads); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// decodeTopK sorts each of the n rows of k keys (best first) and writes them
-// as values and indices into rows r0.. of res (key 0 is padding).
-func decodeTopK(keys []uint64, n, r0 int, t topkPlan, res kernels.TopKResult, pad float32, threads int) error {
+// decodeTopK writes each of the n rows of k keys (best first: sorted on the
+// device, or here when !sorted) as values and indices into rows r0.. of res
+// (key 0 is padding).
+func decodeTopK(keys []uint64, n, r0 int, t topkPlan, res kernels.TopKResult, pad float32, sorted bool, threads int) error {
 	k := t.k
 	return parallelFor(n, threads, func(lo, hi int) error {
 		for i := lo; i < hi; i++ {
 			row := keys[i*k : (i+1)*k]
-			slices.Sort(row)
-			slices.Reverse(row) // best first, key 0 (padding) last
+			if !sorted {
+				slices.Sort(row)
+				slices.Reverse(row) // best first, key 0 (padding) last
+			}
 			vals, idx := res.Row(r0 + i)
 			for j, key := range row {
 				if key == 0 {

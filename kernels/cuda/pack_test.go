@@ -109,3 +109,34 @@ func BenchmarkPackF16(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkDecodeTopK is TopK's last host step on 2,000 queries × k = 1,000
+// keys, one thread: sorting each row here (k > selSortMax) or only decoding
+// rows topk_select sorted on the device (SEL_SORT_OUT).
+func BenchmarkDecodeTopK(b *testing.B) {
+	const nq, k = 2000, 1000
+	r := rand.New(rand.NewPCG(1, 2))
+	orig := make([]uint64, nq*k)
+	for i := range orig {
+		orig[i] = r.Uint64() | 1
+	}
+	keys := make([]uint64, len(orig))
+	res := kernels.TopKResult{NQ: nq, K: k, Val: make([]float32, nq*k), Idx: make([]int64, nq*k)}
+	for _, sorted := range []bool{false, true} {
+		name := "host-sort"
+		if sorted {
+			name = "device-sorted"
+		}
+		b.Run(name, func(b *testing.B) {
+			b.SetBytes(8 * nq * k)
+			for b.Loop() {
+				b.StopTimer()
+				copy(keys, orig)
+				b.StartTimer()
+				if err := decodeTopK(keys, nq, 0, topkPlan{k: k}, res, 0, sorted, 1); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

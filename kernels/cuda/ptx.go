@@ -116,12 +116,19 @@ type simArgs struct {
 type selectArgs struct {
 	Keys, Count, Thr, Out dptr
 	NQ, Cap, K            int64
-	Flags                 int64 // selGlobalOnly
+	Flags                 int64 // selGlobalOnly | selSortOut
 }
 
-// selGlobalOnly (SEL_GLOBAL_ONLY in topk.cu): topk_select never stages the
-// keys in shared memory (the tests check both paths).
-const selGlobalOnly = 1
+// topk_select's flags (topk.cu): selGlobalOnly (SEL_GLOBAL_ONLY): never
+// stage the keys in shared memory for the selection (the tests check both
+// paths); selSortOut (SEL_SORT_OUT): the final keys in out best first
+// (sorted on the device when k <= selSortMax; the host sorts larger k).
+const (
+	selGlobalOnly = 1
+	selSortOut    = 2
+	selSortMax    = 2048
+	selSmemKeys   = 5888 // SEL_SMEM_KEYS: the sort needs k <= this
+)
 
 // sumArgs is the Go twin of struct SumArgs in centroid.cu.
 type sumArgs struct {

@@ -235,6 +235,37 @@ func TestArgStructs(t *testing.T) {
 	}
 }
 
+// TestDefines compares the #define constants the host side mirrors with
+// their Go twins.
+func TestDefines(t *testing.T) {
+	for _, c := range []struct {
+		file, name string
+		want       int
+	}{
+		{"topk.cu", "SEL_THREADS", threads},
+		{"topk.cu", "SEL_GLOBAL_ONLY", selGlobalOnly},
+		{"topk.cu", "SEL_SORT_OUT", selSortOut},
+		{"topk.cu", "SEL_SMEM_KEYS", selSmemKeys},
+		{"exact.cu", "TF_QF32", tfQF32},
+	} {
+		src, err := os.ReadFile(c.file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := regexp.MustCompile(`(?m)^#define ` + c.name + `\s+(\d+)`).FindSubmatch(src)
+		if m == nil {
+			t.Errorf("%s: no #define %s", c.file, c.name)
+			continue
+		}
+		if got, _ := strconv.Atoi(string(m[1])); got != c.want {
+			t.Errorf("%s: %s = %d, Go has %d", c.file, c.name, got, c.want)
+		}
+	}
+	if selSortMax > selSmemKeys {
+		t.Errorf("selSortMax %d > selSmemKeys %d: topk_select would leave larger k unsorted", selSortMax, selSmemKeys)
+	}
+}
+
 // TestPTXFresh regenerates the PTX with scripts/ptx.sh into a temp dir and
 // fails when a committed .ptx differs (run scripts/ptx.sh, i.e. make ptx).
 // Skipped without clang-19 (failed then with HPCRUN_REQUIRE_CLANG=1).

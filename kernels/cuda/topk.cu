@@ -156,6 +156,7 @@ struct SelectArgs {
 #define SEL_THREADS 256
 #define SEL_SMEM_KEYS 5888   // keys staged in shared memory (46 KiB) when they fit
 #define SEL_GLOBAL_ONLY 1
+#define SEL_SORT_OUT 2       // out gets the keys sorted, best first (m <= SEL_SMEM_KEYS)
 
 // topk_select: grid.x = nq, 256 threads. With n = count[q] >= k it finds
 // the k-th largest key by MSB-first radix select (8 rounds of 8-bit
@@ -163,8 +164,12 @@ struct SelectArgs {
 // >= it), moves those k keys to the front of the query's slots in index
 // order (in place: tile by tile, a ballot scan gives each kept key a slot
 // <= its own), sets count[q] = k and thr[q] = value of the k-th key.
-// With out set it then copies the first min(n, k) keys to out[q*k ...] and
-// pads with key 0. When n <= SEL_SMEM_KEYS (k + headroom for k <= 1,792
+// With out set it then copies the first m = min(n, k) keys to out[q*k ...]
+// and pads with key 0; with SEL_SORT_OUT (and m <= SEL_SMEM_KEYS) in
+// descending order: each key goes to its rank, the number of keys above it
+// (ties, which distinct keys never have, broken by position), counted in
+// shared memory (m² compares: the host asks for it for k <= 2,048 and sorts
+// larger k itself). When n <= SEL_SMEM_KEYS (k + headroom for k <= 1,792
 // with the default tunables; flags can forbid it) the keys are first
 // copied to shared memory, so the 8 histogram passes and the compaction
 // read shared memory instead of global.
@@ -248,8 +253,24 @@ KERNEL __launch_bounds__(SEL_THREADS) void topk_select(SelectArgs s) {
         }
     }
     if (s.out) {
-        sync_threads();
-        for (u32 r = tid; r < k; r += SEL_THREADS) s.out[q * s.k + r] = r < m ? kq[r] : 0;
+        sync_threads(); // the compaction's writes to kq are done
+        u64* o = s.out + q * s.k;
+        if ((s.flags & SEL_SORT_OUT) && m <= SEL_SMEM_KEYS) {
+            for (u32 r = tid; r < m; r += SEL_THREADS) skeys[r] = kq[r];
+            sync_threads();
+            for (u32 r = tid; r < m; r += SEL_THREADS) {
+                const u64 key = skeys[r];
+                u32 rank = 0;
+                for (u32 j = 0; j < m; j++) {
+                    const u64 x = skeys[j];
+                    rank += (x > key) | ((x == key) & (j < r));
+                }
+                o[rank] = key;
+            }
+            for (u32 r = m + tid; r < k; r += SEL_THREADS) o[r] = 0;
+        } else {
+            for (u32 r = tid; r < k; r += SEL_THREADS) o[r] = r < m ? kq[r] : 0;
+        }
     }
 }
 #endif // HPCRUN_SM90A

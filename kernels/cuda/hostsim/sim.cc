@@ -387,10 +387,12 @@ static void checkTopkFilter() {
 // topk_select: per query, n = count distinct random keys; with n >= k the k
 // largest move to the front in their order, count = k, thr = the k-th's
 // value; out gets the first min(n, k) and zero padding. Both the shared-
-// memory path (n <= SEL_SMEM_KEYS) and the global one (more keys, or flags).
+// memory path (n <= SEL_SMEM_KEYS) and the global one (more keys, or flags);
+// with SEL_SORT_OUT out is best first (k = 6,000 > SEL_SMEM_KEYS: unsorted).
 static void checkSelect() {
     std::mt19937_64 rng(7);
-    for (const auto& c : std::vector<std::array<int, 3>>{{1, 0, 0}, {5, 1, 0}, {7, 300, 0}, {3, 300, 1}, {40, 6000, 0}, {2, 9000, 1}}) {
+    for (const auto& c : std::vector<std::array<int, 3>>{{1, 0, 0}, {5, 1, 0}, {7, 300, 0}, {3, 300, 1}, {40, 6000, 0}, {2, 9000, 1},
+                                                         {1, 0, 2}, {7, 300, 2}, {300, 1000, 3}, {40, 6000, 2}, {1000, 4000, 2}, {6000, 7000, 2}}) {
         const int k = c[0], capMax = c[1], flags = c[2];
         const int nq = 5;
         const i64 cap = std::max(capMax + 16, k);
@@ -423,6 +425,8 @@ static void checkSelect() {
                 ok = ok && count[q] == (u32)n && thr[q] == -1.0f;
             }
             ok = ok && std::equal(want.begin(), want.end(), keys.begin() + q * cap);
+            // SEL_SORT_OUT: out best first (when the m keys fit shared memory)
+            if ((flags & SEL_SORT_OUT) && want.size() <= SEL_SMEM_KEYS) std::sort(want.rbegin(), want.rend());
             for (int r = 0; r < k; r++) ok = ok && out[q * k + r] == (r < (int)want.size() ? want[r] : 0);
         }
         char tag[96];
