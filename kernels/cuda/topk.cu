@@ -159,9 +159,9 @@ struct SelectArgs {
 #define SEL_SORT_OUT 2       // out gets the keys sorted, best first (m <= SEL_SMEM_KEYS)
 
 // topk_select: grid.x = nq, 256 threads. With n = count[q] >= k it finds
-// the k-th largest key by MSB-first radix select (8 rounds of 8-bit
-// histograms in shared memory; keys are distinct, so exactly k keys are
-// >= it), moves those k keys to the front of the query's slots in index
+// the k-th largest key by MSB-first radix select (up to 8 rounds of 8-bit
+// histograms in shared memory, ending early once one key holds the prefix;
+// keys are distinct, so exactly k keys are >= it), moves those k keys to the front of the query's slots in index
 // order (in place: tile by tile, a ballot scan gives each kept key a slot
 // <= its own), sets count[q] = k and thr[q] = value of the k-th key.
 // With out set it then copies the first m = min(n, k) keys to out[q*k ...]
@@ -176,7 +176,9 @@ struct SelectArgs {
 KERNEL __launch_bounds__(SEL_THREADS) void topk_select(SelectArgs s) {
     __shared__ u32 hist[256];
     __shared__ u32 wsum[SEL_THREADS / 32];
-    __shared__ u32 s_digit, s_rank;
+    __shared__ u32 gsum[32];
+    __shared__ u32 s_digit, s_rank, s_one;
+    __shared__ u64 s_kth;
     __shared__ u64 skeys[SEL_SMEM_KEYS];
     const i64 q = ctaid_x();
     if (q >= s.nq) return;
@@ -204,20 +206,46 @@ KERNEL __launch_bounds__(SEL_THREADS) void topk_select(SelectArgs s) {
                 if ((key & mask) == prefix) atomic_add_u32(&hist[(key >> shift) & 255], 1);
             }
             sync_threads();
-            if (tid == 0) {
+            // the digit holding the rank-th key from the top: lane l of warp
+            // 0 sums buckets 255-8l .. 248-8l, the lane whose range holds the
+            // rank scans its 8 (was: one thread over up to 256 buckets)
+            if (tid < 32) {
+                u32 g = 0;
+#pragma unroll
+                for (int j = 0; j < 8; j++) g += hist[255 - 8 * tid - j];
+                gsum[tid] = g;
+            }
+            sync_threads();
+            if (tid < 32) {
                 u32 cum = 0;
-                int d = 255;
-                for (; d > 0; d--) {
-                    if (cum + hist[d] >= rank) break;
-                    cum += hist[d];
+#pragma unroll
+                for (int j = 0; j < 32; j++) cum += (j < tid) ? gsum[j] : 0u;
+                if (cum < rank && rank <= cum + gsum[tid]) { // exactly one lane
+                    int d = 255 - 8 * tid;
+                    for (int j = 0; j < 7; j++, d--) {
+                        if (cum + hist[d] >= rank) break;
+                        cum += hist[d];
+                    }
+                    s_digit = (u32)d;
+                    s_rank = rank - cum;
+                    s_one = hist[d] == 1;
                 }
-                s_digit = (u32)d;
-                s_rank = rank - cum;
             }
             sync_threads();
             prefix |= (u64)s_digit << shift;
             mask |= (u64)255 << shift;
             rank = s_rank;
+            const bool one = s_one != 0;
+            sync_threads();
+            if (one) break; // one key has this prefix: it is the k-th
+        }
+        // the k-th key: prefix when all 64 bits were decided, else the one
+        // key under mask that matches it (keys are distinct)
+        if (mask != ~(u64)0) {
+            for (u32 x = tid; x < n; x += SEL_THREADS)
+                if ((src[x] & mask) == prefix) s_kth = src[x];
+            sync_threads();
+            prefix = s_kth;
             sync_threads();
         }
         const u64 kth = prefix;

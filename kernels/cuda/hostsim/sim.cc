@@ -392,8 +392,12 @@ static void checkTopkFilter() {
 static void checkSelect() {
     std::mt19937_64 rng(7);
     for (const auto& c : std::vector<std::array<int, 3>>{{1, 0, 0}, {5, 1, 0}, {7, 300, 0}, {3, 300, 1}, {40, 6000, 0}, {2, 9000, 1},
-                                                         {1, 0, 2}, {7, 300, 2}, {300, 1000, 3}, {40, 6000, 2}, {1000, 4000, 2}, {6000, 7000, 2}}) {
-        const int k = c[0], capMax = c[1], flags = c[2];
+                                                         {1, 0, 2}, {7, 300, 2}, {300, 1000, 3}, {40, 6000, 2}, {1000, 4000, 2}, {6000, 7000, 2},
+                                                         {7, 300, 4}, {300, 1000, 6}, {40, 6000, 5}}) {
+        // flags 4 (the test's, not the kernel's): values from {0.25, 0.5}, so
+        // keys tie on their value and the radix select goes down to the index bits
+        const int k = c[0], capMax = c[1], flags = c[2] & 3;
+        const bool ties = c[2] & 4;
         const int nq = 5;
         const i64 cap = std::max(capMax + 16, k);
         std::vector<u64> keys(nq * cap), out(nq * k, ~0ull);
@@ -403,7 +407,10 @@ static void checkSelect() {
         for (int q = 0; q < nq; q++) {
             const int n = std::min<i64>(cap, (q == 0) ? std::max(0, k - 1) : (q == 1 ? k : capMax + q));
             count[q] = n;
-            for (int x = 0; x < n; x++) keys[q * cap + x] = make_key((float)std::normal_distribution<double>(0, 1)(rng), x * 7 + q);
+            for (int x = 0; x < n; x++) {
+                const float v = ties ? ((rng() & 1) ? 0.5f : 0.25f) : (float)std::normal_distribution<double>(0, 1)(rng);
+                keys[q * cap + x] = make_key(v, x * 7 + q);
+            }
             orig[q].assign(keys.begin() + q * cap, keys.begin() + q * cap + n);
         }
         SelectArgs s{keys.data(), count.data(), thr.data(), out.data(), nq, cap, k, flags};
@@ -430,7 +437,7 @@ static void checkSelect() {
             for (int r = 0; r < k; r++) ok = ok && out[q * k + r] == (r < (int)want.size() ? want[r] : 0);
         }
         char tag[96];
-        std::snprintf(tag, sizeof tag, "topk_select k=%d n<=%d flags=%d", k, capMax + nq, flags);
+        std::snprintf(tag, sizeof tag, "topk_select k=%d n<=%d flags=%d%s", k, capMax + nq, flags, ties ? " ties" : "");
         report(ok, tag);
     }
 }
