@@ -74,6 +74,9 @@ type stats struct {
 	// in the similarity kernels (with TopK's count copy), in topk_select,
 	// and waiting for the next chunk's packing and copy
 	kernelSec, selectSec, stallSec float64
+	// always: seconds packing and copying the first chunk of a stream
+	// (nothing overlaps it), and TopK's last select, copy back and decode
+	firstSec, resultSec float64
 }
 
 // Profile reports, for benchmarks, what the host side did since the last
@@ -91,8 +94,14 @@ func (e *Backend) Profile() string {
 	if s.bandRows > 0 {
 		out += fmt.Sprintf(", exact-filter candidates per row %.2f", float64(s.bandCandidates)/float64(s.bandRows))
 	}
+	if s.firstSec > 0 || s.resultSec > 0 {
+		out += fmt.Sprintf("; first chunk %.3f s, waiting for chunks %.3f s", s.firstSec, s.stallSec)
+		if s.resultSec > 0 {
+			out += fmt.Sprintf(", top-k results back %.3f s", s.resultSec)
+		}
+	}
 	if e.tun.profile {
-		out += fmt.Sprintf("; kernels %.3f s, select (TopK) or sums (NearestCentroid) %.3f s, waiting for chunks %.3f s", s.kernelSec, s.selectSec, s.stallSec)
+		out += fmt.Sprintf("; kernels %.3f s, select (TopK) or sums (NearestCentroid) %.3f s", s.kernelSec, s.selectSec)
 	}
 	return out
 }

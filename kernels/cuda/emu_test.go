@@ -111,7 +111,16 @@ func TestEmulatedKernelSeconds(t *testing.T) {
 	if _, err := b.TopK(q.M, q.M, kernels.TopKOptions{K: 3}); err != nil {
 		t.Fatal(err)
 	}
-	if p := b.Profile(); !strings.Contains(p, "launches 1,") || !strings.Contains(p, "select (TopK)") {
+	if p := b.Profile(); !strings.Contains(p, "launches 1,") || !strings.Contains(p, "select (TopK)") ||
+		!strings.Contains(p, "first chunk") || !strings.Contains(p, "top-k results back") {
+		t.Errorf("profile %q", p)
+	}
+	// without SetProfile: the always-on timings only
+	b.SetProfile(false)
+	if _, err := b.TopK(q.M, q.M, kernels.TopKOptions{K: 3}); err != nil {
+		t.Fatal(err)
+	}
+	if p := b.Profile(); !strings.Contains(p, "top-k results back") || strings.Contains(p, "select (TopK)") {
 		t.Errorf("profile %q", p)
 	}
 }

@@ -263,6 +263,8 @@ func (e *Backend) topkBlock(q, b kernels.Matrix, q0, q1 int, t topkPlan, res ker
 		return err
 	}
 	sel.Out = out
+	t0 := time.Now()
+	defer func() { e.stats.resultSec += time.Since(t0).Seconds() }()
 	sorted := k <= selSortMax // the device sorts each query's k keys
 	if sorted {
 		sel.Flags |= selSortOut

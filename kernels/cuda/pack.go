@@ -443,9 +443,11 @@ func (e *Backend) stream(m kernels.Matrix, l layout, neg bool, name string, fn f
 		}
 		return e.dev.sync(e.copyS)
 	}
+	t0 := time.Now()
 	if err := stage(0); err != nil {
 		return err
 	}
+	e.stats.firstSec += time.Since(t0).Seconds()
 	for c := 0; c < nChunks; c++ {
 		var next chan error
 		if c+1 < nChunks {
