@@ -9,7 +9,7 @@ QUICK     := data/quickstart
 SHARED    ?= ../shared
 TEST_TIMEOUT ?= 1200s
 
-.PHONY: all deps build run test test-go test-noasm lint bench slurm-up parquet-testdata clean ptx gpu-check soak
+.PHONY: all deps build run test test-go test-noasm lint bench slurm-up parquet-testdata clean ptx gpu-check gpu-check-dry soak
 
 all: build
 
@@ -46,7 +46,14 @@ test-go:
 test-noasm:
 	HPCRUN_REQUIRE_REFS=1 $(GO) test -tags noasm -timeout $(TEST_TIMEOUT) -skip 'TestHostSim|TestPTXAssemble|TestPTXFresh' ./dataset/... ./kernels/...
 
-test: deps slurm-up lint build test-go test-noasm
+test: deps slurm-up lint build test-go test-noasm gpu-check-dry
+
+# The GPU check bundle, built and run here on the Go emulator of the kernels
+# (tiny shapes, no torch): a GPU lease is short, its script must not break there.
+gpu-check-dry:
+	bash scripts/gpu-check.sh --dry-run > /tmp/hpcrun-gpu-check-dry.log 2>&1 \
+	  || { tail -n 40 /tmp/hpcrun-gpu-check-dry.log; exit 1; }
+	@grep -E '^\[gpu-check' /tmp/hpcrun-gpu-check-dry.log | tail -n 3
 
 # Every hot path beside its reference, each pair in one run on the same data.
 bench: deps build
