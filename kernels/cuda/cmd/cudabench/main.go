@@ -208,13 +208,16 @@ func main() {
 		return kernels.F16Matrix(m.F16[:n*m.Dim], n, m.Dim)
 	}
 	// small: the small operand in the dtype -queries asks for
+	f32 := func(m kernels.Matrix) kernels.Matrix {
+		f := make([]float32, len(m.F16))
+		kernels.F16ToF32(f, m.F16)
+		return kernels.F32Matrix(f, m.Rows, m.Dim)
+	}
 	small := func(m kernels.Matrix) kernels.Matrix {
 		if *queries == "float16" {
 			return m
 		}
-		f := make([]float32, len(m.F16))
-		kernels.F16ToF32(f, m.F16)
-		return kernels.F32Matrix(f, m.Rows, m.Dim)
+		return f32(m)
 	}
 
 	var Q, B kernels.Matrix
@@ -264,10 +267,7 @@ func main() {
 			// back the assignment and the fixed-point sums. The tensor cores
 			// run it with -precision float16 or filter; float32 is FFMA.
 			need()
-			C := kernels.RandomUnit(3, *kc, *dim, true, th)
-			c32 := make([]float32, len(C.F16))
-			kernels.F16ToF32(c32, C.F16)
-			C = kernels.F32Matrix(c32, *kc, *dim)
+			C := f32(kernels.RandomUnit(3, *kc, *dim, true, th)) // the centroid op's, as -queries float32 has them
 			var kept kernels.Kept
 			defer func() {
 				if kept != nil {
