@@ -1,6 +1,9 @@
 package kernels
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // Backend is the similarity engine contract. CPU (this package) and later a
 // CUDA backend implement it; kernels/kerneltest holds the conformance suites
@@ -60,8 +63,101 @@ type Kept interface {
 	Release()
 }
 
-// ErrNoRoom is wrapped by Keeper.Keep when the points do not fit.
-var ErrNoRoom = errors.New("kernels: no room to keep the points")
+// ErrNoRoom is wrapped by Keeper.Keep when the points do not fit, and by
+// TopKStreamer.NewTopKStream when the queries' state does not.
+var ErrNoRoom = errors.New("kernels: no room in the backend's memory")
+
+// TopKStreamer is implemented by a backend that can keep a top-k search —
+// its queries, thresholds and candidates — in its own memory while the
+// base arrives block by block (kernels/cuda: on the device), so that a scan
+// over many blocks uploads the queries once, carries every query's
+// threshold from block to block, and copies back and decodes results only
+// when flushed. NewTopKStream (this package) falls back to TopK per block.
+type TopKStreamer interface {
+	// NewTopKStream starts a stream of the queries q (checked as TopK's):
+	// an error wrapping ErrNoRoom when their state would not fit at once.
+	NewTopKStream(q Matrix, opt TopKOptions) (TopKStream, error)
+}
+
+// TopKStream is the exact top-k of fixed queries over base rows added in
+// blocks. Its results merge with MergeTopK, or any exact merge ordering by
+// value, then index: MergeTopK over every Flush (indices shifted by the rows
+// added before each) equals TopK over all the rows added, bit for bit.
+type TopKStream interface {
+	// Add searches the rows of b (same Dim as the queries; one dtype for
+	// every block of a stream). They are numbered on from the rows added
+	// since the last Flush: the first such row is opt.BaseOffset.
+	Add(b Matrix) error
+	// Flush returns, best first, the entries of the rows added since the
+	// last Flush that may still belong to the top-k of all rows added since
+	// the stream began — every entry that does is there; the rest of a row
+	// is padding (index -1) — and forgets those rows: numbering restarts.
+	Flush() (TopKResult, error)
+	// Release frees the stream's memory; the stream must not be used after
+	// (a second Release does nothing).
+	Release()
+}
+
+// NewTopKStream returns be's own stream (native) when be is a TopKStreamer
+// with room for q, else a stream that runs be.TopK on each block and merges
+// on the host — which a caller that flushes after every block never pays
+// for, and gains nothing by flushing seldom.
+func NewTopKStream(be Backend, q Matrix, opt TopKOptions) (s TopKStream, native bool, err error) {
+	if ts, ok := be.(TopKStreamer); ok {
+		s, err = ts.NewTopKStream(q, opt)
+		if err == nil || !errors.Is(err, ErrNoRoom) {
+			return s, err == nil, err
+		}
+	}
+	if err := q.Check("queries"); err != nil {
+		return nil, false, err
+	}
+	if opt.K < 1 {
+		return nil, false, fmt.Errorf("kernels: TopK: k=%d < 1", opt.K)
+	}
+	return &hostTopKStream{be: be, q: q, opt: opt}, false, nil
+}
+
+// hostTopKStream is NewTopKStream's fallback: TopK per block, merged.
+type hostTopKStream struct {
+	be    Backend
+	q     Matrix
+	opt   TopKOptions
+	n     int64 // rows added since the last Flush
+	acc   TopKResult
+	added bool
+}
+
+func (h *hostTopKStream) Add(b Matrix) error {
+	opt := h.opt
+	opt.BaseOffset += h.n
+	r, err := h.be.TopK(h.q, b, opt)
+	if err != nil {
+		return err
+	}
+	if h.added {
+		if r, err = MergeTopK(h.opt.K, h.acc, r); err != nil {
+			return err
+		}
+	}
+	h.acc, h.added = r, true
+	h.n += int64(b.Rows)
+	return nil
+}
+
+func (h *hostTopKStream) Flush() (TopKResult, error) {
+	r := h.acc
+	if !h.added {
+		var err error
+		if r, err = h.be.TopK(h.q, Matrix{Dim: h.q.Dim, F32: []float32{}}, h.opt); err != nil {
+			return TopKResult{}, err
+		}
+	}
+	h.acc, h.added, h.n = TopKResult{}, false, 0
+	return r, nil
+}
+
+func (h *hostTopKStream) Release() { h.acc, h.added = TopKResult{}, false }
 
 // TopKOptions selects K, the direction and the global index offset.
 type TopKOptions struct {

@@ -143,6 +143,16 @@
 // topk_select stages the keys in shared memory when they fit
 // (k + headroom <= 5,888).
 //
+// NewTopKStream (kernels.TopKStreamer, stream.go) keeps one such query
+// block — queries, thresholds, slots, the adapted range size — on the
+// device while a scan adds its base blocks one after another (the sims and
+// prune stages: blocks of 1M rows, flushed every 16M): the queries are
+// uploaded once, no block starts from a threshold of -Inf with small
+// ranges, and results are copied back and decoded at a flush only. A flush
+// empties the slots and keeps the thresholds, so a later flush returns only
+// what can still enter the top-k. kernels.ErrNoRoom when the queries need
+// more than one query block (the stage then calls TopK per block).
+//
 // Keep (kernels.Keeper) uploads a set of points once, in NearestCentroid's
 // layout against float32 centroids; a Kept set's NearestCentroid runs the
 // same kernels on its device chunks (resident, instead of stream), so k-means

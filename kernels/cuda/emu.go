@@ -32,6 +32,8 @@ type emuDevice struct {
 	next    uint64
 	entries map[string]bool
 	perm    uint64
+	free0   uint64 // free memory with nothing allocated (memInfo); 0: 64 GiB
+	used    uint64 // bytes allocated
 }
 
 const emuShift = 40 // dptr = id<<40 | offset
@@ -63,6 +65,7 @@ func (d *emuDevice) alloc(n int) (dptr, error) {
 	id := d.next
 	d.next++
 	d.mem[id] = make([]byte, n)
+	d.used += uint64(n)
 	return dptr(id << emuShift), nil
 }
 
@@ -78,6 +81,7 @@ func (d *emuDevice) free(p dptr) {
 	if _, ok := d.mem[uint64(p)>>emuShift]; !ok {
 		panic(fmt.Sprintf("emu: double free %#x", p))
 	}
+	d.used -= uint64(len(d.mem[uint64(p)>>emuShift]))
 	delete(d.mem, uint64(p)>>emuShift)
 }
 
@@ -116,8 +120,17 @@ func (d *emuDevice) memsetD32(dst dptr, v uint32, n int, _ stream) error {
 
 func (d *emuDevice) sync(stream) error          { return nil }
 func (d *emuDevice) newStream() (stream, error) { return 1, nil }
+
+// memInfo: 64 GiB free of 80 (free0 of free0+16 GiB in tests), less what
+// is allocated.
 func (d *emuDevice) memInfo() (uint64, uint64, error) {
-	return 64 << 30, 80 << 30, nil
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	free0 := d.free0
+	if free0 == 0 {
+		free0 = 64 << 30
+	}
+	return free0 - min(free0, d.used), free0 + 16<<30, nil
 }
 func (d *emuDevice) bind() func() { return func() {} }
 func (d *emuDevice) close() error {

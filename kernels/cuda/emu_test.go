@@ -1,7 +1,9 @@
 package cuda
 
 import (
+	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -86,6 +88,72 @@ func TestEmulatedLargeK(t *testing.T) {
 	if b.stats.chunks < 6 {
 		t.Errorf("base was not streamed in chunks: %+v", b.stats)
 	}
+}
+
+// TestEmulatedStream runs kerneltest.Stream on the device's own stream
+// (room for every query) with chunks of a few rows and 8 slots of headroom,
+// so ranges overflow and split inside blocks added after flushes; with the
+// exact filter too. Versions 1 (FFMA) and 4.
+func TestEmulatedStream(t *testing.T) {
+	for _, v := range []int{1, 4} {
+		for _, filter := range []bool{false, true} {
+			t.Run(fmt.Sprintf("v%d,filter=%v", v, filter), func(t *testing.T) {
+				tun := smallTunables()
+				tun.topkBytes = defaultTunables.topkBytes
+				b := newEmulated(t, v, tun)
+				b.Filter = filter
+				kerneltest.Stream(t, b)
+				if s := b.stats; s.splits == 0 || s.chunks < 1000 {
+					t.Errorf("the small tunables did not split ranges: %+v", s)
+				}
+			})
+		}
+	}
+}
+
+// TestEmulatedStreamRoom: a stream takes its slots when it starts, so the
+// next one sees the memory gone and answers kernels.ErrNoRoom (and
+// kernels.NewTopKStream falls back to TopK per block) rather than failing
+// at its first block; releasing the first makes room again.
+func TestEmulatedStreamRoom(t *testing.T) {
+	b := newEmulated(t, 4, defaultTunables)
+	q := kerneltest.Gen(1, 100, 32, kerneltest.Gauss, true)
+	opt := kernels.TopKOptions{K: 10}
+	_, slots := b.topkSlots(opt.K)
+	one := 100 * (8*slots + 8*opt.K) // the slots of 100 queries
+	b.dev.(*emuDevice).free0 = uint64(3 * one)
+	s1, native, err := kernels.NewTopKStream(b, q.M, opt)
+	if err != nil || !native {
+		t.Fatalf("first stream: native %v, %v", native, err)
+	}
+	if _, err := b.NewTopKStream(q.M, opt); !errors.Is(err, kernels.ErrNoRoom) {
+		t.Fatalf("second stream with half the memory taken: %v, want ErrNoRoom", err)
+	}
+	s2, native, err := kernels.NewTopKStream(b, q.M, opt)
+	if err != nil || native {
+		t.Fatalf("second stream: native %v, %v; want the fallback", native, err)
+	}
+	base := kerneltest.Gen(2, 500, 32, kerneltest.Gauss, true)
+	var rs []kernels.TopKResult
+	for _, s := range []kernels.TopKStream{s1, s2} {
+		if err := s.Add(base.M); err != nil {
+			t.Fatal(err)
+		}
+		r, err := s.Flush()
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs = append(rs, r)
+		s.Release()
+	}
+	if !reflect.DeepEqual(rs[0], rs[1]) {
+		t.Error("the device's stream and the fallback differ")
+	}
+	s3, native, err := kernels.NewTopKStream(b, q.M, opt)
+	if err != nil || !native {
+		t.Fatalf("after Release: native %v, %v", native, err)
+	}
+	s3.Release()
 }
 
 // TestEmulatedKernelSeconds: the kernel-only timer launches the real kernel

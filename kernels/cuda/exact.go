@@ -373,17 +373,17 @@ func (f *topkFilter) free() {
 	f.bufs = nil
 }
 
-// chunk bounds the norms of a base chunk's rows (band_width with k1 = 1/2)
-// and points the rescoring at its buffer.
-func (f *topkFilter) chunk(buf dptr, r0, r1 int) error {
+// chunk bounds the norms of a base chunk's n rows, numbered from off
+// (band_width with k1 = 1/2), and points the rescoring at its buffer.
+func (f *topkFilter) chunk(buf dptr, off int64, n int) error {
 	e := f.e
 	if err := e.dev.memsetD32(f.a.BNorm, 0, 1, e.compute); err != nil {
 		return err
 	}
-	f.a.B, f.a.BOff = buf, int64(r0)
-	r := rescoreArgs{A: buf, NA: int64(r1 - r0), LD: f.a.LD, W: f.a.BNorm, K1: 0.5}
+	f.a.B, f.a.BOff = buf, off
+	r := rescoreArgs{A: buf, NA: int64(n), LD: f.a.LD, W: f.a.BNorm, K1: 0.5}
 	e.stats.launches++
-	return e.dev.launch("band_width", [3]int{ceilDiv(r1-r0, threads), 1, 1}, [3]int{threads, 1, 1}, e.compute, words(&r))
+	return e.dev.launch("band_width", [3]int{ceilDiv(n, threads), 1, 1}, [3]int{threads, 1, 1}, e.compute, words(&r))
 }
 
 // thresholds lowers every query's exact threshold by its error bound.

@@ -63,8 +63,9 @@ func (e *Backend) uploadF32(v []float32) (dptr, error) {
 // threshold to the k-th best. A range that overflowed some query's slots is
 // redone in halves from the saved counts (a range of at most headroom rows
 // cannot overflow), and range sizes adapt to the candidate rate. At the end
-// topk_select writes the k best keys per query, which the host sorts and
-// decodes.
+// topk_select writes the k best keys per query (sorted on the device for
+// k <= 2,048), which the host decodes. A query block's state is a
+// topkSession; a TopKStream keeps one between the blocks of a scan.
 func (e *Backend) TopK(q, b kernels.Matrix, opt kernels.TopKOptions) (kernels.TopKResult, error) {
 	if err := checkPair(q, b, "queries", "base"); err != nil {
 		return kernels.TopKResult{}, err
@@ -73,16 +74,8 @@ func (e *Backend) TopK(q, b kernels.Matrix, opt kernels.TopKOptions) (kernels.To
 	if k < 1 {
 		return kernels.TopKResult{}, fmt.Errorf("kernels: TopK: k=%d < 1", k)
 	}
-	res := kernels.TopKResult{NQ: q.Rows, K: k, Smallest: opt.Smallest,
-		Val: make([]float32, q.Rows*k), Idx: make([]int64, q.Rows*k)}
-	pad := float32(math.Inf(-1))
-	if opt.Smallest {
-		pad = float32(math.Inf(1))
-	}
+	res := newTopKResult(q.Rows, opt)
 	if q.Rows == 0 || b.Rows == 0 {
-		for i := range res.Val {
-			res.Val[i], res.Idx[i] = pad, -1
-		}
 		if err := checkFinite(q, "queries", e.threads); err != nil {
 			return kernels.TopKResult{}, err
 		}
@@ -93,35 +86,44 @@ func (e *Backend) TopK(q, b kernels.Matrix, opt kernels.TopKOptions) (kernels.To
 		return kernels.TopKResult{}, err
 	}
 	defer done()
-	l := e.layoutOf(q.Dim, q, b)
-	t := topkPlan{k: k, opt: opt, l: l, version: e.version(l)}
-	if e.filtering() && b.F16 != nil {
-		// the exact filter (exact.go): float16 base rows are exact on the
-		// device; the queries go to the tensor cores rounded
-		if eq, ok := topkFactors(q, e.threads); ok {
-			t.l = layoutOf(q.Dim)
-			l, t.version, t.eq = t.l, e.version(t.l), eq
-		}
-	}
-	t.headroom = max(1, e.tun.topkHeadroom, int(e.tun.topkHeadroomPerK*float64(k)))
-	t.cap = k + t.headroom
-	perQuery := 8*t.cap + 8*k + 8 + l.rowBytes()
-	if t.eq != nil {
-		perQuery += 4*l.ld + 12 // the exact copy; e, the filter's threshold, before
-	}
-	free, _, err := e.dev.memInfo()
+	t, qb, err := e.planTopK(q, b, opt)
 	if err != nil {
 		return kernels.TopKResult{}, err
 	}
-	budget := min(float64(e.tun.topkBytes), e.tun.residentFrac*float64(free))
-	qb := max(1, min(q.Rows, int(budget)/perQuery))
 	for q0 := 0; q0 < q.Rows; q0 += qb {
 		q1 := min(q.Rows, q0+qb)
-		if err := e.topkBlock(q, b, q0, q1, t, res, pad); err != nil {
+		s, err := e.newTopkSession(q, q0, q1, t)
+		if err != nil {
+			return kernels.TopKResult{}, err
+		}
+		if err = s.add(b); err == nil {
+			err = s.flush(res, q0)
+		}
+		s.free()
+		if err != nil {
 			return kernels.TopKResult{}, err
 		}
 	}
 	return res, nil
+}
+
+// newTopKResult is an nq x opt.K result of padding (index -1, value -Inf,
+// +Inf when Smallest).
+func newTopKResult(nq int, opt kernels.TopKOptions) kernels.TopKResult {
+	res := kernels.TopKResult{NQ: nq, K: opt.K, Smallest: opt.Smallest,
+		Val: make([]float32, nq*opt.K), Idx: make([]int64, nq*opt.K)}
+	pad := padOf(opt)
+	for i := range res.Val {
+		res.Val[i], res.Idx[i] = pad, -1
+	}
+	return res
+}
+
+func padOf(opt kernels.TopKOptions) float32 {
+	if opt.Smallest {
+		return float32(math.Inf(1))
+	}
+	return float32(math.Inf(-1))
 }
 
 type topkPlan struct {
@@ -132,71 +134,181 @@ type topkPlan struct {
 	eq               []float32 // the exact filter: per query, its error bound per unit of base-row norm (nil: off)
 }
 
-func (e *Backend) topkBlock(q, b kernels.Matrix, q0, q1 int, t topkPlan, res kernels.TopKResult, pad float32) error {
-	e.stats.queryBlock++
-	nq, k, capacity := q1-q0, t.k, t.cap
-	l, rb := t.l, t.l.rowBytes()
-	qd, err := e.upload(subRows(q, q0, q1), l.forRole(0), t.opt.Smallest, "queries")
-	if err != nil {
-		return err
+// planTopK picks the layout, kernel version, candidate slots and query
+// block size (qb queries) of a TopK of q over base rows like b.
+func (e *Backend) planTopK(q, b kernels.Matrix, opt kernels.TopKOptions) (topkPlan, int, error) {
+	k := opt.K
+	l := e.layoutOf(q.Dim, q, b)
+	t := topkPlan{k: k, opt: opt, l: l, version: e.version(l)}
+	if e.filtering() && b.F16 != nil {
+		// the exact filter (exact.go): float16 base rows are exact on the
+		// device; the queries go to the tensor cores rounded
+		if eq, ok := topkFactors(q, e.threads); ok {
+			t.l = layoutOf(q.Dim)
+			l, t.version, t.eq = t.l, e.version(t.l), eq
+		}
 	}
-	defer e.dev.free(qd)
-	var thr, count, keys, out dptr
+	t.headroom, t.cap = e.topkSlots(k)
+	perQuery := 8*t.cap + 8*k + 8 + l.rowBytes()
+	if t.eq != nil {
+		perQuery += 4*l.ld + 12 // the exact copy; e, the filter's threshold, before
+	}
+	qb, err := e.topkQueries(q.Rows, perQuery)
+	return t, qb, err
+}
+
+// topkSlots is the headroom and the candidate slots per query for k.
+func (e *Backend) topkSlots(k int) (headroom, slots int) {
+	headroom = max(1, e.tun.topkHeadroom, int(e.tun.topkHeadroomPerK*float64(k)))
+	return headroom, k + headroom
+}
+
+// topkQueries is how many of nq queries, perQuery device bytes each, one
+// query block holds.
+func (e *Backend) topkQueries(nq, perQuery int) (int, error) {
+	free, _, err := e.dev.memInfo()
+	if err != nil {
+		return 0, err
+	}
+	budget := min(float64(e.tun.topkBytes), e.tun.residentFrac*float64(free))
+	return max(1, min(nq, int(budget)/perQuery)), nil
+}
+
+// topkSession is one query block's TopK state on the device — its
+// queries, thresholds and candidate slots — and the range size, kept
+// between the base sets added to it: Backend.TopK adds one, a TopKStream
+// one per block of a scan. Base rows are numbered on from one add to the
+// next (pos); flush writes the k best of the slots, sorted, and empties
+// them, keeping every threshold: a threshold only rises, and a row at or
+// below it cannot be among the k best of all rows added so far.
+type topkSession struct {
+	e           *Backend
+	t           topkPlan
+	nq          int
+	qd          dptr
+	thr, count  dptr
+	keys, out   dptr
+	fl          *topkFilter
+	base        simArgs
+	sel         selectArgs
+	kname       string
+	before, cnt []uint32 // counts after the last accepted range; scratch
+	size        int      // base rows per range: never overflows at headroom
+	pos         int64    // base rows added since the last flush
+}
+
+// maxTopkRows: a key holds a base row's number in 32 bits.
+const maxTopkRows = 1 << 32
+
+func (e *Backend) newTopkSession(q kernels.Matrix, q0, q1 int, t topkPlan) (*topkSession, error) {
+	s, err := e.newTopkSlots(q1-q0, t.k)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.bind(q, q0, t); err != nil {
+		s.free()
+		return nil, err
+	}
+	return s, nil
+}
+
+// newTopkSlots allocates a session's thresholds (-Inf), counts (0),
+// candidate slots and output for nq queries and k: all but the queries.
+func (e *Backend) newTopkSlots(nq, k int) (s *topkSession, err error) {
+	e.stats.queryBlock++
+	headroom, slots := e.topkSlots(k)
+	s = &topkSession{e: e, nq: nq, size: headroom, before: make([]uint32, nq), cnt: make([]uint32, nq)}
+	defer func() {
+		if err != nil {
+			s.free()
+			s = nil
+		}
+	}()
 	for _, a := range []struct {
 		p     *dptr
 		bytes int
-	}{{&thr, 4 * nq}, {&count, 4 * nq}, {&keys, 8 * nq * capacity}, {&out, 8 * nq * k}} {
+	}{{&s.thr, 4 * nq}, {&s.count, 4 * nq}, {&s.keys, 8 * nq * slots}, {&s.out, 8 * nq * k}} {
 		if *a.p, err = e.dev.alloc(a.bytes); err != nil {
+			return s, err
+		}
+	}
+	if err = e.dev.memsetD32(s.thr, math.Float32bits(float32(math.Inf(-1))), nq, e.compute); err != nil {
+		return s, err
+	}
+	return s, e.dev.memsetD32(s.count, 0, nq, e.compute)
+}
+
+// bind uploads the session's queries, rows q0.. of q, as plan t has them
+// (t.k and the slots as newTopkSlots had them).
+func (s *topkSession) bind(q kernels.Matrix, q0 int, t topkPlan) (err error) {
+	e, nq := s.e, s.nq
+	s.t = t
+	if s.qd, err = e.upload(subRows(q, q0, q0+nq), t.l.forRole(0), t.opt.Smallest, "queries"); err != nil {
+		return err
+	}
+	s.kname = kernelName("topk", t.version, t.l)
+	s.base = simArgs{A: s.qd, NA: int64(nq), LD: int64(t.l.ld), Thr: s.thr, Count: s.count, Keys: s.keys, Cap: int64(t.cap)}
+	if t.eq != nil {
+		if s.fl, err = e.newTopkFilter(q, q0, q0+nq, t, s.thr, s.count, s.keys, s.qd); err != nil {
 			return err
 		}
-		defer e.dev.free(*a.p)
+		s.base.Thr = s.fl.a.ThrF // the kernels append against the lowered thresholds
 	}
-	if err := e.dev.memsetD32(thr, math.Float32bits(float32(math.Inf(-1))), nq, e.compute); err != nil {
-		return err
+	s.sel = selectArgs{Keys: s.keys, Count: s.count, Thr: s.thr, NQ: int64(nq), Cap: int64(t.cap), K: int64(t.k)}
+	if e.tun.selectGlobalOnly {
+		s.sel.Flags = selGlobalOnly
 	}
-	if err := e.dev.memsetD32(count, 0, nq, e.compute); err != nil {
-		return err
+	return nil
+}
+
+func (s *topkSession) free() {
+	if s.fl != nil {
+		s.fl.free()
+		s.fl = nil
 	}
-	kname := kernelName("topk", t.version, l)
+	for _, p := range []*dptr{&s.qd, &s.thr, &s.count, &s.keys, &s.out} {
+		if *p != 0 {
+			s.e.dev.free(*p)
+			*p = 0
+		}
+	}
+}
+
+// add streams the base rows b through the session, numbered from s.pos:
+// each range runs topk_kernelN, which appends every value above its
+// query's threshold, then topk_select keeps the k best and raises the
+// threshold once a query holds k.
+func (s *topkSession) add(b kernels.Matrix) error {
+	e, t := s.e, s.t
+	if s.pos+int64(b.Rows) > maxTopkRows {
+		return fmt.Errorf("kernels/cuda: TopK: more than %d base rows at once (flush a stream before)", int64(maxTopkRows))
+	}
+	nq, k, capacity := s.nq, t.k, t.cap
+	rb := t.l.rowBytes()
 	ta, tb := tiles(t.version)
 	maxRange := e.tun.maxGridY * tb
-	base := simArgs{A: qd, NA: int64(nq), LD: int64(l.ld), Thr: thr, Count: count, Keys: keys, Cap: int64(capacity)}
-	var fl *topkFilter
-	if t.eq != nil {
-		if fl, err = e.newTopkFilter(q, q0, q1, t, thr, count, keys, qd); err != nil {
-			return err
-		}
-		defer fl.free()
-		base.Thr = fl.a.ThrF // the kernels append against the lowered thresholds
-	}
-	sel := selectArgs{Keys: keys, Count: count, Thr: thr, NQ: int64(nq), Cap: int64(capacity), K: int64(k)}
-	if e.tun.selectGlobalOnly {
-		sel.Flags = selGlobalOnly
-	}
-	before := make([]uint32, nq) // counts after the last accepted range
-	cnt := make([]uint32, nq)
-	size := t.headroom // base rows per range: never overflows at headroom
-	err = e.stream(b, l.forRole(1), false, "base", func(buf dptr, r0, r1 int) error {
-		if fl != nil {
-			if err := fl.chunk(buf, r0, r1); err != nil {
+	before, cnt, pos0 := s.before, s.cnt, s.pos
+	err := e.stream(b, t.l.forRole(1), false, "base", func(buf dptr, r0, r1 int) error {
+		if s.fl != nil {
+			if err := s.fl.chunk(buf, pos0+int64(r0), r1-r0); err != nil {
 				return err
 			}
 		}
 		for pos := r0; pos < r1; {
-			n := min(size, r1-pos, maxRange)
-			a := base
-			a.B, a.NB, a.BOff = buf+dptr((pos-r0)*rb), int64(n), int64(pos)
+			n := min(s.size, r1-pos, maxRange)
+			a := s.base
+			a.B, a.NB, a.BOff = buf+dptr((pos-r0)*rb), int64(n), pos0+int64(pos)
 			e.stats.launches++
 			t0 := time.Now()
-			if fl != nil {
-				if err := fl.thresholds(); err != nil {
+			if s.fl != nil {
+				if err := s.fl.thresholds(); err != nil {
 					return err
 				}
 			}
-			if err := e.dev.launch(kname, [3]int{ceilDiv(nq, ta), ceilDiv(n, tb), 1}, [3]int{threads, 1, 1}, e.compute, words(&a)); err != nil {
+			if err := e.dev.launch(s.kname, [3]int{ceilDiv(nq, ta), ceilDiv(n, tb), 1}, [3]int{threads, 1, 1}, e.compute, words(&a)); err != nil {
 				return err
 			}
-			if err := e.dev.d2h(bytesOf(cnt), count, e.compute); err != nil {
+			if err := e.dev.d2h(bytesOf(cnt), s.count, e.compute); err != nil {
 				return err
 			}
 			if err := e.dev.sync(e.compute); err != nil {
@@ -215,26 +327,26 @@ func (e *Backend) topkBlock(q, b kernels.Matrix, q0, q1 int, t topkPlan, res ker
 					return fmt.Errorf("kernels/cuda: TopK: %d candidates from %d base rows (slots %d): kernel contract broken", maxNew, n, capacity)
 				}
 				// lost candidates: restore the counts, redo the range in halves
-				if err := e.dev.h2d(count, bytesOf(before), e.compute); err != nil {
+				if err := e.dev.h2d(s.count, bytesOf(before), e.compute); err != nil {
 					return err
 				}
 				if err := e.dev.sync(e.compute); err != nil {
 					return err
 				}
 				e.stats.splits++
-				size = max(t.headroom, n/2)
+				s.size = max(t.headroom, n/2)
 				continue
 			}
-			if fl != nil {
+			if s.fl != nil {
 				// the range's new candidates get their exact values
-				if err := fl.rescore(before); err != nil {
+				if err := s.fl.rescore(before); err != nil {
 					return err
 				}
 			}
 			if int(maxCnt) >= k {
 				e.stats.selects++
 				t0 := time.Now()
-				if err := e.dev.launch("topk_select", [3]int{nq, 1, 1}, [3]int{threads, 1, 1}, e.compute, words(&sel)); err != nil {
+				if err := e.dev.launch("topk_select", [3]int{nq, 1, 1}, [3]int{threads, 1, 1}, e.compute, words(&s.sel)); err != nil {
 					return err
 				}
 				if e.tun.profile {
@@ -252,9 +364,9 @@ func (e *Backend) topkBlock(q, b kernels.Matrix, q0, q1 int, t topkPlan, res ker
 			pos += n
 			switch {
 			case 4*int(maxNew) <= t.headroom:
-				size = min(2*size, maxRange)
+				s.size = min(2*s.size, maxRange)
 			case 2*int(maxNew) > t.headroom:
-				size = max(t.headroom, size/2)
+				s.size = max(t.headroom, s.size/2)
 			}
 		}
 		return nil
@@ -262,9 +374,19 @@ func (e *Backend) topkBlock(q, b kernels.Matrix, q0, q1 int, t topkPlan, res ker
 	if err != nil {
 		return err
 	}
-	sel.Out = out
+	s.pos += int64(b.Rows)
+	return nil
+}
+
+// flush writes the k best keys of every query's slots, decoded (indices
+// counted from the first row added since the last flush, plus
+// opt.BaseOffset), into rows r0.. of res, and empties the slots.
+func (s *topkSession) flush(res kernels.TopKResult, r0 int) error {
+	e, t, nq, k := s.e, s.t, s.nq, s.t.k
 	t0 := time.Now()
 	defer func() { e.stats.resultSec += time.Since(t0).Seconds() }()
+	sel := s.sel
+	sel.Out = s.out
 	sorted := k <= selSortMax // the device sorts each query's k keys
 	if sorted {
 		sel.Flags |= selSortOut
@@ -279,20 +401,27 @@ func (e *Backend) topkBlock(q, b kernels.Matrix, q0, q1 int, t topkPlan, res ker
 	if err != nil {
 		return err
 	}
+	pad := padOf(t.opt)
 	batch := max(1, min(nq, len(stg[0])/(8*k)))
 	for b0 := 0; b0 < nq; b0 += batch {
 		b1 := min(nq, b0+batch)
 		keys := unsafe.Slice((*uint64)(unsafe.Pointer(&stg[0][0])), (b1-b0)*k)
-		if err := e.dev.d2h(bytesOf(keys), out+dptr(8*b0*k), e.compute); err != nil {
+		if err := e.dev.d2h(bytesOf(keys), s.out+dptr(8*b0*k), e.compute); err != nil {
 			return err
 		}
 		if err := e.dev.sync(e.compute); err != nil {
 			return err
 		}
-		if err := decodeTopK(keys, b1-b0, q0+b0, t, res, pad, sorted, e.threads); err != nil {
+		if err := decodeTopK(keys, b1-b0, r0+b0, t, res, pad, sorted, e.threads); err != nil {
 			return err
 		}
 	}
+	// empty the slots; the thresholds stay
+	if err := e.dev.memsetD32(s.count, 0, nq, e.compute); err != nil {
+		return err
+	}
+	clear(s.before)
+	s.pos = 0
 	return nil
 }
 

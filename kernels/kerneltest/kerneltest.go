@@ -24,6 +24,7 @@ import (
 func All(t *testing.T, b kernels.Backend) {
 	t.Run("TopK", func(t *testing.T) { TopK(t, b) })
 	t.Run("Merge", func(t *testing.T) { Merge(t, b) })
+	t.Run("Stream", func(t *testing.T) { Stream(t, b) })
 	t.Run("MaxArg", func(t *testing.T) { MaxArg(t, b) })
 	t.Run("ShiftedMax", func(t *testing.T) { ShiftedMax(t, b) })
 	t.Run("NearestCentroid", func(t *testing.T) { NearestCentroid(t, b) })
@@ -564,6 +565,177 @@ func Merge(t *testing.T, b kernels.Backend) {
 			}
 		}
 	}
+}
+
+// Stream checks kernels.NewTopKStream (the backend's own stream when it is
+// a kernels.TopKStreamer): blocks added with flushes between them, each
+// flush's indices shifted by the rows before its window, merged by
+// kernels.MergeTopK, are TopK over the whole base bit for bit. A backend's
+// own stream must carry its thresholds over a flush (the base added again
+// after a flush gives fewer than k entries), refuse a block of another
+// dtype, and report a non-finite block.
+func Stream(t *testing.T, b kernels.Backend) {
+	_, streamer := b.(kernels.TopKStreamer)
+	// blocks [cuts[i], cuts[i+1]) (one empty); flush after the blocks in flushAt
+	cuts := []int{0, 100, 101, 101, 260, 300, 350}
+	flushAt := map[int]bool{1: true, 4: true, 5: true}
+	for _, v := range variants {
+		for _, k := range []int{1, 7, 50, 400} {
+			q := Gen(91, 23, 40, v.kind, v.f16)
+			base := Gen(92, 350, 40, v.kind, v.f16)
+			for _, smallest := range []bool{false, true} {
+				name := fmt.Sprintf("%v f16=%v k=%d smallest=%v", v.kind, v.f16, k, smallest)
+				whole, err := b.TopK(q.M, base.M, kernels.TopKOptions{K: k, Smallest: smallest, BaseOffset: 5})
+				if err != nil {
+					t.Fatal(err)
+				}
+				opt := kernels.TopKOptions{K: k, Smallest: smallest, BaseOffset: 5}
+				st, native, err := kernels.NewTopKStream(b, q.M, opt)
+				if err != nil {
+					t.Fatalf("%s: %v", name, err)
+				}
+				t.Cleanup(st.Release) // on a failure; Release twice is allowed
+				var parts []kernels.TopKResult
+				window := 0 // first row of the window
+				for i := 0; i+1 < len(cuts); i++ {
+					if err := st.Add(slice(base.M, cuts[i], cuts[i+1])); err != nil {
+						t.Fatalf("%s: block %d: %v", name, i, err)
+					}
+					if !flushAt[i] && i+2 < len(cuts) {
+						continue
+					}
+					r, err := st.Flush()
+					if err != nil {
+						t.Fatalf("%s: %v", name, err)
+					}
+					for j, x := range r.Idx {
+						if x >= 0 {
+							r.Idx[j] = x + int64(window)
+						}
+					}
+					parts = append(parts, r)
+					window = cuts[i+1]
+				}
+				merged, err := kernels.MergeTopK(k, parts...)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for i := range whole.Idx {
+					if whole.Idx[i] != merged.Idx[i] || whole.Val[i] != merged.Val[i] {
+						t.Fatalf("%s: entry %d streamed (%v,%d) whole (%v,%d)", name, i, merged.Val[i], merged.Idx[i], whole.Val[i], whole.Idx[i])
+					}
+				}
+				// an empty flush is padding
+				if r, err := st.Flush(); err != nil || validEntries(r, 0) != 0 {
+					t.Fatalf("%s: empty flush: %v, %d entries", name, err, validEntries(r, 0))
+				}
+				st.Release()
+				if native && v.kind == Gauss && k <= base.M.Rows {
+					carried(t, b, q, base, opt, name)
+				}
+			}
+		}
+	}
+	q := Gen(93, 5, 16, Gauss, false)
+	if st, native, err := kernels.NewTopKStream(b, q.M, kernels.TopKOptions{K: 3}); err != nil {
+		t.Fatal(err)
+	} else if native {
+		t.Cleanup(st.Release)
+		if err := st.Add(Gen(94, 20, 16, Gauss, false).M); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Add(Gen(95, 20, 16, Gauss, true).M); err == nil {
+			t.Fatal("a float16 block after float32 ones: no error")
+		}
+		st.Release()
+	} else if streamer {
+		t.Logf("no room for the backend's own stream of %d queries: kernels.NewTopKStream's fallback tested", q.M.Rows)
+	}
+	st, _, err := kernels.NewTopKStream(b, q.M, kernels.TopKOptions{K: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Release()
+	bad := Gen(96, 20, 16, Gauss, false)
+	set(bad, 7*16+3, float32(math.NaN()), 0x7e00)
+	if err := st.Add(bad.M); !errors.Is(err, kernels.ErrNonFinite) {
+		t.Fatalf("NaN in a block: %v, want ErrNonFinite", err)
+	}
+	if err := st.Add(Gen(97, 20, 8, Gauss, false).M); err == nil {
+		t.Fatal("a block of dim 8 for queries of dim 16: no error")
+	}
+	if _, _, err := kernels.NewTopKStream(b, q.M, kernels.TopKOptions{K: 0}); err == nil {
+		t.Fatal("k=0: no error")
+	}
+}
+
+// carried checks that a backend's own stream keeps its thresholds over a
+// flush: after the base and a flush, the query's threshold is its k-th
+// best, so base rows well below it (by 0.1: beyond any rounding of Gauss
+// data), added after the flush, give no entry at all (a stream starting
+// afresh would give min(k, rows)).
+func carried(t *testing.T, b kernels.Backend, q Data, base Data, opt kernels.TopKOptions, name string) {
+	t.Helper()
+	q1 := Data{M: slice(q.M, 0, 1), Rows: q.Rows[:1]}
+	st, err := b.(kernels.TopKStreamer).NewTopKStream(q1.M, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Release()
+	if err := st.Add(base.M); err != nil {
+		t.Fatal(err)
+	}
+	r, err := st.Flush()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sign := 1.0
+	if opt.Smallest {
+		sign = -1
+	}
+	kth := sign * float64(r.Val[opt.K-1])
+	var low []int
+	for j, row := range base.Rows {
+		if sign*dot(q1.Rows[0], row) < kth-0.1 {
+			low = append(low, j)
+		}
+	}
+	if len(low) == 0 {
+		return
+	}
+	d := base.M.Dim
+	m := kernels.Matrix{Rows: len(low), Dim: d}
+	for _, j := range low {
+		if base.M.F16 != nil {
+			m.F16 = append(m.F16, base.M.F16[j*d:(j+1)*d]...)
+		} else {
+			m.F32 = append(m.F32, base.M.F32[j*d:(j+1)*d]...)
+		}
+	}
+	if err := st.Add(m); err != nil {
+		t.Fatal(err)
+	}
+	if r, err = st.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if n := validEntries(r, 0); n != 0 {
+		t.Fatalf("%s: %d entries from %d rows below the k-th best: thresholds not carried over the flush", name, n, len(low))
+	}
+}
+
+// validEntries counts query i's entries that are not padding.
+func validEntries(r kernels.TopKResult, i int) int {
+	if i >= r.NQ {
+		return 0
+	}
+	_, idx := r.Row(i)
+	n := 0
+	for _, x := range idx {
+		if x >= 0 {
+			n++
+		}
+	}
+	return n
 }
 
 // Errors checks shape errors and that NaN/Inf anywhere in any input is
