@@ -77,14 +77,14 @@ func runPrune(ctx context.Context, env *Env) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	scan, err := openBaseScan(env, p.Base, scanBlockRows(cfg, 1))
+	scan, err := openBaseScan(env, p.Base, scanBlockRows(env, 1))
 	if err != nil {
 		return nil, fmt.Errorf("base %s: %w", p.Base, err)
 	}
 	if err := checkIDsAcrossShards(ctx, env, scan.d, scan.shards, scan.ids); err != nil {
 		return nil, fmt.Errorf("base %s: %w", p.Base, err)
 	}
-	ref, err := openBaseScan(env, p.Reference, scanBlockRows(cfg, 1))
+	ref, err := openBaseScan(env, p.Reference, scanBlockRows(env, 1))
 	if err != nil {
 		return nil, fmt.Errorf("reference %s: %w", p.Reference, err)
 	}

@@ -50,6 +50,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 
 	"hpcrun/collective"
 	"hpcrun/configs"
@@ -79,11 +80,30 @@ var (
 	// Blocks are views of the mapped shard (a copy only when dedup filters
 	// rows): 128 MiB at d = 512 float16.
 	simsScanRows = 131072
+
+	// simsStreamRows replaces simsScanRows for a backend with its own top-k
+	// stream (kernels.TopKStreamer: kernels/cuda). Such a backend copies a
+	// block to its memory in chunks (256 MiB on the GPU), each computed
+	// while the next is copied, all but the first: four chunks at d = 512
+	// float16.
+	simsStreamRows = 1 << 20
+
+	// simsStreamWindow: such a backend's streams are flushed (results
+	// copied back, decoded and merged on the host) every this many base
+	// rows, and at the end of a pass; the pass keeps the rows' numbers and
+	// ids until then (16 bytes a row: 256 MiB). Below 1<<32: a stream
+	// numbers rows in 32 bits.
+	simsStreamWindow = 1 << 24
 )
 
-// scanBlockRows is the block size of a scan for top-k with k.
-func scanBlockRows(cfg *configs.Config, k int) int {
-	return max(cfg.Runtime.BlockRows, 2*k, simsScanRows)
+// scanBlockRows is the block size of a scan for top-k with k on env's
+// backend.
+func scanBlockRows(env *Env, k int) int {
+	rows := simsScanRows
+	if _, ok := env.Backend.(kernels.TopKStreamer); ok {
+		rows = simsStreamRows
+	}
+	return max(env.Cfg.Runtime.BlockRows, 2*k, rows)
 }
 
 // topkEntryBytes is the memory one query x k entry costs during a pass:
@@ -136,7 +156,7 @@ func runSims(ctx context.Context, env *Env) (*Result, error) {
 	res := &Result{Extra: map[string]any{}}
 	skipped := true
 	for _, bname := range sc.Base {
-		scan, err := openBaseScan(env, bname, scanBlockRows(cfg, sc.K))
+		scan, err := openBaseScan(env, bname, scanBlockRows(env, sc.K))
 		if err != nil {
 			return nil, fmt.Errorf("base %s: %w", bname, err)
 		}
@@ -692,27 +712,32 @@ func (s *topkState) merge(o *topkState) {
 	}
 }
 
-// addTopK runs the backend's TopK of q over the block and merges it in.
-func (s *topkState) addTopK(be kernels.Backend, q kernels.Matrix, blk scanBlock) error {
-	kr := min(s.k, blk.M.Rows)
-	r, err := be.TopK(q, blk.M, kernels.TopKOptions{K: kr, Smallest: s.smallest})
-	if err != nil {
-		return err
-	}
-	rows, ids := make([]int64, kr), make([]int64, kr)
-	for i := 0; i < s.nq; i++ {
-		vals, idx := r.Row(i)
-		n := 0
-		for j, x := range idx {
-			if x < 0 {
-				break
+// mergeResult merges a top-k result whose indices number the rows of
+// rows/ids (a stream's flush) into the state, queries split over threads.
+func (s *topkState) mergeResult(r kernels.TopKResult, rows, ids []int64, threads int) {
+	threads = max(1, min(threads, s.nq/64))
+	var wg sync.WaitGroup
+	for w := 0; w < threads; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m := &topkState{nq: s.nq, k: s.k, smallest: s.smallest, val: s.val, row: s.row, id: s.id}
+			br, bi := make([]int64, r.K), make([]int64, r.K)
+			for i := w * s.nq / threads; i < (w+1)*s.nq/threads; i++ {
+				vals, idx := r.Row(i)
+				n := 0
+				for j, x := range idx {
+					if x < 0 {
+						break
+					}
+					br[j], bi[j] = rows[x], ids[x]
+					n++
+				}
+				m.mergeRow(i, vals[:n], br[:n], bi[:n])
 			}
-			rows[j], ids[j] = blk.Rows[x], blk.IDs[x]
-			n++
-		}
-		s.mergeRow(i, vals[:n], rows[:n], ids[:n])
+		}()
 	}
-	return nil
+	wg.Wait()
 }
 
 // column0 is every query's best value.
@@ -847,10 +872,79 @@ type topkJob struct {
 	set, q0, q1 int
 	st          *topkState
 	q           kernels.Matrix
-	be          kernels.Backend
+	stream      kernels.TopKStream
 }
 
-func (j *topkJob) add(b scanBlock) error { return j.st.addTopK(j.be, j.q, b) }
+// topkPass is one pass's sink for the jobs packed into it: every block goes
+// to every job's kernels.TopKStream, and what the streams flush is merged
+// into the jobs' states. The rows and ids of the blocks since the last
+// flush decode the streams' indices (16 bytes a row): a backend with its
+// own stream (kernels/cuda: queries, thresholds and candidates stay on the
+// GPU from block to block) is flushed every simsStreamWindow rows, any
+// other after every block.
+type topkPass struct {
+	jobs      []*topkJob
+	window    int
+	threads   int
+	rows, ids []int64
+}
+
+func (p *topkPass) add(b scanBlock) error {
+	p.rows = append(p.rows, b.Rows...)
+	p.ids = append(p.ids, b.IDs...)
+	for _, j := range p.jobs {
+		if err := j.stream.Add(b.M); err != nil {
+			return err
+		}
+	}
+	if len(p.rows) >= p.window {
+		return p.flush()
+	}
+	return nil
+}
+
+func (p *topkPass) flush() error {
+	if len(p.rows) == 0 {
+		return nil
+	}
+	for _, j := range p.jobs {
+		r, err := j.stream.Flush()
+		if err != nil {
+			return err
+		}
+		j.st.mergeResult(r, p.rows, p.ids, p.threads)
+	}
+	p.rows, p.ids = p.rows[:0], p.ids[:0]
+	return nil
+}
+
+func (p *topkPass) release() {
+	for _, j := range p.jobs {
+		if j.stream != nil {
+			j.stream.Release()
+		}
+	}
+}
+
+// newTopkPass starts the jobs' streams on the backend.
+func newTopkPass(be kernels.Backend, jobs []*topkJob, sets []topkSet, k, threads int) (*topkPass, error) {
+	p := &topkPass{jobs: jobs, window: simsStreamWindow, threads: threads}
+	for _, j := range jobs {
+		s := sets[j.set]
+		j.q = rowsOf(s.Q, j.q0, j.q1)
+		j.st = newTopkState(j.q1-j.q0, k, s.Smallest)
+		var native bool
+		var err error
+		if j.stream, native, err = kernels.NewTopKStream(be, j.q, kernels.TopKOptions{K: k, Smallest: s.Smallest}); err != nil {
+			p.release()
+			return nil, err
+		}
+		if !native {
+			p.window = 1
+		}
+	}
+	return p, nil
+}
 
 // runTopK finds the exact top-k of every query of every set over the
 // scanned base. Queries are cut into chunks so that one pass's state stays
@@ -881,14 +975,16 @@ func runTopK(ctx context.Context, env *Env, scan *baseScan, sets []topkSet, k in
 		if pass == 0 {
 			sinks = append(sinks, first...)
 		}
-		for _, j := range batch {
-			s := sets[j.set]
-			j.q = rowsOf(s.Q, j.q0, j.q1)
-			j.st = newTopkState(j.q1-j.q0, k, s.Smallest)
-			j.be = be
-			sinks = append(sinks, j)
+		tp, err := newTopkPass(be, batch, sets, k, env.Threads)
+		if err != nil {
+			return err
 		}
-		if err := scan.run(ctx, sinks...); err != nil {
+		err = scan.run(ctx, append(sinks, tp)...)
+		if err == nil {
+			err = tp.flush()
+		}
+		tp.release()
+		if err != nil {
 			return err
 		}
 		for _, j := range batch {
@@ -926,7 +1022,7 @@ func TopKScan(ctx context.Context, env *Env, name string, q kernels.Matrix, k in
 	if k < 1 {
 		return nil, nil, fmt.Errorf("k=%d < 1", k)
 	}
-	scan, err := openBaseScan(env, name, scanBlockRows(env.Cfg, k))
+	scan, err := openBaseScan(env, name, scanBlockRows(env, k))
 	if err != nil {
 		return nil, nil, err
 	}

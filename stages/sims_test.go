@@ -23,6 +23,7 @@ import (
 	"hpcrun/configs"
 	"hpcrun/dataset"
 	"hpcrun/kernels"
+	"hpcrun/kernels/cuda"
 	"hpcrun/synth"
 )
 
@@ -558,26 +559,32 @@ func checkPruneCombined(t *testing.T, cfg *configs.Config, work, ref string, nea
 
 // ---------------------------------------------------------------- ranks, passes, dedup, resume
 
+// simsDedup is simsPruneTOML with k and dedup on laion, the ids dedup
+// removes from the tiny world and those it keeps.
+func simsDedup(truth *synth.Truth, k int) (extra string, removed, keep []int64) {
+	extra = fmt.Sprintf(simsPruneTOML, k, 1) + `
+[kmeans]
+dataset = "laion"
+[dedup]
+`
+	removed = truth.ExpectedDedupRemoved()
+	for id := int64(0); id < int64(truth.BaseRows); id++ {
+		if _, ok := slices.BinarySearch(removed, id); !ok {
+			keep = append(keep, id)
+		}
+	}
+	return extra, removed, keep
+}
+
 // TestSimsPruneRanksIdentical: 1 and 3 ranks give byte-identical outputs,
 // with a deduplicated base, k above the base size (padding), query chunks
 // (several passes over the base) and partials merged through files; a
 // second run skips; the dedup filter matches the numpy reference.
 func TestSimsPruneRanksIdentical(t *testing.T) {
 	dir, truth := simsWorld(t)
-	extra := fmt.Sprintf(simsPruneTOML, 3500, 1) + `
-[kmeans]
-dataset = "laion"
-[dedup]
-`
 	// dedup's output, as the dedup stage writes it
-	removed := truth.ExpectedDedupRemoved()
+	extra, removed, keep := simsDedup(truth, 3500)
 	cfg1 := simsConfig(t, dir, "run1", extra)
-	var keep []int64
-	for id := int64(0); id < int64(truth.BaseRows); id++ {
-		if _, ok := slices.BinarySearch(removed, id); !ok {
-			keep = append(keep, id)
-		}
-	}
 	keepPath := filepath.Join(cfg1.Job.Workdir, "dedup", "keep_ids.npy")
 	if err := dataset.WriteInt64(keepPath, keep); err != nil {
 		t.Fatal(err)
@@ -763,14 +770,70 @@ func keysOf[V any](m map[string]V) []string {
 	return k
 }
 
+// TestSimsStreamWindows: sims and prune on the emulated GPU, whose top-k
+// streams keep their state on the device between blocks, flushed every
+// 1,500 rows (windows of two or three 700-row blocks, dedup compacting
+// them) instead of once a pass: with the exact filter the outputs are the
+// CPU backend's byte for byte, and without it (tensor-core rounding) the
+// same as with one flush per pass.
+func TestSimsStreamWindows(t *testing.T) {
+	t.Setenv(cuda.EmulatorEnv, "1")
+	dir, truth := simsWorld(t)
+	extra, _, keep := simsDedup(truth, 20)
+	defer func(w, r int) { simsStreamWindow, simsStreamRows = w, r }(simsStreamWindow, simsStreamRows)
+	simsStreamRows = 0 // blocks of runtime.block_rows (700)
+	run := func(work string, filter bool, window int) map[string][]byte {
+		t.Helper()
+		cfg := simsConfig(t, dir, work, extra)
+		if err := dataset.WriteInt64(filepath.Join(cfg.Job.Workdir, "dedup", "keep_ids.npy"), keep); err != nil {
+			t.Fatal(err)
+		}
+		if window == 0 {
+			simsRun(t, cfg, 1, "sims", "prune") // the CPU backend
+		} else {
+			simsStreamWindow = window
+			b, err := cuda.New(0, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			b.Filter = filter
+			env := &Env{Cfg: cfg, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Threads: 1, Backend: b}
+			if err := Run(context.Background(), env, []string{"sims", "prune"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		noLeftovers(t, cfg.Job.Workdir)
+		return outputFiles(t, cfg.Job.Workdir)
+	}
+	same := func(what string, a, b map[string][]byte) {
+		t.Helper()
+		if len(a) < 30 || !slices.Equal(keysOf(a), keysOf(b)) {
+			t.Fatalf("%s: outputs differ: %v vs %v", what, keysOf(a), keysOf(b))
+		}
+		for name, x := range a {
+			if !bytes.Equal(x, b[name]) {
+				t.Errorf("%s: %s differs", what, name)
+			}
+		}
+	}
+	same("exact filter, windows of 1,500 rows vs the CPU backend", run("cpu", false, 0), run("filter", true, 1500))
+	same("tensor cores, windows of 1,500 rows vs one per pass", run("pass", false, 1<<24), run("windows", false, 1500))
+}
+
 // ---------------------------------------------------------------- the merge
 
-// TestTopkStateMerge: merging block results into the running state, and
-// states into each other, equals kernels.MergeTopK over the whole, ties by
+// TestTopkStateMerge: a pass's streams flushed into the running state
+// (after every block, and every 9 rows: windows of blocks), and states
+// merged into each other, equal kernels.MergeTopK over the whole, ties by
 // row included, for both directions and k above and below the block size.
 func TestTopkStateMerge(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
-	for _, small := range []bool{false, true} {
+	for _, c := range []struct {
+		small  bool
+		window int
+	}{{false, 1}, {true, 1}, {false, 9}, {true, 9}} {
+		small := c.small
 		for _, k := range []int{1, 3, 17, 40} {
 			nq, nb, d := 5, 37, 4
 			q := make([]float32, nq*d)
@@ -790,7 +853,12 @@ func TestTopkStateMerge(t *testing.T) {
 			// three "ranks" of unequal blocks, merged in a scrambled order
 			var parts []*topkState
 			for _, cut := range [][2]int{{0, 5}, {5, 6}, {6, 30}, {30, 37}} {
-				st := newTopkState(nq, k, small)
+				job := &topkJob{q1: nq}
+				tp, err := newTopkPass(be, []*topkJob{job}, []topkSet{{Q: Q, Smallest: small}}, k, 2)
+				if err != nil {
+					t.Fatal(err)
+				}
+				tp.window = c.window
 				for r0 := cut[0]; r0 < cut[1]; r0 += 4 {
 					r1 := min(cut[1], r0+4)
 					rows, ids := []int64{}, []int64{}
@@ -799,11 +867,15 @@ func TestTopkStateMerge(t *testing.T) {
 						ids = append(ids, 1000+int64(r))
 					}
 					blk := scanBlock{M: kernels.F32Matrix(b[r0*d:r1*d], r1-r0, d), Rows: rows, IDs: ids}
-					if err := st.addTopK(be, Q, blk); err != nil {
+					if err := tp.add(blk); err != nil {
 						t.Fatal(err)
 					}
 				}
-				parts = append(parts, st)
+				if err := tp.flush(); err != nil {
+					t.Fatal(err)
+				}
+				tp.release()
+				parts = append(parts, job.st)
 			}
 			got := parts[2]
 			for _, p := range []int{0, 3, 1} {
@@ -815,7 +887,7 @@ func TestTopkStateMerge(t *testing.T) {
 			}
 			for i := range want.Val {
 				if got.val[i] != want.Val[i] || got.row[i] != want.Idx[i] || (want.Idx[i] >= 0 && got.id[i] != 1000+want.Idx[i]) {
-					t.Fatalf("small=%v k=%d entry %d: (%v, row %d, id %d), want (%v, %d)", small, k, i, got.val[i], got.row[i], got.id[i], want.Val[i], want.Idx[i])
+					t.Fatalf("small=%v window=%d k=%d entry %d: (%v, row %d, id %d), want (%v, %d)", small, c.window, k, i, got.val[i], got.row[i], got.id[i], want.Val[i], want.Idx[i])
 				}
 			}
 		}
@@ -1002,5 +1074,45 @@ dataset = %q
 		if !bytes.Equal(x, b[name]) {
 			t.Fatalf("%s differs between the float16 base and its float32 copy", name)
 		}
+	}
+}
+
+// BenchmarkMergeResult: merging one flushed top-k (k = 1,000 per query,
+// sorted, half of it better than the state's entries) into the running
+// state, per query row: what the stage pays on the host per flush — per
+// block before streams (on a GPU: 50,000 queries every 131,072-row block).
+func BenchmarkMergeResult(b *testing.B) {
+	const nq, k = 2000, 1000
+	rng := rand.New(rand.NewPCG(5, 6))
+	sorted := func() ([]float32, []int64) {
+		v := make([]float32, nq*k)
+		idx := make([]int64, nq*k)
+		for i := 0; i < nq; i++ {
+			x := float32(1)
+			for j := 0; j < k; j++ {
+				x -= rng.Float32() / k
+				v[i*k+j], idx[i*k+j] = x, int64(j)
+			}
+		}
+		return v, idx
+	}
+	rows, ids := make([]int64, k), make([]int64, k)
+	for j := range rows {
+		rows[j], ids[j] = int64(j), int64(j)
+	}
+	sv, _ := sorted()
+	rv, ri := sorted()
+	for _, threads := range []int{1, 2} {
+		b.Run(fmt.Sprintf("threads=%d", threads), func(b *testing.B) {
+			st := newTopkState(nq, k, false)
+			r := kernels.TopKResult{NQ: nq, K: k, Val: rv, Idx: ri}
+			for b.Loop() {
+				b.StopTimer()
+				copy(st.val, sv)
+				b.StartTimer()
+				st.mergeResult(r, rows, ids, threads)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/nq/1e3, "µs/row")
+		})
 	}
 }
