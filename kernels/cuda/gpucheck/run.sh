@@ -133,7 +133,7 @@ bench() { # name nq nb
   local name=$1 nq=$2 nb=$3
   if [ "$(left)" -lt 60 ]; then log "bench $name skipped: $(left) s left of DEADLINE"; return; fi
   log "bench $name: nq=$nq nb=$nb dim=$DIM k=$K centroids=$KC (float16), versions $VERSIONS"
-  timeout $(( $(left) - 10 )) "$here/cudabench" -ops topk,centroid,kernel-topk,kernel-centroid -nq "$nq" -nb "$nb" -dim "$DIM" -k "$K" -centroids "$KC" \
+  timeout $(( $(left) - 10 )) "$here/cudabench" -ops topk,topk-stream,centroid,kernel-topk,kernel-centroid -nq "$nq" -nb "$nb" -dim "$DIM" -k "$K" -centroids "$KC" \
     -version "$VERSIONS" ${PROFILE:+-profile} -json "$OUT/bench-$name-hpcrun.json" > "$OUT/bench-$name-hpcrun.txt" 2>&1 || { status=1; log "cudabench FAILED (exit $?)"; }
   tee -a "$OUT/summary.txt" < "$OUT/bench-$name-hpcrun.txt"
   # k-means' case: the points kept on the device, float32 centroids, on the

@@ -177,8 +177,9 @@ def main():
         print("\nratios (same GPU, same run; TFLOP/s from the same flop formula):")
         for m in ours:
             line = f"  {m['op']:<10} hpcrun-cuda v{m.get('version', 0)} {m['gflops'] / 1e3:8.1f} TFLOP/s"
-            # centroid-kept (points on the device) is the like of torch's centroid (data on the GPU)
-            op = {"centroid-kept": "centroid"}.get(m["op"], m["op"])
+            # centroid-kept (points on the device) is the like of torch's centroid (data on the GPU);
+            # topk-stream (the base added in blocks, as the sims stage scans) the like of its topk
+            op = {"centroid-kept": "centroid", "topk-stream": "topk"}.get(m["op"], m["op"])
             for r in out:
                 if r["op"] == op:
                     line += f"   vs {r['impl']} {r['gflops'] / 1e3:.1f}: x{m['gflops'] / r['gflops']:.2f}"

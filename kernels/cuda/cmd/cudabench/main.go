@@ -19,6 +19,10 @@
 // tensor cores); "filter" in -precision is float32 with runtime.gpu_filter
 // (the ops on the tensor cores with exact results).
 //
+// topk-stream is top-k as the sims stage runs it on a GPU: one
+// kernels.TopKStream, the base added in blocks of -block rows (1M), one
+// flush at the end; torch_ref.py sets it beside torch's topk.
+//
 // centroid-kept is NearestCentroid as k-means' iterations after the first
 // run it: the points kept on the device (kernels.Keeper; the upload is in
 // the untimed warm-up, printed apart), float32 centroids whatever -queries
@@ -59,13 +63,14 @@ type measurement struct {
 }
 
 func main() {
-	ops := flag.String("ops", "topk,centroid,maxarg", "comma-separated: topk, centroid, centroid-kept, maxarg, shiftedmax, prefixmax, kernel-topk, kernel-centroid")
+	ops := flag.String("ops", "topk,centroid,maxarg", "comma-separated: topk, topk-stream, centroid, centroid-kept, maxarg, shiftedmax, prefixmax, kernel-topk, kernel-centroid")
 	nq := flag.Int("nq", 50000, "queries")
 	nb := flag.Int("nb", 10000000, "base rows (points for centroid)")
 	dim := flag.Int("dim", 512, "dimension")
 	k := flag.Int("k", 1000, "top-k")
 	kc := flag.Int("centroids", 4096, "centroids for the centroid op")
 	npm := flag.Int("prefix-rows", 50000, "rows for prefixmax")
+	block := flag.Int("block", 1<<20, "topk-stream: base rows per Add (the sims stage's scan blocks on a GPU)")
 	versions := flag.String("version", "0", "kernel versions, comma-separated (0 = auto, 1 to 6): every op runs with each (one the GPU lacks is skipped)")
 	reps := flag.Int("reps", 1, "timed repetitions (best is reported)")
 	threads := flag.Int("threads", 0, "host threads (0 = GOMAXPROCS)")
@@ -136,7 +141,7 @@ func main() {
 		}
 		done := map[[3]int]bool{}
 		// the exact filter takes the ops on float16 rows (not the kernel-only timings)
-		filtered := name == "topk" || name == "maxarg" || name == "shiftedmax" || name == "centroid" || name == "centroid-kept" || name == "prefixmax"
+		filtered := name == "topk" || name == "topk-stream" || name == "maxarg" || name == "shiftedmax" || name == "centroid" || name == "centroid-kept" || name == "prefixmax"
 		for _, ps := range precs {
 			p := ps.p
 			if ps.filter && !filtered {
@@ -235,6 +240,27 @@ func main() {
 			need()
 			timeIt("topk", 2*float64(*nq)*float64(*nb)*float64(*dim), measurement{NQ: *nq, NB: *nb, Dim: *dim, K: *k}, func(n int) error {
 				_, err := b.TopK(Q, prefix(B, n), kernels.TopKOptions{K: *k})
+				return err
+			})
+		case "topk-stream":
+			// top-k as the sims stage runs it: one stream, the base added
+			// in blocks, one flush at the end
+			need()
+			note := fmt.Sprintf("TopKStream, blocks of %d rows", *block)
+			timeIt("topk-stream", 2*float64(*nq)*float64(*nb)*float64(*dim), measurement{NQ: *nq, NB: *nb, Dim: *dim, K: *k, Note: note}, func(n int) error {
+				st, err := b.NewTopKStream(Q, kernels.TopKOptions{K: *k})
+				if err != nil {
+					return err
+				}
+				defer st.Release()
+				base := prefix(B, n)
+				for r0 := 0; r0 < base.Rows; r0 += max(1, *block) {
+					r1 := min(base.Rows, r0+max(1, *block))
+					if err := st.Add(kernels.F16Matrix(base.F16[r0*base.Dim:r1*base.Dim], r1-r0, base.Dim)); err != nil {
+						return err
+					}
+				}
+				_, err = st.Flush()
 				return err
 			})
 		case "maxarg":

@@ -49,7 +49,7 @@ func bench(t *testing.T, args ...string) (string, []measurement) {
 // and centroid-kept times each tensor-core setting on kept points.
 func TestBenchEmulated(t *testing.T) {
 	small := []string{"-nq", "32", "-nb", "2000", "-dim", "64", "-k", "10", "-centroids", "16", "-prefix-rows", "300"}
-	out, ms := bench(t, append([]string{"-ops", "topk,centroid,kernel-topk,kernel-centroid,maxarg,shiftedmax,prefixmax", "-version", "4"}, small...)...)
+	out, ms := bench(t, append([]string{"-ops", "topk,topk-stream,centroid,kernel-topk,kernel-centroid,maxarg,shiftedmax,prefixmax", "-version", "4", "-block", "300"}, small...)...)
 	got := map[string]int{}
 	for _, m := range ms {
 		got[m.Op]++
@@ -57,10 +57,14 @@ func TestBenchEmulated(t *testing.T) {
 			t.Errorf("%s: %+v", m.Op, m)
 		}
 	}
-	for _, op := range []string{"topk", "centroid", "kernel-topk", "kernel-centroid", "maxarg", "shiftedmax", "prefixmax"} {
+	for _, op := range []string{"topk", "topk-stream", "centroid", "kernel-topk", "kernel-centroid", "maxarg", "shiftedmax", "prefixmax"} {
 		if got[op] != 1 {
 			t.Errorf("%s: %d measurements, want 1\n%s", op, got[op], out)
 		}
+	}
+	// the stream: one query upload, one flush (7 blocks of 300 rows)
+	if i := strings.Index(out, "topk-stream"); i < 0 || !strings.Contains(out[i:], "query blocks 1") {
+		t.Errorf("topk-stream: not one session\n%s", out)
 	}
 
 	// run.sh's kept bench: float32 centroids on kept points, the two
