@@ -872,28 +872,38 @@ type topkJob struct {
 	set, q0, q1 int
 	st          *topkState
 	q           kernels.Matrix
-	stream      kernels.TopKStream
 }
 
-// topkPass is one pass's sink for the jobs packed into it: every block goes
-// to every job's kernels.TopKStream, and what the streams flush is merged
-// into the jobs' states. The rows and ids of the blocks since the last
-// flush decode the streams' indices (16 bytes a row): a backend with its
-// own stream (kernels/cuda: queries, thresholds and candidates stay on the
-// GPU from block to block) is flushed every simsStreamWindow rows, any
-// other after every block.
+// topkPass is one pass's sink for the jobs packed into it. Jobs of one
+// direction and dtype share a kernels.TopKStream (their queries
+// concatenated), so each block goes to the backend once per group, not once
+// per job: packed and copied once, one kernel over all the queries. What a
+// stream flushes is split by job and merged into the jobs' states. The rows
+// and ids of the blocks since the last flush decode the streams' indices
+// (16 bytes a row): a backend with its own stream (kernels/cuda: queries,
+// thresholds and candidates stay on the GPU from block to block) is flushed
+// every simsStreamWindow rows, any other after every block.
 type topkPass struct {
 	jobs      []*topkJob
+	groups    []*topkGroup
 	window    int
 	threads   int
 	rows, ids []int64
 }
 
+// topkGroup is one stream of a pass and the jobs whose queries it holds,
+// the first query of jobs[i] at row offs[i].
+type topkGroup struct {
+	stream kernels.TopKStream
+	jobs   []*topkJob
+	offs   []int
+}
+
 func (p *topkPass) add(b scanBlock) error {
 	p.rows = append(p.rows, b.Rows...)
 	p.ids = append(p.ids, b.IDs...)
-	for _, j := range p.jobs {
-		if err := j.stream.Add(b.M); err != nil {
+	for _, g := range p.groups {
+		if err := g.stream.Add(b.M); err != nil {
 			return err
 		}
 	}
@@ -907,35 +917,88 @@ func (p *topkPass) flush() error {
 	if len(p.rows) == 0 {
 		return nil
 	}
-	for _, j := range p.jobs {
-		r, err := j.stream.Flush()
+	for _, g := range p.groups {
+		r, err := g.stream.Flush()
 		if err != nil {
 			return err
 		}
-		j.st.mergeResult(r, p.rows, p.ids, p.threads)
+		for i, j := range g.jobs {
+			o, n := g.offs[i], j.q1-j.q0
+			part := kernels.TopKResult{NQ: n, K: r.K, Smallest: r.Smallest, Val: r.Val[o*r.K : (o+n)*r.K], Idx: r.Idx[o*r.K : (o+n)*r.K]}
+			j.st.mergeResult(part, p.rows, p.ids, p.threads)
+		}
 	}
 	p.rows, p.ids = p.rows[:0], p.ids[:0]
 	return nil
 }
 
 func (p *topkPass) release() {
-	for _, j := range p.jobs {
-		if j.stream != nil {
-			j.stream.Release()
-		}
+	for _, g := range p.groups {
+		g.stream.Release()
 	}
+	p.groups = nil
 }
 
-// newTopkPass starts the jobs' streams on the backend.
+// newTopkPass starts the jobs' streams on the backend: one per direction
+// and dtype, or one per job when a backend's own stream has no room for a
+// group's queries at once but may for each job's.
 func newTopkPass(be kernels.Backend, jobs []*topkJob, sets []topkSet, k, threads int) (*topkPass, error) {
 	p := &topkPass{jobs: jobs, window: simsStreamWindow, threads: threads}
+	type key struct{ smallest, f16 bool }
+	byKey := map[key][]*topkJob{}
+	var keys []key
 	for _, j := range jobs {
 		s := sets[j.set]
 		j.q = rowsOf(s.Q, j.q0, j.q1)
 		j.st = newTopkState(j.q1-j.q0, k, s.Smallest)
+		kk := key{s.Smallest, s.Q.F16 != nil}
+		if byKey[kk] == nil {
+			keys = append(keys, kk)
+		}
+		byKey[kk] = append(byKey[kk], j)
+	}
+	start := func(js []*topkJob, smallest bool) (bool, error) {
+		g := &topkGroup{jobs: js}
+		q := js[0].q
+		if len(js) > 1 {
+			q = kernels.Matrix{Dim: q.Dim}
+			for _, j := range js {
+				g.offs = append(g.offs, q.Rows)
+				q.Rows += j.q.Rows
+				q.F16 = append(q.F16, j.q.F16...)
+				q.F32 = append(q.F32, j.q.F32...)
+			}
+		} else {
+			g.offs = []int{0}
+		}
 		var native bool
 		var err error
-		if j.stream, native, err = kernels.NewTopKStream(be, j.q, kernels.TopKOptions{K: k, Smallest: s.Smallest}); err != nil {
+		g.stream, native, err = kernels.NewTopKStream(be, q, kernels.TopKOptions{K: k, Smallest: smallest})
+		if err != nil {
+			return false, err
+		}
+		p.groups = append(p.groups, g)
+		return native, nil
+	}
+	_, streamer := be.(kernels.TopKStreamer)
+	for _, kk := range keys {
+		js := byKey[kk]
+		native, err := start(js, kk.smallest)
+		if err == nil && !native && streamer && len(js) > 1 {
+			// no room for the group on the backend: a stream per job
+			last := p.groups[len(p.groups)-1]
+			last.stream.Release()
+			p.groups = p.groups[:len(p.groups)-1]
+			native = true
+			for _, j := range js {
+				n, e := start([]*topkJob{j}, kk.smallest)
+				if err = e; err != nil {
+					break
+				}
+				native = native && n
+			}
+		}
+		if err != nil {
 			p.release()
 			return nil, err
 		}

@@ -1077,6 +1077,79 @@ dataset = %q
 	}
 }
 
+// roomy is a backend with its own top-k stream (a CPU one, from
+// kernels.NewTopKStream) that has room for at most limit queries at once.
+type roomy struct {
+	kernels.Backend
+	limit, streams int
+}
+
+func (r *roomy) NewTopKStream(q kernels.Matrix, opt kernels.TopKOptions) (kernels.TopKStream, error) {
+	if q.Rows > r.limit {
+		return nil, fmt.Errorf("%w: %d queries", kernels.ErrNoRoom, q.Rows)
+	}
+	r.streams++
+	s, _, err := kernels.NewTopKStream(r.Backend, q, opt)
+	return s, err
+}
+
+// TestTopkPassGroups: a pass gives the jobs of one direction and dtype one
+// stream (their queries concatenated), or one each when the backend has no
+// room for the group; either way each job's state is its own queries'
+// exact top-k.
+func TestTopkPassGroups(t *testing.T) {
+	const d, k, nb = 8, 5, 300
+	q16 := kernels.RandomUnit(1, 30, d, true, 1)
+	q32 := kernels.RandomUnit(2, 20, d, false, 1)
+	q16b := kernels.RandomUnit(4, 30, d, true, 1)
+	b := kernels.RandomUnit(3, nb, d, true, 1)
+	sets := []topkSet{{Q: q32}, {Q: q16}, {Q: q32, Smallest: true}, {Q: q16b}}
+	rows, ids := make([]int64, nb), make([]int64, nb)
+	for i := range rows {
+		rows[i], ids[i] = int64(i), 7+int64(i)
+	}
+	for _, c := range []struct{ limit, groups, streams, window int }{
+		{1000, 3, 3, simsStreamWindow}, // (largest, f32), (largest, f16) x2, (smallest, f32)
+		{30, 4, 4, simsStreamWindow},   // 28 + 28 float16 queries: a stream each
+		{10, 4, 0, 1},                  // no room for any: TopK per block, flushed after each
+	} {
+		be := &roomy{Backend: kernels.NewCPU(1), limit: c.limit}
+		var jobs []*topkJob
+		for si, s := range sets {
+			jobs = append(jobs, &topkJob{set: si, q0: 2, q1: s.Q.Rows})
+		}
+		tp, err := newTopkPass(be, jobs, sets, k, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(tp.groups) != c.groups || be.streams != c.streams || tp.window != c.window {
+			t.Fatalf("limit %d: %d streams, %d of them the backend's, window %d; want %d, %d, %d",
+				c.limit, len(tp.groups), be.streams, tp.window, c.groups, c.streams, c.window)
+		}
+		for r0 := 0; r0 < nb; r0 += 64 {
+			r1 := min(nb, r0+64)
+			blk := scanBlock{M: kernels.F16Matrix(b.F16[r0*d:r1*d], r1-r0, d), Rows: rows[r0:r1], IDs: ids[r0:r1]}
+			if err := tp.add(blk); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := tp.flush(); err != nil {
+			t.Fatal(err)
+		}
+		tp.release()
+		for _, j := range jobs {
+			s := sets[j.set]
+			want, err := kernels.NewCPU(1).TopK(rowsOf(s.Q, j.q0, j.q1), b, kernels.TopKOptions{K: k, Smallest: s.Smallest, BaseOffset: 7})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(j.st.id, want.Idx) || !slices.Equal(j.st.val, want.Val) {
+				t.Fatalf("limit %d, set %d: the pass's top-k differs from TopK over the whole base", c.limit, j.set)
+			}
+		}
+	}
+}
+
 // BenchmarkMergeResult: merging one flushed top-k (k = 1,000 per query,
 // sorted, half of it better than the state's entries) into the running
 // state, per query row: what the stage pays on the host per flush — per
