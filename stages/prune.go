@@ -421,7 +421,7 @@ func (p *pruneSink) add(b scanBlock) error {
 			for i, j := range p.cand[:m] {
 				vals[i], rows[i], ids[i] = am.Val[j], b.Rows[j], b.IDs[j]
 			}
-			st.mergeRow(0, vals, rows, ids)
+			st.mergeRow(0, vals, rows, ids, st.scratch())
 		}
 	}
 	return nil

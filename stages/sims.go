@@ -645,8 +645,26 @@ type topkState struct {
 	smallest bool
 	val      []float32 // nq*k
 	row, id  []int64   // nq*k
-	sv       []float32 // merge scratch, k
-	sr, si   []int64
+	sc       *mergeScratch
+}
+
+// mergeScratch is where mergeRow builds a merged list (k entries): one per
+// goroutine merging into a state.
+type mergeScratch struct {
+	v     []float32
+	r, id []int64
+}
+
+func newMergeScratch(k int) *mergeScratch {
+	return &mergeScratch{v: make([]float32, k), r: make([]int64, k), id: make([]int64, k)}
+}
+
+// scratch is the state's own mergeScratch, for merges on one goroutine.
+func (s *topkState) scratch() *mergeScratch {
+	if s.sc == nil {
+		s.sc = newMergeScratch(s.k)
+	}
+	return s.sc
 }
 
 func newTopkState(nq, k int, smallest bool) *topkState {
@@ -681,34 +699,31 @@ func topkBefore(smallest bool, va float32, ra int64, vb float32, rb int64) bool 
 }
 
 // mergeRow merges query i's list with another sorted list (bv, br, bi) of
-// any length, keeping the best k: a linear merge, exact.
-func (s *topkState) mergeRow(i int, bv []float32, br, bi []int64) {
+// any length, keeping the best k: a linear merge, exact, built in sc.
+func (s *topkState) mergeRow(i int, bv []float32, br, bi []int64, sc *mergeScratch) {
 	k := s.k
-	if s.sv == nil {
-		s.sv, s.sr, s.si = make([]float32, k), make([]int64, k), make([]int64, k)
-	}
 	av, ar, ai := s.val[i*k:(i+1)*k], s.row[i*k:(i+1)*k], s.id[i*k:(i+1)*k]
 	a, b := 0, 0
 	for o := 0; o < k; o++ {
 		takeA := b >= len(bv) || (a < k && topkBefore(s.smallest, av[a], ar[a], bv[b], br[b]))
 		if takeA {
-			s.sv[o], s.sr[o], s.si[o] = av[a], ar[a], ai[a]
+			sc.v[o], sc.r[o], sc.id[o] = av[a], ar[a], ai[a]
 			a++
 		} else {
-			s.sv[o], s.sr[o], s.si[o] = bv[b], br[b], bi[b]
+			sc.v[o], sc.r[o], sc.id[o] = bv[b], br[b], bi[b]
 			b++
 		}
 	}
-	copy(av, s.sv)
-	copy(ar, s.sr)
-	copy(ai, s.si)
+	copy(av, sc.v)
+	copy(ar, sc.r)
+	copy(ai, sc.id)
 }
 
 // merge merges another state of the same queries into s.
 func (s *topkState) merge(o *topkState) {
 	k := o.k
 	for i := 0; i < s.nq; i++ {
-		s.mergeRow(i, o.val[i*k:(i+1)*k], o.row[i*k:(i+1)*k], o.id[i*k:(i+1)*k])
+		s.mergeRow(i, o.val[i*k:(i+1)*k], o.row[i*k:(i+1)*k], o.id[i*k:(i+1)*k], s.scratch())
 	}
 }
 
@@ -721,7 +736,7 @@ func (s *topkState) mergeResult(r kernels.TopKResult, rows, ids []int64, threads
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			m := &topkState{nq: s.nq, k: s.k, smallest: s.smallest, val: s.val, row: s.row, id: s.id}
+			sc := newMergeScratch(s.k)
 			br, bi := make([]int64, r.K), make([]int64, r.K)
 			for i := w * s.nq / threads; i < (w+1)*s.nq/threads; i++ {
 				vals, idx := r.Row(i)
@@ -733,7 +748,7 @@ func (s *topkState) mergeResult(r kernels.TopKResult, rows, ids []int64, threads
 					br[j], bi[j] = rows[x], ids[x]
 					n++
 				}
-				m.mergeRow(i, vals[:n], br[:n], bi[:n])
+				s.mergeRow(i, vals[:n], br[:n], bi[:n], sc)
 			}
 		}()
 	}
@@ -884,7 +899,6 @@ type topkJob struct {
 // thresholds and candidates stay on the GPU from block to block) is flushed
 // every simsStreamWindow rows, any other after every block.
 type topkPass struct {
-	jobs      []*topkJob
 	groups    []*topkGroup
 	window    int
 	threads   int
@@ -943,7 +957,7 @@ func (p *topkPass) release() {
 // and dtype, or one per job when a backend's own stream has no room for a
 // group's queries at once but may for each job's.
 func newTopkPass(be kernels.Backend, jobs []*topkJob, sets []topkSet, k, threads int) (*topkPass, error) {
-	p := &topkPass{jobs: jobs, window: simsStreamWindow, threads: threads}
+	p := &topkPass{window: simsStreamWindow, threads: threads}
 	type key struct{ smallest, f16 bool }
 	byKey := map[key][]*topkJob{}
 	var keys []key
@@ -957,46 +971,42 @@ func newTopkPass(be kernels.Backend, jobs []*topkJob, sets []topkSet, k, threads
 		}
 		byKey[kk] = append(byKey[kk], j)
 	}
-	start := func(js []*topkJob, smallest bool) (bool, error) {
-		g := &topkGroup{jobs: js}
+	// open is a stream of the jobs' queries, concatenated
+	open := func(js []*topkJob, smallest bool) (*topkGroup, bool, error) {
+		g := &topkGroup{jobs: js, offs: make([]int, len(js))}
 		q := js[0].q
 		if len(js) > 1 {
 			q = kernels.Matrix{Dim: q.Dim}
-			for _, j := range js {
-				g.offs = append(g.offs, q.Rows)
+			for i, j := range js {
+				g.offs[i] = q.Rows
 				q.Rows += j.q.Rows
 				q.F16 = append(q.F16, j.q.F16...)
 				q.F32 = append(q.F32, j.q.F32...)
 			}
-		} else {
-			g.offs = []int{0}
 		}
 		var native bool
 		var err error
 		g.stream, native, err = kernels.NewTopKStream(be, q, kernels.TopKOptions{K: k, Smallest: smallest})
-		if err != nil {
-			return false, err
-		}
-		p.groups = append(p.groups, g)
-		return native, nil
+		return g, native, err
 	}
 	_, streamer := be.(kernels.TopKStreamer)
 	for _, kk := range keys {
 		js := byKey[kk]
-		native, err := start(js, kk.smallest)
+		g, native, err := open(js, kk.smallest)
 		if err == nil && !native && streamer && len(js) > 1 {
 			// no room for the group on the backend: a stream per job
-			last := p.groups[len(p.groups)-1]
-			last.stream.Release()
-			p.groups = p.groups[:len(p.groups)-1]
+			g.stream.Release()
 			native = true
 			for _, j := range js {
-				n, e := start([]*topkJob{j}, kk.smallest)
+				gj, n, e := open([]*topkJob{j}, kk.smallest)
 				if err = e; err != nil {
 					break
 				}
+				p.groups = append(p.groups, gj)
 				native = native && n
 			}
+		} else if err == nil {
+			p.groups = append(p.groups, g)
 		}
 		if err != nil {
 			p.release()
