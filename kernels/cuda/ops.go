@@ -149,12 +149,19 @@ func (e *Backend) planTopK(q, b kernels.Matrix, opt kernels.TopKOptions) (topkPl
 		}
 	}
 	t.headroom, t.cap = e.topkSlots(k)
-	perQuery := 8*t.cap + 8*k + 8 + l.rowBytes()
-	if t.eq != nil {
-		perQuery += 4*l.ld + 12 // the exact copy; e, the filter's threshold, before
-	}
-	qb, err := e.topkQueries(q.Rows, perQuery)
+	qb, err := e.topkQueries(q.Rows, topkPerQuery(k, t.cap, l, t.eq != nil))
 	return t, qb, err
+}
+
+// topkPerQuery is the device bytes of one query's TopK state: slots,
+// output, threshold and count, its row in layout l, and with the exact
+// filter its exact copy, e, the filter's threshold and before.
+func topkPerQuery(k, slots int, l layout, filter bool) int {
+	n := 8*slots + 8*k + 8 + l.rowBytes()
+	if filter {
+		n += 4*l.ld + 12
+	}
+	return n
 }
 
 // topkSlots is the headroom and the candidate slots per query for k.
@@ -401,7 +408,6 @@ func (s *topkSession) flush(res kernels.TopKResult, r0 int) error {
 	if err != nil {
 		return err
 	}
-	pad := padOf(t.opt)
 	batch := max(1, min(nq, len(stg[0])/(8*k)))
 	for b0 := 0; b0 < nq; b0 += batch {
 		b1 := min(nq, b0+batch)
@@ -412,7 +418,7 @@ func (s *topkSession) flush(res kernels.TopKResult, r0 int) error {
 		if err := e.dev.sync(e.compute); err != nil {
 			return err
 		}
-		if err := decodeTopK(keys, b1-b0, r0+b0, t, res, pad, sorted, e.threads); err != nil {
+		if err := decodeTopK(keys, b1-b0, r0+b0, t, res, sorted, e.threads); err != nil {
 			return err
 		}
 	}
@@ -428,8 +434,8 @@ func (s *topkSession) flush(res kernels.TopKResult, r0 int) error {
 // decodeTopK writes each of the n rows of k keys (best first: sorted on the
 // device, or here when !sorted) as values and indices into rows r0.. of res
 // (key 0 is padding).
-func decodeTopK(keys []uint64, n, r0 int, t topkPlan, res kernels.TopKResult, pad float32, sorted bool, threads int) error {
-	k := t.k
+func decodeTopK(keys []uint64, n, r0 int, t topkPlan, res kernels.TopKResult, sorted bool, threads int) error {
+	k, pad := t.k, padOf(t.opt)
 	return parallelFor(n, threads, func(lo, hi int) error {
 		for i := lo; i < hi; i++ {
 			row := keys[i*k : (i+1)*k]

@@ -133,7 +133,7 @@ func BenchmarkDecodeTopK(b *testing.B) {
 				b.StopTimer()
 				copy(keys, orig)
 				b.StartTimer()
-				if err := decodeTopK(keys, nq, 0, topkPlan{k: k}, res, 0, sorted, 1); err != nil {
+				if err := decodeTopK(keys, nq, 0, topkPlan{k: k}, res, sorted, 1); err != nil {
 					b.Fatal(err)
 				}
 			}

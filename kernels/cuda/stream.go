@@ -7,11 +7,12 @@ import (
 )
 
 // NewTopKStream implements kernels.TopKStreamer: one topkSession (ops.go)
-// for all the queries, created at the first Add (the first block's dtype
-// picks the layout and the exact filter, as TopK's base does), kept on the
-// device until Release. An error wrapping kernels.ErrNoRoom when the
-// queries' slots would not fit at once (TopK would cut them into query
-// blocks, each streaming the whole base).
+// for all the queries, kept on the device until Release. Its slots are
+// allocated here, so the next stream sees the memory taken; the queries
+// are uploaded at the first Add (the first block's dtype picks the layout
+// and the exact filter, as TopK's base does). An error wrapping
+// kernels.ErrNoRoom when the queries' state would not fit at once (TopK
+// would cut them into query blocks, each streaming the whole base).
 func (e *Backend) NewTopKStream(q kernels.Matrix, opt kernels.TopKOptions) (kernels.TopKStream, error) {
 	if err := checkMatrix(q, "queries"); err != nil {
 		return nil, err
@@ -34,7 +35,6 @@ func (e *Backend) NewTopKStream(q kernels.Matrix, opt kernels.TopKOptions) (kern
 	if err := e.topkRoom(q, opt); err != nil {
 		return nil, err
 	}
-	// the slots now, so that the next stream sees the memory taken
 	if st.s, err = e.newTopkSlots(q.Rows, opt.K); err != nil {
 		return nil, err
 	}
@@ -46,8 +46,7 @@ func (e *Backend) NewTopKStream(q kernels.Matrix, opt kernels.TopKOptions) (kern
 // exact filter's copy counted).
 func (e *Backend) topkRoom(q kernels.Matrix, opt kernels.TopKOptions) error {
 	_, slots := e.topkSlots(opt.K)
-	l := layoutOf(q.Dim, kernels.Matrix{})
-	qb, err := e.topkQueries(q.Rows, 8*slots+8*opt.K+8+2*l.rowBytes()+12)
+	qb, err := e.topkQueries(q.Rows, topkPerQuery(opt.K, slots, layoutOf(q.Dim, kernels.Matrix{}), true))
 	if err != nil {
 		return err
 	}
