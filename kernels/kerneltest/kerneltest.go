@@ -571,9 +571,9 @@ func Merge(t *testing.T, b kernels.Backend) {
 // a kernels.TopKStreamer): blocks added with flushes between them, each
 // flush's indices shifted by the rows before its window, merged by
 // kernels.MergeTopK, are TopK over the whole base bit for bit. A backend's
-// own stream must carry its thresholds over a flush (the base added again
-// after a flush gives fewer than k entries), refuse a block of another
-// dtype, and report a non-finite block.
+// own stream must carry its thresholds over a flush (rows well below a
+// query's k-th best, added after the flush, give no entry: carried), refuse
+// a block of another dtype, and report a non-finite block.
 func Stream(t *testing.T, b kernels.Backend) {
 	_, streamer := b.(kernels.TopKStreamer)
 	// blocks [cuts[i], cuts[i+1]) (one empty); flush after the blocks in flushAt
@@ -585,11 +585,11 @@ func Stream(t *testing.T, b kernels.Backend) {
 			base := Gen(92, 350, 40, v.kind, v.f16)
 			for _, smallest := range []bool{false, true} {
 				name := fmt.Sprintf("%v f16=%v k=%d smallest=%v", v.kind, v.f16, k, smallest)
-				whole, err := b.TopK(q.M, base.M, kernels.TopKOptions{K: k, Smallest: smallest, BaseOffset: 5})
+				opt := kernels.TopKOptions{K: k, Smallest: smallest, BaseOffset: 5}
+				whole, err := b.TopK(q.M, base.M, opt)
 				if err != nil {
 					t.Fatal(err)
 				}
-				opt := kernels.TopKOptions{K: k, Smallest: smallest, BaseOffset: 5}
 				st, native, err := kernels.NewTopKStream(b, q.M, opt)
 				if err != nil {
 					t.Fatalf("%s: %v", name, err)
