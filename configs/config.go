@@ -66,7 +66,8 @@ type Runtime struct {
 	// embeddings (k-means assignment, top-k, per-base-point max, dedup) with
 	// gpu_precision "float32": tensor cores with error-bounded candidates
 	// recomputed by the FMA chain, so the CPU backend's results bit for
-	// bit. Off by default until a GPU run has checked it.
+	// bit. On by default since an H200 run checked it
+	// (docs/gpu/2026-11-27-h200); false runs those ops on the FFMA kernels.
 	GPUFilter bool `toml:"gpu_filter"`
 }
 

@@ -15,6 +15,7 @@ func Default() *Config {
 			Timeout:      Duration{60 * time.Second},
 			BlockRows:    16384,
 			GPUPrecision: "float32",
+			GPUFilter:    true,
 		},
 		Datasets: map[string]*Dataset{},
 		Embed:    map[string]*Embed{},

@@ -326,7 +326,8 @@ max_iter = 4
 }
 
 // TestGPUFilter: runtime.gpu_filter reaches the CUDA backend (here its
-// emulator) and is logged; with it, k-means (NearestCentroid on float16
+// emulator) and is logged, on when not set (the default) and off when set
+// false; with it, k-means (NearestCentroid on float16
 // points against float32 centroids, its points kept on the device), dedup
 // (PrefixMax, MaxArg), sims and prune (TopK of float32 eval embeddings over
 // float16 rows, MaxArg) run through the exact filter and write the same
@@ -334,7 +335,7 @@ max_iter = 4
 func TestGPUFilter(t *testing.T) {
 	t.Setenv(cuda.EmulatorEnv, "1")
 	dir, world := tinyWorld(t)
-	outputs := func(work string, args ...string) map[string][]byte {
+	outputs := func(work, wantLog string, args ...string) map[string][]byte {
 		t.Helper()
 		cfg := writeConfig(t, dir, tinyConfig(world, work)+`
 [kmeans]
@@ -358,8 +359,8 @@ near_far_sizes = [100]
 		if code != 0 {
 			t.Fatalf("%v: exit %d\n%s", args, code, out)
 		}
-		if len(args) > 2 && !strings.Contains(out, "gpu_filter=true") {
-			t.Errorf("gpu_filter not logged:\n%s", out)
+		if wantLog != "" && !strings.Contains(out, wantLog) {
+			t.Errorf("%v: %s not logged:\n%s", args, wantLog, out)
 		}
 		files := map[string][]byte{}
 		for _, stage := range []string{"kmeans", "dedup", "sims", "prune"} {
@@ -380,15 +381,24 @@ near_far_sizes = [100]
 		}
 		return files
 	}
-	cpu := outputs(filepath.Join(dir, "cpu"), "--set", `runtime.backend="cpu"`)
-	gpu := outputs(filepath.Join(dir, "gpu"), "--set", `runtime.backend="cuda"`, "--set", "runtime.gpu_filter=true")
-	for f := range cpu {
-		if !bytes.Equal(cpu[f], gpu[f]) {
-			t.Errorf("%s differs between the CPU backend and the GPU's exact filter", f)
+	cpu := outputs(filepath.Join(dir, "cpu"), "", "--set", `runtime.backend="cpu"`)
+	for _, c := range []struct{ name, log, set string }{
+		{"gpu", "gpu_filter=true", ""},                               // the default
+		{"nofilter", "gpu_filter=false", "runtime.gpu_filter=false"}, // the FFMA kernels
+	} {
+		args := []string{"--set", `runtime.backend="cuda"`}
+		if c.set != "" {
+			args = append(args, "--set", c.set)
 		}
-	}
-	if len(gpu) != len(cpu) {
-		t.Errorf("%d outputs on the GPU, %d on the CPU", len(gpu), len(cpu))
+		gpu := outputs(filepath.Join(dir, c.name), c.log, args...)
+		for f := range cpu {
+			if !bytes.Equal(cpu[f], gpu[f]) {
+				t.Errorf("%s: %s differs between the CPU backend and the GPU", c.name, f)
+			}
+		}
+		if len(gpu) != len(cpu) {
+			t.Errorf("%s: %d outputs on the GPU, %d on the CPU", c.name, len(gpu), len(cpu))
+		}
 	}
 	t.Logf("%d .npy outputs, byte-identical", len(cpu))
 }

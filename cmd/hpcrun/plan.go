@@ -16,31 +16,37 @@ import (
 // Rates a plan assumes when no --bench file gives measured ones, per rank:
 // GFLOP/s per op and GB/s for I/O and allreduce. The CPU figures are this
 // project's 2-core AVX-512 machine. The GPU op rates were measured on one
-// H100 80GB HBM3 (docs/gpu/2026-11-26-h100/run4, cudabench, kernel version
-// 4): top-k end to end from host memory at the paper's shape, 183 TFLOP/s;
-// the argmax ops (NearestCentroid, MaxArg, ShiftedMax) at their kernel
-// rate, 213 TFLOP/s,
-// which is what they reach when the resident set is large (k = 50,000
-// centroids, 200,000 eval images; with 4,096 centroids the host-to-device
-// stream bounds NearestCentroid at 68 TFLOP/s); PrefixMax (dedup) was not
-// measured and is put at 150. Reads, allreduce and embedding are assumed.
-// Those GPU rates are float16 against float16: the pipeline's ops with a
-// float32 operand (k-means' centroids, the eval embeddings: centroid, topk,
-// maxarg, shiftedmax) get them with runtime.gpu_precision = "float16", half
-// of them with "float16x2", and with "float32" (the default) the FFMA
-// kernels' rate, gpuFFMA, which no GPU has measured yet (assumed); with
-// runtime.gpu_filter the tensor-core rates less gpuFilterShare's 10%.
-const gpuFFMA = 25e3 // GFLOP/s per H100 rank: assumed (~40% of the 67 TFLOP/s float32 peak)
+// H200 (docs/gpu/2026-11-27-h200/run1, cudabench, kernel version 5): top-k
+// end to end from host memory at the paper's shape, 244 TFLOP/s; the argmax
+// ops (NearestCentroid, MaxArg, ShiftedMax) at their kernel rate, 255
+// TFLOP/s, which is what they reach when the resident set is large (k =
+// 50,000 centroids, 200,000 eval images; with 4,096 centroids NearestCentroid
+// reaches 123 TFLOP/s on points kept on the device, 67 streamed from host
+// memory); PrefixMax (dedup) was not measured and is put at 150. Reads,
+// allreduce and embedding are assumed. Those GPU rates are float16 against
+// float16: the pipeline's ops with a float32 operand (k-means' centroids, the
+// eval embeddings: centroid, topk, maxarg, shiftedmax) get them with
+// runtime.gpu_precision = "float16", half of them with "float16x2", with
+// "float32" and runtime.gpu_filter (the defaults) the share gpuFilterShare of
+// them, and with "float32" and no filter the FFMA kernels' rate, gpuFFMA.
+//
+// gpuFFMA: version 6 with float32 queries against 1,000,000 float16 rows on
+// the H200 (run1): top-k 27, NearestCentroid 21, MaxArg 36 TFLOP/s.
+const gpuFFMA = 25e3
 
-// gpuFilterShare: with runtime.gpu_filter the ops on float16 rows run on the
-// tensor cores plus the exact filter's appends and rescoring, assumed to
-// cost 10% (not yet measured on a GPU).
-const gpuFilterShare = 0.9
+// gpuFilterShare: with runtime.gpu_filter an op on float16 rows runs on the
+// tensor cores plus the exact filter's appends and rescoring; measured on the
+// H200 (run1) as the filtered op's time over the float16 one's: top-k 0.34
+// (10,000 float32 queries x 1,000,000 rows, k = 1,000: 0.359 vs 0.121 s),
+// MaxArg 0.55 (0.122 vs 0.067 s), NearestCentroid 0.63 (10,000,000 kept
+// points x 4,096 centroids: 0.540 vs 0.340 s); ShiftedMax and PrefixMax
+// (not measured) are put at MaxArg's.
+var gpuFilterShare = map[string]float64{"topk": 0.34, "centroid": 0.63, "maxarg": 0.55, "shiftedmax": 0.55, "prefixmax": 0.55}
 
 var planDefaults = map[string]map[string]float64{
 	"cpu": {"centroid": 180, "topk": 170, "maxarg": 180, "shiftedmax": 180, "prefixmax": 150,
 		"read_gbps": 2, "allreduce_gbps": 1, "embed_ips": 150},
-	"gpu": {"centroid": 213e3, "topk": 183e3, "maxarg": 213e3, "shiftedmax": 213e3, "prefixmax": 150e3,
+	"gpu": {"centroid": 255e3, "topk": 244e3, "maxarg": 255e3, "shiftedmax": 255e3, "prefixmax": 150e3,
 		"read_gbps": 5, "allreduce_gbps": 10, "embed_ips": 4000},
 }
 
@@ -99,20 +105,20 @@ func cmdPlan(ctx context.Context, args []string) error {
 			case prec == "float16x2":
 				rates[op] /= 2
 			case filter:
-				rates[op] *= gpuFilterShare
+				rates[op] *= gpuFilterShare[op]
 			case prec == "float32":
 				rates[op] = gpuFFMA
 			}
 		}
 		if filter {
-			rates["prefixmax"] *= gpuFilterShare
+			rates["prefixmax"] *= gpuFilterShare["prefixmax"]
 		}
 		source += ", gpu_precision " + prec
 		switch {
 		case filter:
-			source += " with gpu_filter (the tensor-core rates less an assumed 10% for the exact filter's rescoring)"
+			source += " with gpu_filter (the tensor-core rates times the exact filter's measured share)"
 		case prec == "float32":
-			source += " (float32 operands on the FFMA kernels: assumed rate)"
+			source += " without gpu_filter (float32 operands on the FFMA kernels)"
 		}
 	}
 	if *benchFile != "" {

@@ -57,21 +57,22 @@ max_iter = 10
 
 	// GPU ranks: k-means' NearestCentroid has float32 centroids, so its rate
 	// follows runtime.gpu_precision: the measured tensor-core rate with
-	// float16, half of it with float16x2, the assumed FFMA rate with float32
+	// float16, half of it with float16x2, the FFMA rate with float32 when
+	// gpu_filter is off
 	gpu := func(prec string) float64 {
-		p := plan("1", "--gpus-per-node", "1", "--set", `runtime.gpu_precision="`+prec+`"`)
+		p := plan("1", "--gpus-per-node", "1", "--set", `runtime.gpu_precision="`+prec+`"`, "--set", "runtime.gpu_filter=false")
 		rates := p["rates"].(map[string]any)
 		if !strings.Contains(p["rates_source"].(string), "gpu_precision "+prec) {
 			t.Errorf("rates source %q does not name gpu_precision %s", p["rates_source"], prec)
 		}
 		return rates["centroid"].(float64)
 	}
-	if f16, x2, f32 := gpu("float16"), gpu("float16x2"), gpu("float32"); f16 != 213e3 || x2 != f16/2 || f32 != gpuFFMA {
+	if f16, x2, f32 := gpu("float16"), gpu("float16x2"), gpu("float32"); f16 != 255e3 || x2 != f16/2 || f32 != gpuFFMA {
 		t.Errorf("centroid rates: float16 %g, float16x2 %g, float32 %g", f16, x2, f32)
 	}
-	// runtime.gpu_filter: float32 operands on the tensor cores (exact)
-	p := plan("1", "--gpus-per-node", "1", "--set", "runtime.gpu_filter=true")
-	if r := p["rates"].(map[string]any)["centroid"].(float64); r != 213e3*gpuFilterShare || !strings.Contains(p["rates_source"].(string), "gpu_filter") {
+	// runtime.gpu_filter (the default): float32 operands on the tensor cores (exact)
+	p := plan("1", "--gpus-per-node", "1")
+	if r := p["rates"].(map[string]any)["centroid"].(float64); r != 255e3*gpuFilterShare["centroid"] || !strings.Contains(p["rates_source"].(string), "gpu_filter") {
 		t.Errorf("gpu_filter: centroid rate %g, source %q", r, p["rates_source"])
 	}
 }

@@ -163,7 +163,7 @@ func pickBackend(cfg *configs.Config, threads int, log *slog.Logger, narrate boo
 		b.Precision = prec
 		b.Filter = b.Filter || cfg.Runtime.GPUFilter
 		if narrate {
-			log.Info("backend cuda", "gpu", gpu, "gpu_precision", prec.String(), "gpu_filter", b.Filter)
+			log.Info("backend cuda", "gpu", gpu, "gpu_precision", prec.String(), "gpu_filter", b.Filter, "kernels", b.Versions())
 		}
 		return b, nil
 	case "auto":
@@ -174,7 +174,7 @@ func pickBackend(cfg *configs.Config, threads int, log *slog.Logger, narrate boo
 				b.Precision = prec
 				b.Filter = b.Filter || cfg.Runtime.GPUFilter
 				if narrate {
-					log.Info("backend auto: using cuda", "device", desc, "gpu", gpu, "gpu_precision", prec.String(), "gpu_filter", b.Filter)
+					log.Info("backend auto: using cuda", "device", desc, "gpu", gpu, "gpu_precision", prec.String(), "gpu_filter", b.Filter, "kernels", b.Versions())
 				}
 				return b, nil
 			}

@@ -16,9 +16,10 @@ import (
 type Backend struct {
 	// Version selects the kernel version of every op (see the .cu
 	// headers): 0 picks the fastest that applies (defaultVersion, tensor
-	// cores, when both inputs are float16; else 1), 1 forces the FFMA
-	// kernels, 2, 3 and 4 the tensor-core kernels where the inputs are
-	// float16 (others use 1; 4 falls back to 3 on a GPU without 80 KiB of
+	// cores, when both inputs are float16; else ffmaVersion), 1 and 6 force
+	// the FFMA kernels of that version everywhere, 2 to 5 the tensor-core
+	// kernels where the inputs are float16 (others use ffmaVersion; 5 falls
+	// back to 4 on a GPU without sm_90a, 4 to 3 on one without 80 KiB of
 	// shared memory per block).
 	Version int
 
@@ -239,14 +240,19 @@ func (e *Backend) begin() (func(), error) {
 	return func() { undo(); e.mu.Unlock() }, nil
 }
 
-// version returns the kernel version for layout l: float32 inputs always
-// use version 1; float16 ones Version, or defaultVersion when it is 0.
+// version returns the kernel version for layout l: float32 layouts run
+// the FFMA kernels (version 1 when Version is 1, else 6: the same bits,
+// faster); float16 ones Version, or defaultVersion when it is 0, after the
+// fallbacks of GPUs that lack it.
 func (e *Backend) version(l layout) int {
 	if e.Version == 6 {
-		return 6 // FFMA for every layout, as 1
+		return 6 // FFMA for every layout
 	}
-	if e.Version == 1 || !l.f16 {
-		return 1
+	if e.Version == 1 {
+		return 1 // FFMA for every layout
+	}
+	if !l.f16 {
+		return ffmaVersion
 	}
 	v := e.Version
 	if v == 0 {
@@ -337,13 +343,57 @@ func (e *Backend) layoutOf(dim int, ms ...kernels.Matrix) layout {
 // 4 needs 80 KiB of shared memory per block).
 func (e *Backend) Float16Version() int { return e.version(layout{f16: true}) }
 
-// defaultVersion is the tensor-core kernel version used when Version is 0.
-// Versions 2, 3 and 4 give the same bits; on an H100 (docs/gpu/2026-11-26-h100)
-// the kernels alone ran at 192 / 228 / 237 TFLOP/s for top-k and
-// 172 / 195 / 214 for NearestCentroid, and top-k at the paper's size took
-// 3.01 s with version 3 and 2.80 s with 4 (NearestCentroid end to end,
-// bounded by the host stream, 0.63 vs 0.73 s in that one run).
-const defaultVersion = 4
+// Float32Version is the kernel version an op with a float32 operand kept
+// float32 (Precision Exact, no filter) runs with now: 1 or ffmaVersion.
+func (e *Backend) Float32Version() int { return e.version(layout{}) }
+
+// Versions names the kernel versions ops run with now, for a log line:
+// "float16 v5, float32 v6" (with the filter on, ", filter bands v4").
+func (e *Backend) Versions() string {
+	s := fmt.Sprintf("float16 v%d, float32 v%d", e.Float16Version(), e.Float32Version())
+	if e.filtering() {
+		s += fmt.Sprintf(", filter bands v%d", e.BandVersion())
+	}
+	return s
+}
+
+// BandVersion is the version of the exact filter's band kernels (the
+// argmax ops on float16 rows with Filter) now: bandVersion.
+func (e *Backend) BandVersion() int { return e.bandVersion(layoutOf(0)) }
+
+// defaultVersion is the tensor-core kernel version used when Version is 0
+// (version() falls back to 4, then 3, on GPUs without sm_90a or 80 KiB of
+// shared memory per block). Versions 2 to 5 give the same bits. On an H200
+// (docs/gpu/2026-11-27-h200/run1) the kernels alone ran at 239 (v4) and
+// 377 (v5) TFLOP/s for top-k and 208 / 255 for NearestCentroid, and top-k
+// at the paper's size (50,000 x 10,000,000, k = 1,000) took 2.84 s with
+// version 4 and 2.10 s with 5 (PyTorch: 4.86 s); on an H100
+// (docs/gpu/2026-11-26-h100) versions 2 / 3 / 4 ran top-k's kernel at
+// 192 / 228 / 237 TFLOP/s.
+const defaultVersion = 5
+
+// ffmaVersion is the FFMA kernel version of float32 layouts unless Version
+// is 1: version 6 (128x128 tiles) computes version 1's FMA chains, so the
+// same bits (TestGPUVersionsAgree/v6, the quickstart byte for byte), and on
+// an H200 (docs/gpu/2026-11-27-h200/run1, float32 queries x 1,000,000
+// float16 rows) took 0.38 / 0.20 / 0.28 s for top-k / NearestCentroid /
+// MaxArg against version 1's 0.51 / 0.25 / 0.49 s.
+const ffmaVersion = 6
+
+// bandVersion is the version of the exact filter's band kernels when
+// Version is 0: 4 where version() picks 5, whose band kernels ran slower on
+// an H200 (docs/gpu/2026-11-27-h200/run1: MaxArg 0.154 vs 0.122 s,
+// NearestCentroid on 10,000,000 kept points 0.61 vs 0.54 s).
+func (e *Backend) bandVersion(l layout) int {
+	v := e.version(l)
+	if e.Version == 0 && v == 5 {
+		v = 4
+	}
+	for v >= 4 && !e.dev.has(kernelName("band", v, l)) {
+		v-- // its module or its shared memory is missing on this GPU (the top-k kernels of v had it)
+	}
+	return v
+}
 
 // kernelName is "<op>_kernel<version>_<f16|f32>".
 func kernelName(op string, version int, l layout) string {

@@ -3,18 +3,17 @@
 // NearestCentroid with fixed-point kernels.Accum sums, PrefixMax) with the
 // same results as kernels.Naive, within the tolerances of kernels/kerneltest.
 //
-// STATUS: checked on an H100 80GB HBM3 (docs/gpu/2026-11-26-h100): every
-// conformance suite passes for versions 1 to 4, versions 2, 3 and 4 agree
-// bit for bit, and the quickstart on the GPU writes the same outputs as on
-// the CPU. Other GPUs (sm_80, sm_86, sm_89) have not been run. NOT run on
-// a GPU yet, so their results and speed there are unknown until the next
-// GPU check: version 5 (wgmma, sm_90a), version 6 (FFMA 128x128), the
-// precisions Float16 and Float16x2, and the exact filter (Filter). Without a GPU: ptxas 12.4 assembles
-// every kernel (TestPTXAssemble: version 5 186 registers, 6 at most 128, no
-// spills, wgmma not serialised), the host simulator runs their CUDA C
-// (TestHostSim, hostsim/), and the emulator runs their host side. Versions
-// 5 and 6 are opt-in (Version or HPCRUN_CUDA_KERNELS), the precisions too
-// (runtime.gpu_precision).
+// STATUS: checked on an H100 80GB HBM3 (docs/gpu/2026-11-26-h100, versions
+// 1 to 4) and an H200 (docs/gpu/2026-11-27-h200, versions 1 to 6, both
+// precisions, the exact filter, top-k streams): every conformance suite
+// passes, versions 2 to 5 agree bit for bit and so do 1 and 6, and the
+// quickstart on the GPU writes the same outputs as on the CPU (float32,
+// version 6, the exact filter). Other GPUs (sm_80, sm_86, sm_89) have not
+// been run. Without a GPU: ptxas 12.4 assembles every kernel
+// (TestPTXAssemble), the host simulator runs their CUDA C (TestHostSim,
+// hostsim/), and the emulator runs their host side. Defaults: version 5 on
+// sm_90 (4 elsewhere) for float16 operands, 6 for float32 ones, the exact
+// filter on (runtime.gpu_filter).
 //
 // # Use
 //
@@ -54,7 +53,7 @@
 // static shared memory per kernel within 48 KiB (largest: topk_select's
 // 47 KiB, version 3's 40 KiB).
 //
-// Precision: an op with a float32 operand runs version 1 unless
+// Precision: an op with a float32 operand runs version 6 (FFMA) unless
 // Backend.Precision says otherwise (runtime.gpu_precision). Float16
 // rounds float32 rows to float16 while packing them (NearestCentroid takes
 // its norms from the rounded centroids), so the op gives exactly what it
@@ -71,20 +70,20 @@
 // mma sequence (bit-identical results) fed by a two-stage cp.async
 // pipeline and ldmatrix.x4; 4 = version 3 with a four-stage pipeline in 80
 // KiB of dynamic shared memory (cuFuncSetAttribute; a GPU without that much
-// falls back to 3), the default when both inputs are float16; 5 = sm_90a
+// falls back to 3), the default on GPUs other than sm_90; 5 = sm_90a
 // only: a 128x256 tile per block of two warpgroups, each one
 // wgmma.mma_async.m64n256k16 per 16 k on operands in 128-byte-swizzled
 // shared memory (matrix descriptors), fed by a four-stage cp.async pipeline
 // in 193 KiB of dynamic shared memory (1 block per SM, 128 float32
 // accumulators per thread); the same k order and 16-product steps as
-// version 2, unverified on a GPU (see STATUS); 6 = version 1's FMA chains
+// version 2 (bit for bit on the H200), the default on sm_90; 6 = version 1's FMA chains
 // (the same bits, float32 or float16 inputs) on a 128x128 tile with 8x8
-// per thread, 16-byte shared loads and double buffering, also not yet run
-// on a GPU (the host simulator checks it bit for bit against the fma chain
-// on random float32 and float16 inputs); opt-in (Version 6 runs it for
-// every op, as 1 does).
-// Backend.Version (or HPCRUN_CUDA_KERNELS) forces one. float32 inputs always use version 1: converting them to
-// float16 would change results beyond the conformance tolerances.
+// per thread, 16-byte shared loads and double buffering, the default for
+// float32 operands (1.2-1.7x version 1 on the H200; Version 6 runs it for
+// every op, as 1 does). Backend.Version (or HPCRUN_CUDA_KERNELS) forces
+// one. float32 operands always run FFMA kernels (unless Precision or the
+// exact filter says otherwise): converting them to float16 would change
+// results beyond the conformance tolerances.
 //
 // Exact filter (Backend.Filter, runtime.gpu_filter; exact.cu, exact.go):
 // TopK on float16 base rows lowers each query's exact threshold by its

@@ -124,10 +124,7 @@ func (e *Backend) argmaxBand(j argmaxJob) (kernels.ArgMax, error) {
 	l := layoutOf(d) // float16 A and (rounded) B: the band kernels' layout
 	rb := l.rowBytes()
 	k1, k2, ok := bandBound(j.b, j.scale, j.bias, l.ld)
-	v := e.version(l)
-	for v >= 4 && !e.dev.has(kernelName("band", v, l)) {
-		v-- // its module or its shared memory is missing on this GPU (the top-k kernels of v had it)
-	}
+	v := e.bandVersion(l)
 	approx := ok && v >= 2 && v <= 5
 
 	// B twice when float32: exact (float32) for the rescoring, rounded for

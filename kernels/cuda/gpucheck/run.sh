@@ -210,34 +210,39 @@ if [ "$MODE" = all ] && [ "${SKIP_E2E:-}" != 1 ] && [ -x "$here/hpcrun" ] && [ -
       rm -rf $e2e && mkdir -p $e2e
       t=$(( $(left) - 5 ))
       timeout $t "$here/hpcrun" synth --out data/quickstart --preset quickstart --seed 333 > $e2e/synth.log 2>&1 || exit 1
-      # cuda16: runtime.gpu_precision = "float16" (every op on the tensor cores);
+      # cuda: the defaults (kernel versions 5/6, the exact filter on; off
+      # when its conformance failed); cudanf: runtime.gpu_filter = false
+      # (float32 operands on the FFMA kernels, version 6); cuda1:
+      # HPCRUN_CUDA_KERNELS=1 with it -- all three must equal cpu; cuda16:
+      # runtime.gpu_precision = "float16" (every op on the tensor cores);
       # cuda162: "float16x2" (split float32, within float32 tolerances);
-      # cuda5: HPCRUN_CUDA_KERNELS=5 with it (the wgmma kernels); cuda6:
-      # HPCRUN_CUDA_KERNELS=6 (FFMA 128x128 everywhere: must equal cpu)
-      # cudaf: runtime.gpu_filter = true (the exact filter: must equal cpu)
-      runs="cpu cuda cuda16 cuda162 cuda6"
-      [ "${NO_FILTER:-}" = 1 ] || runs="$runs cudaf"
-      case ,$VERSIONS, in *,5,*) runs="$runs cuda5" ;; esac
+      # cuda4: HPCRUN_CUDA_KERNELS=4 with float16 (must equal cuda16)
+      runs="cpu cuda cudanf cuda1 cuda16 cuda162 cuda4"
       for be in $runs; do
         ranks=1; [ $be != cpu ] && ranks=2
-        kv=; case $be in cuda5) kv=5 ;; cuda6) kv=6 ;; esac
-        prec=float32; [ $be = cuda16 ] || [ $be = cuda5 ] && prec=float16; [ $be = cuda162 ] && prec=float16x2
-        t0=$SECONDS
-        filt=false; [ $be = cudaf ] && filt=true
         bk=cuda; [ $be = cpu ] && bk=cpu
+        kv=; case $be in cuda1) kv=1 ;; cuda4) kv=4 ;; esac
+        sets=()
+        case $be in
+          cuda) [ "${NO_FILTER:-}" = 1 ] && sets=(--set runtime.gpu_filter=false) ;;
+          cudanf|cuda1) sets=(--set runtime.gpu_filter=false) ;;
+          cuda16|cuda4) sets=(--set runtime.gpu_precision=float16) ;;
+          cuda162) sets=(--set runtime.gpu_precision=float16x2) ;;
+        esac
+        t0=$SECONDS
         HPCRUN_CUDA_KERNELS=$kv timeout $(( $(left) - 5 )) "$here/hpcrun" run configs/quickstart.toml --ranks $ranks --only kmeans,dedup,sims,prune,subsample \
-          --set job.workdir=$e2e/$be --set runtime.backend=$bk --set runtime.gpu_precision=$prec --set runtime.gpu_filter=$filt > $e2e/$be.log 2>&1
+          --set job.workdir=$e2e/$be --set runtime.backend=$bk "${sets[@]}" > $e2e/$be.log 2>&1
         rc=$?
         echo "$be: exit $rc in $((SECONDS - t0)) s; $(grep -m1 -o 'backend [a-z]*[^"]*' $e2e/$be.log | head -1)"
         grep -E 'stage done' $e2e/$be.log | sed 's/.*stage=/  stage=/'
         [ $rc -eq 0 ] || { tail -20 $e2e/$be.log; exit 1; }
       done
-      python3 "$here/compare_runs.py" $e2e/cpu $e2e/cuda
-      python3 "$here/compare_runs.py" $e2e/cpu $e2e/cuda6
-      [ -d $e2e/cudaf ] && python3 "$here/compare_runs.py" $e2e/cpu $e2e/cudaf
-      python3 "$here/compare_runs.py" $e2e/cpu $e2e/cuda16
-      python3 "$here/compare_runs.py" $e2e/cpu $e2e/cuda162
-      [ -d $e2e/cuda5 ] && python3 "$here/compare_runs.py" $e2e/cuda16 $e2e/cuda5
+      for be in cuda cudanf cuda1 cuda16 cuda162; do
+        echo "== cpu vs $be"
+        python3 "$here/compare_runs.py" $e2e/cpu $e2e/$be
+      done
+      echo "== cuda16 vs cuda4"
+      python3 "$here/compare_runs.py" $e2e/cuda16 $e2e/cuda4
     ) > "$OUT/e2e.txt" 2>&1 || { status=1; log "e2e FAILED"; }
     tee -a "$OUT/summary.txt" < "$OUT/e2e.txt"
   fi

@@ -149,11 +149,14 @@ func main() {
 			}
 			for _, v := range vers {
 				b.Version, b.Precision, b.Filter = v, p, ps.filter
-				// a float32 operand kept float32 runs the FFMA kernels: version 1
-				// unless 6 was asked (or the filter's band kernels)
+				// a float32 operand kept float32 runs the FFMA kernels (unless
+				// the filter's band kernels take it)
 				eff := b.Float16Version()
-				if dt != "float16" && p == cuda.Exact && eff != 6 && !ps.filter {
-					eff = 1
+				if dt != "float16" && p == cuda.Exact && !ps.filter {
+					eff = b.Float32Version()
+				}
+				if ps.filter && name != "topk" && name != "topk-stream" {
+					eff = b.BandVersion() // the argmax ops' band kernels
 				}
 				if ps.filter && (eff < 2 || eff > 5) {
 					continue // no band kernels: every row recomputed exactly, a fallback, not a setting to time
