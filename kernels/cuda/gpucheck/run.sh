@@ -18,7 +18,7 @@
 #
 # Environment: OUT (results dir; default ./out), NQ NB DIM K KC (bench shapes
 # of mode quick|full), VERSIONS, TESTS (go test -run pattern), NEW_TESTS (the
-# same for the process of versions 5 and 6, not yet run on a GPU before;
+# same for the process of versions 5 and 6, first run on the H200 of 2026-11-27;
 # SKIP_NEW=1 skips it), DEADLINE,
 # SKIP_TORCH=1, TORCH_OPS (torch_ref.py --ops, default all), SKIP_BENCH=1,
 # SKIP_E2E=1, NCU=1 (Nsight Compute on one launch of each similarity kernel:
@@ -85,8 +85,8 @@ fi
 
 # 1. conformance: every op vs the exact reference (kernels/kerneltest), every
 #    kernel version, k up to 20,000, CLIP-sized rows, determinism, v2 = v3.
-#    The subtests of versions 5 (wgmma) and 6 (FFMA 128x128), new since the
-#    last GPU run, run after the others in a process of their own: a
+#    The subtests of versions 5 (wgmma) and 6 (FFMA 128x128) run after the
+#    others in a process of their own (as does a new version's): a
 #    faulting kernel poisons its CUDA context, and the rest must report.
 log "conformance: cuda.test -test.run '$TESTS' (versions 5 and 6 apart)"
 t0=$SECONDS
@@ -106,8 +106,8 @@ if [ "${SKIP_NEW:-}" != 1 ]; then
     VERSIONS=${VERSIONS:-0}
   fi
 fi
-# the exact filter's kernels (band, rescore; never run on a GPU before): a
-# process of their own too; on failure the e2e drops its gpu_filter run
+# the exact filter's kernels (band, rescore): a process of their own too;
+# on failure the e2e runs the defaults with gpu_filter = false
 if [ "${SKIP_NEW:-}" != 1 ]; then
   timeout 200 "$here/cuda.test" -test.v -test.run '^TestExactFilter' -test.timeout 190s > "$OUT/conformance-filter.txt" 2>&1
   rcf=$?
