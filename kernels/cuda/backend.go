@@ -203,7 +203,39 @@ func newBackend(dev device, threads int) (*Backend, error) {
 		return nil, err
 	}
 	e.deviceDescribed = dev.describe()
+	if persistFromEnv() {
+		e.tun.persistBlocks = smCount(dev)
+	}
 	return e, nil
+}
+
+// PersistEnv=1 runs version 5 on a persistent grid, one block per SM
+// (tunables.persistBlocks); the emulator takes 3 blocks.
+const PersistEnv = "HPCRUN_CUDA_PERSIST"
+
+func persistFromEnv() bool {
+	v := os.Getenv(PersistEnv)
+	return v != "" && v != "0"
+}
+
+// smCount is the GPU's streaming multiprocessors (the emulator: 3, so
+// that its tests give each persistent block several tiles).
+func smCount(dev device) int {
+	if c, ok := dev.(*cudaDevice); ok && c.inf.sms > 0 {
+		return c.inf.sms
+	}
+	return 3
+}
+
+// grid is the launch grid of similarity kernel version v over nA x nB rows:
+// one block per tile, or version 5's persistent grid (persistBlocks).
+func (e *Backend) grid(v, nA, nB int) [3]int {
+	ta, tb := tiles(v)
+	gx, gy := ceilDiv(nA, ta), ceilDiv(nB, tb)
+	if v == 5 && e.tun.persistBlocks > 0 && gx*gy > e.tun.persistBlocks {
+		return [3]int{e.tun.persistBlocks, 1, 1}
+	}
+	return [3]int{gx, gy, 1}
 }
 
 // Name reports the backend and the device.

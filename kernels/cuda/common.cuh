@@ -660,72 +660,115 @@ DEV u64 wg_desc(u32 addr) {
 
 
 
-// v5_tile: acc[4n+e] = A[v5_row(i0, e)] · B[v5_col(j0, n, e)]; rows past
-// nA / nB and k past ld read as zeros.
-DEV void v5_tile(const SimArgs& a, i64 i0, i64 j0, float acc[V5_ACC]) {
+// v5_run: the v5 engine over every tile the block owns. The grid is either
+// one block per tile (tiles_x x tiles_y, each block one tile) or persistent
+// (any smaller grid, e.g. one block per SM: block b takes tiles b, b +
+// blocks, b + 2 blocks, ... in x-fastest order). Its k steps form one stream
+// across its tiles: stage s%4 holds stream step s, and the copies for the
+// next tile's first two steps are issued during the current tile's last two
+// steps, so they land while its epilogue runs. For each tile: acc[4n+e] =
+// A[v5_row(i0, e)] · B[v5_col(j0, n, e)] (rows past nA / nB and k past ld
+// read as zeros), then epi(i0, j0, acc). PREFIX skips the tiles wholly at or
+// above the diagonal (every B row at or after every A row).
+template <bool PREFIX, typename Epi>
+DEV void v5_run(const SimArgs& a, Epi epi) {
     const u16* A = (const u16*)a.A;
     const u16* B = (const u16*)a.B;
+    const u32 tilesX = (u32)((a.nA + V5_BM - 1) / V5_BM);
+    const u32 total = tilesX * (u32)((a.nB + V5_BN - 1) / V5_BN);
+    const u32 blocks = (u32)nctaid_x() * (u32)nctaid_y();
+    // the first tile at or after t (stepping by blocks) that is computed
+    auto next = [&](u32 t) LAMBDA_INLINE -> u32 {
+        for (; t < total; t += blocks) {
+            if (!PREFIX || a.bOff + (i64)(t / tilesX) * V5_BN < a.aOff + (i64)(t % tilesX) * V5_BM + V5_BM) return t;
+        }
+        return total;
+    };
+    u32 t = next((u32)ctaid_y() * (u32)nctaid_x() + (u32)ctaid_x());
+    if (t >= total) return;
     const int tid = tid_x(), wg = tid >> 7;
-#pragma unroll
-    for (int i = 0; i < V5_ACC; i++) acc[i] = 0.0f;
-    wg_fence_acc(acc, V5_ACC);
     const u32 base = (smem_addr(dsmem) + 1023u) & ~1023u;
     const u32 bOff = V5_BM * V5_BK * 2;
+    const i64 nk = (a.ld + V5_BK - 1) / V5_BK;
     // Thread tid copies piece c = tid&7 of rows r + 32e (r = tid>>3): 4 of A
     // (e < 4) and 8 of B per step. Every one of its rows has the same
     // swizzled piece position (r + 32e = r mod 8), so its shared offsets are
     // soff + e*4096 and its global addresses row pointer + e*32*ld + 64 kt.
     const int r = tid >> 3, c = tid & 7;
     const u32 soff = (u32)(r * 128 + ((c ^ (r & 7)) << 4));
-    const u16* gA = A + (i0 + r) * a.ld + c * 8;
-    const u16* gB = B + (j0 + r) * a.ld + c * 8;
     const i64 stride = 32 * a.ld;
-    u32 okA = 0, okB = 0; // rows inside A / B, one bit per e
-#pragma unroll
-    for (int e = 0; e < 8; e++) {
-        if (e < 4 && i0 + r + 32 * e < a.nA) okA |= 1u << e;
-        if (j0 + r + 32 * e < a.nB) okB |= 1u << e;
-    }
-    // step kt into stage st (rows past nA / nB and k past ld are zero-filled)
-    auto load = [&](i64 kt, int st) {
-        const u32 sA = base + (u32)st * V5_STAGE_BYTES + soff, sB = sA + bOff;
-        const i64 k = kt * V5_BK;
-        const bool kok = k + c * 8 < a.ld;
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-            const bool ok = kok && ((okA >> e) & 1);
-            cp_async16(sA + e * 4096, ok ? gA + e * stride + k : A, ok);
-        }
+    // the copy cursor: stream step ls = (tile lt, step lk); its tile's row
+    // pointers and rows inside A / B (one bit per e)
+    u32 lt = t, ls = 0;
+    i64 lk = 0;
+    const u16 *gA = A, *gB = B;
+    u32 okA = 0, okB = 0;
+    auto aim = [&]() LAMBDA_INLINE {
+        if (lt >= total) return;
+        const i64 i0 = (i64)(lt % tilesX) * V5_BM, j0 = (i64)(lt / tilesX) * V5_BN;
+        gA = A + (i0 + r) * a.ld + c * 8;
+        gB = B + (j0 + r) * a.ld + c * 8;
+        okA = 0, okB = 0;
 #pragma unroll
         for (int e = 0; e < 8; e++) {
-            const bool ok = kok && ((okB >> e) & 1);
-            cp_async16(sB + e * 4096, ok ? gB + e * stride + k : B, ok);
+            if (e < 4 && i0 + r + 32 * e < a.nA) okA |= 1u << e;
+            if (j0 + r + 32 * e < a.nB) okB |= 1u << e;
         }
     };
-    const i64 nk = (a.ld + V5_BK - 1) / V5_BK;
-    // prologue: steps 0 and 1 in flight (one commit group each, maybe empty)
-    for (int s = 0; s < V5_STAGES - 2; s++) {
-        if (s < nk) load(s, s);
-        cp_async_commit();
-    }
-    for (i64 kt = 0; kt < nk; kt++) {
-        cp_async_wait1();    // groups committed: kt+2; step kt has landed (for this thread)
-        fence_proxy_async(); // ... and is visible to the tensor cores
-        sync_threads();      // for every thread; and every warpgroup is past step kt-2's wgmma
-        // the tensor cores first, then the copies for step kt+2 while they run
-        const u32 st = base + (u32)(kt % V5_STAGES) * V5_STAGE_BYTES;
-        const u32 sA = st + (u32)wg * (64 * 128), sB = st + bOff;
-        wg_fence();
+    // copy stream step ls into stage ls%4 (nothing past the last tile), one
+    // commit group per step, and advance the cursor
+    auto load = [&]() LAMBDA_INLINE {
+        if (lt < total) {
+            const u32 sA = base + (ls % V5_STAGES) * V5_STAGE_BYTES + soff, sB = sA + bOff;
+            const i64 k = lk * V5_BK;
+            const bool kok = k + c * 8 < a.ld;
 #pragma unroll
-        for (int ks = 0; ks < V5_BK / 16; ks++) wgmma_m64n256k16(acc, wg_desc(sA + 32 * ks), wg_desc(sB + 32 * ks));
-        wg_commit();
-        const i64 next = kt + V5_STAGES - 2;
-        if (next < nk) load(next, (int)(next % V5_STAGES)); // the stage of step kt-2
+            for (int e = 0; e < 4; e++) {
+                const bool ok = kok && ((okA >> e) & 1);
+                cp_async16(sA + e * 4096, ok ? gA + e * stride + k : A, ok);
+            }
+#pragma unroll
+            for (int e = 0; e < 8; e++) {
+                const bool ok = kok && ((okB >> e) & 1);
+                cp_async16(sB + e * 4096, ok ? gB + e * stride + k : B, ok);
+            }
+        }
         cp_async_commit();
-        wg_wait1(); // step kt-1's group is done: its stage may be refilled after the next barrier
+        ls++;
+        if (++lk == nk) {
+            lk = 0;
+            lt = next(lt + blocks);
+            aim();
+        }
+    };
+    aim();
+    // prologue: stream steps 0 and 1 in flight
+    for (int s = 0; s < V5_STAGES - 2; s++) load();
+    for (u32 g = 0; t < total; t = next(t + blocks)) {
+        const i64 i0 = (i64)(t % tilesX) * V5_BM, j0 = (i64)(t / tilesX) * V5_BN;
+        float acc[V5_ACC];
+#pragma unroll
+        for (int i = 0; i < V5_ACC; i++) acc[i] = 0.0f;
+        wg_fence_acc(acc, V5_ACC);
+        for (i64 kt = 0; kt < nk; kt++, g++) {
+            cp_async_wait1();    // groups committed: g+2; stream step g has landed (for this thread)
+            fence_proxy_async(); // ... and is visible to the tensor cores
+            sync_threads();      // for every thread; and every warpgroup is past step g-2's wgmma
+            // the tensor cores first, then the copies for step g+2 (maybe the
+            // next tile's) while they run
+            const u32 st = base + (g % V5_STAGES) * V5_STAGE_BYTES;
+            const u32 sA = st + (u32)wg * (64 * 128), sB = st + bOff;
+            wg_fence();
+#pragma unroll
+            for (int ks = 0; ks < V5_BK / 16; ks++) wgmma_m64n256k16(acc, wg_desc(sA + 32 * ks), wg_desc(sB + 32 * ks));
+            wg_commit();
+            load(); // into the stage of step g-2
+            wg_wait1(); // step g-1's group is done: its stage may be refilled after the next barrier
+        }
+        wg_wait0();
+        wg_fence_acc(acc, V5_ACC);
+        epi(i0, j0, acc); // no shared memory: the next tile's copies land meanwhile
     }
-    wg_wait0();
-    wg_fence_acc(acc, V5_ACC);
     cp_async_wait0();
 }
 
@@ -738,42 +781,40 @@ DEV i64 v5_col(i64 j0, int n, int e) { return j0 + 8 * n + 2 * (lane_id() & 3) +
 // argmax_wg: the argmax epilogue on the v5 engine.
 template <bool PREFIX, bool BAND = false>
 DEV void argmax_wg(const SimArgs& a) {
-    const i64 i0 = (i64)ctaid_x() * V5_BM, j0 = (i64)ctaid_y() * V5_BN;
-    if (PREFIX && a.bOff + j0 >= a.aOff + i0 + V5_BM) return;
-    float acc[V5_ACC];
-    v5_tile(a, i0, j0, acc);
-    const bool quad_lead = (lane_id() & 3) == 0;
+    v5_run<PREFIX>(a, [&](i64 i0, i64 j0, const float* acc) LAMBDA_INLINE {
+        const bool quad_lead = (lane_id() & 3) == 0;
 #pragma unroll
-    for (int h = 0; h < 2; h++) {
-        const i64 i = v5_row(i0, 2 * h);
-        u64 best = 0;
-        if (i < a.nA) {
+        for (int h = 0; h < 2; h++) {
+            const i64 i = v5_row(i0, 2 * h);
+            u64 best = 0;
+            if (i < a.nA) {
 #pragma unroll
-            for (int n = 0; n < V5_BN / 8; n++) {
+                for (int n = 0; n < V5_BN / 8; n++) {
 #pragma unroll
-                for (int e = 0; e < 2; e++) {
-                    const i64 j = v5_col(j0, n, e);
-                    if (j >= a.nB || (PREFIX && a.bOff + j >= a.aOff + i)) continue;
-                    const u64 key = make_key(apply_sb(a, j, acc[4 * n + 2 * h + e]), a.bOff + j);
-                    if (key > best) best = key;
+                    for (int e = 0; e < 2; e++) {
+                        const i64 j = v5_col(j0, n, e);
+                        if (j >= a.nB || (PREFIX && a.bOff + j >= a.aOff + i)) continue;
+                        const u64 key = make_key(apply_sb(a, j, acc[4 * n + 2 * h + e]), a.bOff + j);
+                        if (key > best) best = key;
+                    }
+                }
+            }
+            const u64 q = quad_max_atomic(a, i, best, quad_lead);
+            if (BAND && q) {
+                const float thr = band_row_thr(a, i, q);
+#pragma unroll
+                for (int n = 0; n < V5_BN / 8; n++) {
+#pragma unroll
+                    for (int e = 0; e < 2; e++) {
+                        const i64 j = v5_col(j0, n, e);
+                        if (j >= a.nB || (PREFIX && a.bOff + j >= a.aOff + i)) continue;
+                        const float v = apply_sb(a, j, acc[4 * n + 2 * h + e]);
+                        if (v >= thr) band_emit(a, i, j, v);
+                    }
                 }
             }
         }
-        const u64 q = quad_max_atomic(a, i, best, quad_lead);
-        if (BAND && q) {
-            const float thr = band_row_thr(a, i, q);
-#pragma unroll
-            for (int n = 0; n < V5_BN / 8; n++) {
-#pragma unroll
-                for (int e = 0; e < 2; e++) {
-                    const i64 j = v5_col(j0, n, e);
-                    if (j >= a.nB || (PREFIX && a.bOff + j >= a.aOff + i)) continue;
-                    const float v = apply_sb(a, j, acc[4 * n + 2 * h + e]);
-                    if (v >= thr) band_emit(a, i, j, v);
-                }
-            }
-        }
-    }
+    });
 }
 #endif // HPCRUN_SM90A
 

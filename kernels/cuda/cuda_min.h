@@ -16,6 +16,7 @@
 #define __launch_bounds__(...) __attribute__((launch_bounds(__VA_ARGS__)))
 #define DEV static __device__ __attribute__((always_inline)) inline
 #define KERNEL extern "C" __global__
+#define LAMBDA_INLINE __attribute__((always_inline)) // after a device lambda's parameters
 
 typedef unsigned long long u64;
 typedef long long i64;
@@ -28,6 +29,7 @@ DEV int tid_x() { return __nvvm_read_ptx_sreg_tid_x(); }
 DEV int ctaid_x() { return __nvvm_read_ptx_sreg_ctaid_x(); }
 DEV int ctaid_y() { return __nvvm_read_ptx_sreg_ctaid_y(); }
 DEV int nctaid_x() { return __nvvm_read_ptx_sreg_nctaid_x(); }
+DEV int nctaid_y() { return __nvvm_read_ptx_sreg_nctaid_y(); }
 DEV int lane_id() { return __nvvm_read_ptx_sreg_laneid(); }
 
 // bar.sync 0

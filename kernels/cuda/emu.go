@@ -34,6 +34,8 @@ type emuDevice struct {
 	perm    uint64
 	free0   uint64 // free memory with nothing allocated (memInfo); 0: 64 GiB
 	used    uint64 // bytes allocated
+
+	persistent int // launches on version 5's persistent grid (tunables.persistBlocks)
 }
 
 const emuShift = 40 // dptr = id<<40 | offset
@@ -228,7 +230,11 @@ func (d *emuDevice) launch(name string, grid, block [3]int, _ stream, params []u
 			return fmt.Errorf("emu: kernel name %q: %v", name, err)
 		}
 		ta, tb := tiles(version)
-		if grid[0] != ceilDiv(int(a.NA), ta) || grid[1] != ceilDiv(int(a.NB), tb) {
+		gx, gy := ceilDiv(int(a.NA), ta), ceilDiv(int(a.NB), tb)
+		persistent := version == 5 && grid[1] == 1 && grid[0] >= 1 && grid[0] < gx*gy // blocks taking several tiles each
+		if persistent {
+			d.persistent++
+		} else if grid[0] != gx || grid[1] != gy {
 			return fmt.Errorf("emu: %s: grid %v for %dx%d rows (tiles %dx%d)", name, grid, a.NA, a.NB, ta, tb)
 		}
 		if a.LD%32 != 0 {

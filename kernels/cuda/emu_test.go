@@ -41,21 +41,27 @@ func smallTunables() tunables {
 // TestEmulatedConformance runs the conformance suites through the whole
 // host side on the emulated device: versions 2 to 5 (tensor-core kernel
 // names and tiles for float16 inputs: 128x128, and 128x256 for version 5)
-// with the default tunables, versions 1 and 5 with tiny ones.
+// with the default tunables, versions 1 and 5 with tiny ones, and version 5
+// on a persistent grid of 3 blocks (the launches' grids are checked).
 func TestEmulatedConformance(t *testing.T) {
 	for _, c := range []struct {
 		version int
 		small   bool
-	}{{2, false}, {3, false}, {4, false}, {5, false}, {5, true}, {6, false}, {6, true}, {1, true}} {
+		persist int
+	}{{2, false, 0}, {3, false, 0}, {4, false, 0}, {5, false, 0}, {5, true, 0}, {5, false, 3}, {6, false, 0}, {6, true, 0}, {1, true, 0}} {
 		version, small := c.version, c.small
 		{
-			t.Run(fmt.Sprintf("v%d,small=%v", version, small), func(t *testing.T) {
+			t.Run(fmt.Sprintf("v%d,small=%v,persist=%d", version, small, c.persist), func(t *testing.T) {
 				tun := defaultTunables
 				if small {
 					tun = smallTunables()
 				}
+				tun.persistBlocks = c.persist
 				b := newEmulated(t, version, tun)
 				kerneltest.All(t, b)
+				if n := b.dev.(*emuDevice).persistent; (n > 0) != (c.persist > 0) {
+					t.Errorf("%d launches on a persistent grid", n)
+				}
 				if small {
 					s := b.stats
 					t.Logf("stats: %+v", s)

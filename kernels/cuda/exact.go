@@ -172,7 +172,7 @@ func (e *Backend) argmaxBand(j argmaxJob) (kernels.ArgMax, error) {
 		}
 		defer e.dev.free(*a.p)
 	}
-	ta, tb := tiles(v)
+	_, tb := tiles(v)
 	slice := e.tun.maxGridY * tb
 	kname := kernelName("band", v, l)
 	if j.prefix {
@@ -224,7 +224,7 @@ func (e *Backend) argmaxBand(j argmaxJob) (kernels.ArgMax, error) {
 					a.Bias = bias + dptr(4*j0)
 				}
 				e.stats.launches++
-				if err := e.dev.launch(kname, [3]int{ceilDiv(n, ta), ceilDiv(j1-j0, tb), 1}, [3]int{threads, 1, 1}, e.compute, words(&a)); err != nil {
+				if err := e.dev.launch(kname, e.grid(v, n, j1-j0), [3]int{threads, 1, 1}, e.compute, words(&a)); err != nil {
 					return err
 				}
 			}

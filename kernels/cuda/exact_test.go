@@ -265,6 +265,9 @@ func TestExactFilterGPU(t *testing.T) {
 	mk := func(t *testing.T, version int, tun tunables) *Backend {
 		b := newGPU(t, 0)
 		b.Version, b.tun = version, tun
+		if persistFromEnv() {
+			b.tun.persistBlocks = smCount(b.dev)
+		}
 		return b
 	}
 	exactFilterSuite(t, mk)

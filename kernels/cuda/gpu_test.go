@@ -62,6 +62,9 @@ func TestGPUSmallTunables(t *testing.T) {
 		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) {
 			b := newGPU(t, v)
 			b.tun = tunables{chunkBytes: 64 << 10, topkHeadroom: 64, topkBytes: 40 * (8*(300+64) + 8*300 + 8 + 4*160), maxGridY: 2, residentFrac: 0.5}
+			if persistFromEnv() {
+				b.tun.persistBlocks = 2 // several tiles per block even on these small grids
+			}
 			kerneltest.TopK(t, b)
 			kerneltest.Merge(t, b)
 			kerneltest.NearestCentroid(t, b)

@@ -88,13 +88,13 @@ func (e *Backend) KernelSeconds(op string, nA, nB, dim, reps int) (float64, erro
 		}
 	}
 	v := e.version(l)
-	ta, tb := tiles(v)
+	_, tb := tiles(v)
 	if ceilDiv(nB, tb) > e.tun.maxGridY {
 		return 0, fmt.Errorf("kernels/cuda: KernelSeconds: nB %d is more than one launch (%d rows)", nB, e.tun.maxGridY*tb)
 	}
 	name := kernelName(op, v, l)
 	launch := func() error {
-		return e.dev.launch(name, [3]int{ceilDiv(nA, ta), ceilDiv(nB, tb), 1}, [3]int{threads, 1, 1}, e.compute, words(&a))
+		return e.dev.launch(name, e.grid(v, nA, nB), [3]int{threads, 1, 1}, e.compute, words(&a))
 	}
 	if err := launch(); err != nil { // warm-up
 		return 0, err

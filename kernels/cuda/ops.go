@@ -292,7 +292,7 @@ func (s *topkSession) add(b kernels.Matrix) error {
 	}
 	nq, k, capacity := s.nq, t.k, t.cap
 	rb := t.l.rowBytes()
-	ta, tb := tiles(t.version)
+	_, tb := tiles(t.version)
 	maxRange := e.tun.maxGridY * tb
 	before, cnt, pos0 := s.before, s.cnt, s.pos
 	err := e.stream(b, t.l.forRole(1), false, "base", func(buf dptr, r0, r1 int) error {
@@ -312,7 +312,7 @@ func (s *topkSession) add(b kernels.Matrix) error {
 					return err
 				}
 			}
-			if err := e.dev.launch(s.kname, [3]int{ceilDiv(nq, ta), ceilDiv(n, tb), 1}, [3]int{threads, 1, 1}, e.compute, words(&a)); err != nil {
+			if err := e.dev.launch(s.kname, e.grid(t.version, nq, n), [3]int{threads, 1, 1}, e.compute, words(&a)); err != nil {
 				return err
 			}
 			if err := e.dev.d2h(bytesOf(cnt), s.count, e.compute); err != nil {
@@ -499,7 +499,7 @@ func (e *Backend) argmax(j argmaxJob, l layout) (kernels.ArgMax, error) {
 	}
 	defer e.dev.free(best)
 	v := e.version(l)
-	ta, tb := tiles(v)
+	_, tb := tiles(v)
 	kname := kernelName(j.op, v, l)
 	slice := e.tun.maxGridY * tb
 	keys := make([]uint64, rows)
@@ -524,7 +524,7 @@ func (e *Backend) argmax(j argmaxJob, l layout) (kernels.ArgMax, error) {
 			}
 			e.stats.launches++
 			t0 := time.Now()
-			if err := e.dev.launch(kname, [3]int{ceilDiv(n, ta), ceilDiv(j1-j0, tb), 1}, [3]int{threads, 1, 1}, e.compute, words(&a)); err != nil {
+			if err := e.dev.launch(kname, e.grid(v, n, j1-j0), [3]int{threads, 1, 1}, e.compute, words(&a)); err != nil {
 				return err
 			}
 			if e.tun.profile {

@@ -108,23 +108,22 @@ DEV void topk_mma(const SimArgs& a) {
 #ifdef HPCRUN_SM90A
 // topk_wg: the top-k epilogue on the v5 engine (wgmma, 128x256 tile)
 DEV void topk_wg(const SimArgs& a) {
-    const i64 i0 = (i64)ctaid_x() * V5_BM, j0 = (i64)ctaid_y() * V5_BN;
-    float acc[V5_ACC];
-    v5_tile(a, i0, j0, acc);
+    v5_run<false>(a, [&](i64 i0, i64 j0, const float* acc) LAMBDA_INLINE {
 #pragma unroll
-    for (int h = 0; h < 2; h++) {
-        const i64 i = v5_row(i0, 2 * h);
-        if (i >= a.nA) continue;
-        const float thr = a.thr[i];
+        for (int h = 0; h < 2; h++) {
+            const i64 i = v5_row(i0, 2 * h);
+            if (i >= a.nA) continue;
+            const float thr = a.thr[i];
 #pragma unroll
-        for (int n = 0; n < V5_BN / 8; n++) {
+            for (int n = 0; n < V5_BN / 8; n++) {
 #pragma unroll
-            for (int e = 0; e < 2; e++) {
-                const i64 j = v5_col(j0, n, e);
-                if (j < a.nB) topk_emit(a, i, j, acc[4 * n + 2 * h + e], thr);
+                for (int e = 0; e < 2; e++) {
+                    const i64 j = v5_col(j0, n, e);
+                    if (j < a.nB) topk_emit(a, i, j, acc[4 * n + 2 * h + e], thr);
+                }
             }
         }
-    }
+    });
 }
 
 KERNEL __launch_bounds__(V2_THREADS) void topk_kernel5_f16(SimArgs a) { topk_wg(a); }

@@ -48,6 +48,12 @@ type tunables struct {
 	// near ties.
 	bandCap       int
 	bandRowBlocks int
+
+	// persistBlocks > 0: version 5 launches at most this many blocks, each
+	// taking several tiles with its copies running across them (common.cuh
+	// v5_run), instead of one block per tile; newBackend sets it to the
+	// GPU's SM count (one 193 KiB block fits per SM) with PersistEnv=1.
+	persistBlocks int
 }
 
 var defaultTunables = tunables{

@@ -34,6 +34,7 @@
 #define __launch_bounds__(...)
 #define DEV static inline
 #define KERNEL extern "C"
+#define LAMBDA_INLINE
 
 typedef unsigned long long u64;
 typedef long long i64;
@@ -53,7 +54,7 @@ struct WgOp {
     u64 da, db;
 };
 struct Thread {
-    int tid = 0, cx = 0, cy = 0, gx = 1;
+    int tid = 0, cx = 0, cy = 0, gx = 1, gy = 1;
     std::vector<std::vector<CpOp>> cpGroups;
     std::vector<CpOp> cpOpen;
     std::vector<std::vector<WgOp>> wgGroups;
@@ -122,6 +123,7 @@ DEV int tid_x() { return sim::self->tid; }
 DEV int ctaid_x() { return sim::self->cx; }
 DEV int ctaid_y() { return sim::self->cy; }
 DEV int nctaid_x() { return sim::self->gx; }
+DEV int nctaid_y() { return sim::self->gy; }
 DEV int lane_id() { return sim::self->tid & 31; }
 
 DEV void sync_threads() { sim::blockBar->arrive_and_wait(); }

@@ -64,7 +64,7 @@ static void launch(void (*k)(Args), const Args& a, int gx, int gy) {
                     if (t == 0) std::memset(sim::sharedBase(), 0xff, sim::sharedSize());
                     block.arrive_and_wait(); // shared memory is fresh for every block
                     sim::Thread me;
-                    me.tid = t, me.cx = cx, me.cy = cy, me.gx = gx;
+                    me.tid = t, me.cx = cx, me.cy = cy, me.gx = gx, me.gy = gy;
                     sim::self = &me;
                     k(a);
                     if (!me.wgOpen.empty() || !me.wgGroups.empty()) sim::fail("kernel ended with wgmma groups in flight");
@@ -134,6 +134,15 @@ struct Version {
 };
 
 static int failures = 0;
+
+// persist > 0: version 5 runs on a persistent grid of persist blocks, each
+// taking several tiles (its k steps one stream across them), instead of one
+// block per tile
+static int persist = 0;
+static void launchTiles(Kernel k, const SimArgs& a, const Version& ver, const Case& c) {
+    if (ver.v == 5 && persist > 0) return launch(k, a, persist, 1);
+    launch(k, a, (c.nA + ver.ta - 1) / ver.ta, (c.nB + ver.tb - 1) / ver.tb);
+}
 static void report(bool ok, const std::string& what) {
     std::printf("%s %s\n", ok ? "ok  " : "FAIL", what.c_str());
     if (!ok) failures++;
@@ -148,7 +157,7 @@ static void checkTopK(const Version& ver, const Case& c, const Data& d, const st
     SimArgs a{};
     a.A = d.a(), a.B = d.b(), a.nA = c.nA, a.nB = c.nB, a.ld = c.ld, a.bOff = bOff;
     a.thr = thr.data(), a.count = count.data(), a.keys = keys.data(), a.cap = cap;
-    launch(ver.topk, a, (c.nA + ver.ta - 1) / ver.ta, (c.nB + ver.tb - 1) / ver.tb);
+    launchTiles(ver.topk, a, ver, c);
     bool ok = true;
     for (int i = 0; i < c.nA && ok; i++) {
         std::vector<u64> want, got(keys.begin() + (size_t)i * cap, keys.begin() + (size_t)i * cap + count[i]);
@@ -172,7 +181,7 @@ static void checkArgmax(const Version& ver, const Case& c, const Data& d, bool p
     SimArgs a{};
     a.A = d.a(), a.B = d.b(), a.nA = c.nA, a.nB = c.nB, a.ld = c.ld, a.aOff = aOff, a.bOff = bOff;
     a.scale = prefix ? nullptr : scale.data(), a.bias = bias.data(), a.best = best.data();
-    launch(prefix ? ver.prefix : ver.maxarg, a, (c.nA + ver.ta - 1) / ver.ta, (c.nB + ver.tb - 1) / ver.tb);
+    launchTiles(prefix ? ver.prefix : ver.maxarg, a, ver, c);
     bool ok = true;
     for (int i = 0; i < c.nA; i++) {
         u64 want = 0;
@@ -206,7 +215,7 @@ static void checkBand(const Version& ver, const Case& c, const Data& d, bool pre
     a.A = d.a(), a.B = d.b(), a.nA = c.nA, a.nB = c.nB, a.ld = c.ld, a.aOff = aOff, a.bOff = bOff;
     a.scale = prefix ? nullptr : scale.data(), a.bias = bias.data(), a.best = best.data();
     a.thr = w.data(), a.count = count.data(), a.keys = keys.data(), a.cap = cap;
-    launch(prefix ? ver.bandprefix : ver.band, a, (c.nA + ver.ta - 1) / ver.ta, (c.nB + ver.tb - 1) / ver.tb);
+    launchTiles(prefix ? ver.bandprefix : ver.band, a, ver, c);
     bool ok = true;
     for (int i = 0; i < c.nA && ok; i++) {
         std::vector<u64> all;
@@ -493,22 +502,26 @@ int main() {
     };
 #endif
     // ragged tiles, k tails (ld 96 and 160 end in half a 64-k stage), dim < ld,
-    // and more k steps than pipeline stages (ld 320: five 64-k steps)
-    const std::vector<Case> cases = {{1, 1, 8, 32}, {70, 90, 40, 64}, {130, 300, 96, 96}, {129, 257, 150, 160}, {40, 260, 300, 320}};
+    // more k steps than pipeline stages (ld 320: five 64-k steps), and 3x3
+    // tiles of one k step (a persistent block's copies run two tiles ahead)
+    const std::vector<Case> cases = {{1, 1, 8, 32}, {70, 90, 40, 64}, {130, 300, 96, 96}, {129, 257, 150, 160}, {40, 260, 300, 320},
+                                     {300, 600, 64, 64}};
     unsigned seed = 1;
     for (const Case& c : cases) {
       for (Kind kind : {ExactF16, RandomF16, RandomF32}) {
         const Data d = gen(c, seed++, kind);
         for (const Version& ver : versions) {
             if (ver.f32 != (kind == RandomF32) || (kind != ExactF16 && !ver.ffma)) continue;
-            for (int mode = 0; mode < 4; mode++) {
+            for (int mode = 0; mode < 12; mode++) {
                 sim::lazyCp = mode & 1, sim::lazyWg = mode & 2;
+                persist = (int[]){0, 1, 3}[mode >> 2]; // version 5: one block per tile, or 1 or 3 blocks for all
                 const bool async = ver.v >= 3 && ver.v <= 5; // cp.async: versions 3, 4, 5
-                if (!async && mode != 0) continue;
+                if ((!async && (mode & 3) != 0) || (ver.v != 5 && mode >= 4)) continue;
                 if (ver.v != 5 && sim::lazyWg) continue;
                 char tag[128];
-                std::snprintf(tag, sizeof tag, "v%d %s %dx%d d=%d ld=%d cp=%s wgmma=%s", ver.v, kindName[kind], c.nA, c.nB, c.dim, c.ld,
-                              sim::lazyCp ? "lazy" : "eager", sim::lazyWg ? "lazy" : "eager");
+                std::snprintf(tag, sizeof tag, "v%d %s %dx%d d=%d ld=%d cp=%s wgmma=%s%s", ver.v, kindName[kind], c.nA, c.nB, c.dim, c.ld,
+                              sim::lazyCp ? "lazy" : "eager", sim::lazyWg ? "lazy" : "eager",
+                              persist == 1 ? " grid=1" : persist == 3 ? " grid=3" : "");
                 checkTopK(ver, c, d, tag);
                 checkArgmax(ver, c, d, false, tag);
                 checkArgmax(ver, c, d, true, tag);
