@@ -16,8 +16,9 @@ import (
 // Rates a plan assumes when no --bench file gives measured ones, per rank:
 // GFLOP/s per op and GB/s for I/O and allreduce. The CPU figures are this
 // project's 2-core AVX-512 machine. The GPU op rates were measured on one
-// H200 (docs/gpu/2026-11-27-h200/run1, cudabench, kernel version 5): top-k
-// end to end from host memory at the paper's shape, 244 TFLOP/s; the argmax
+// H200 (docs/gpu/2026-11-27-h200, cudabench, kernel version 5): top-k end
+// to end from host memory at the paper's shape, 269 TFLOP/s (run4, on the
+// persistent grid; 244 on one block per tile, run1); the argmax
 // ops (NearestCentroid, MaxArg, ShiftedMax) at their kernel rate, 255
 // TFLOP/s, which is what they reach when the resident set is large (k =
 // 50,000 centroids, 200,000 eval images; with 4,096 centroids NearestCentroid
@@ -38,7 +39,8 @@ const gpuFFMA = 25e3
 // tensor cores plus the exact filter's appends and rescoring; measured on the
 // H200 as the float16 op's time over the filtered one's: top-k 0.60 at the
 // paper's size (50,000 float32 queries x 10,000,000 rows, k = 1,000: 2.096 s
-// rounded to float16 in run1, 3.517 s through the filter in run3; 0.34 at
+// rounded to float16 in run1, 3.517 s through the filter in run3, both on
+// one block per tile; 0.34 at
 // 1,000,000 rows, where the early thresholds let in more candidates), MaxArg
 // 0.55 (10,000 x 1,000,000: 0.067 vs 0.122 s, run1), NearestCentroid 0.63
 // (10,000,000 kept points x 4,096 centroids: 0.340 vs 0.540 s, run1);
@@ -48,7 +50,7 @@ var gpuFilterShare = map[string]float64{"topk": 0.60, "centroid": 0.63, "maxarg"
 var planDefaults = map[string]map[string]float64{
 	"cpu": {"centroid": 180, "topk": 170, "maxarg": 180, "shiftedmax": 180, "prefixmax": 150,
 		"read_gbps": 2, "allreduce_gbps": 1, "embed_ips": 150},
-	"gpu": {"centroid": 255e3, "topk": 244e3, "maxarg": 255e3, "shiftedmax": 255e3, "prefixmax": 150e3,
+	"gpu": {"centroid": 255e3, "topk": 269e3, "maxarg": 255e3, "shiftedmax": 255e3, "prefixmax": 150e3,
 		"read_gbps": 5, "allreduce_gbps": 10, "embed_ips": 4000},
 }
 

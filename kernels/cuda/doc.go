@@ -12,8 +12,9 @@
 // been run. Without a GPU: ptxas 12.4 assembles every kernel
 // (TestPTXAssemble), the host simulator runs their CUDA C (TestHostSim,
 // hostsim/), and the emulator runs their host side. Defaults: version 5 on
-// sm_90 (4 elsewhere) for float16 operands, 6 for float32 ones, the exact
-// filter on (runtime.gpu_filter).
+// sm_90 (4 elsewhere) for float16 operands, on a persistent grid (one block
+// per SM, its copies running across its tiles; PersistEnv=0 turns it off),
+// 6 for float32 ones, the exact filter on (runtime.gpu_filter).
 //
 // # Use
 //

@@ -52,7 +52,7 @@ type tunables struct {
 	// persistBlocks > 0: version 5 launches at most this many blocks, each
 	// taking several tiles with its copies running across them (common.cuh
 	// v5_run), instead of one block per tile; newBackend sets it to the
-	// GPU's SM count (one 193 KiB block fits per SM) with PersistEnv=1.
+	// GPU's SM count (one 193 KiB block fits per SM) unless PersistEnv=0.
 	persistBlocks int
 }
 
