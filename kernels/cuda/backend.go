@@ -17,10 +17,11 @@ type Backend struct {
 	// Version selects the kernel version of every op (see the .cu
 	// headers): 0 picks the fastest that applies (defaultVersion, tensor
 	// cores, when both inputs are float16; else ffmaVersion), 1 and 6 force
-	// the FFMA kernels of that version everywhere, 2 to 5 the tensor-core
-	// kernels where the inputs are float16 (others use ffmaVersion; 5 falls
-	// back to 4 on a GPU without sm_90a, 4 to 3 on one without 80 KiB of
-	// shared memory per block).
+	// the FFMA kernels of that version everywhere, 2 to 5 and 7 the
+	// tensor-core kernels where the inputs are float16 (others use
+	// ffmaVersion; 7 is 5 with a leaner argmax epilogue, not yet run on a
+	// GPU; 7 falls back to 5, 5 to 4 on a GPU without sm_90a, 4 to 3 on one
+	// without 80 KiB of shared memory per block).
 	Version int
 
 	// Precision says what a float32 input becomes on the GPU (set it
@@ -126,7 +127,7 @@ const EmulatorEnv = "HPCRUN_CUDA_EMULATOR"
 func emulated() bool { return os.Getenv(EmulatorEnv) == "1" }
 
 // VersionEnv names the environment variable that sets a new Backend's
-// Version (0 to 6; e.g. to run a whole experiment on one kernel
+// Version (0 to 7; e.g. to run a whole experiment on one kernel
 // version).
 const VersionEnv = "HPCRUN_CUDA_KERNELS"
 
@@ -136,7 +137,7 @@ func versionFromEnv() (int, error) {
 		return 0, nil
 	}
 	v, err := strconv.Atoi(s)
-	if err != nil || v < 0 || v > 6 {
+	if err != nil || v < 0 || v > 7 {
 		return 0, fmt.Errorf("kernels/cuda: %s=%q: want 0 (auto), 1, 2, 3, 4, 5 or 6", VersionEnv, s)
 	}
 	return v, nil
@@ -233,7 +234,7 @@ func smCount(dev device) int {
 func (e *Backend) grid(v, nA, nB int) [3]int {
 	ta, tb := tiles(v)
 	gx, gy := ceilDiv(nA, ta), ceilDiv(nB, tb)
-	if v == 5 && e.tun.persistBlocks > 0 && gx*gy > e.tun.persistBlocks {
+	if (v == 5 || v == 7) && e.tun.persistBlocks > 0 && gx*gy > e.tun.persistBlocks {
 		return [3]int{e.tun.persistBlocks, 1, 1}
 	}
 	return [3]int{gx, gy, 1}
@@ -291,6 +292,9 @@ func (e *Backend) version(l layout) int {
 	if v == 0 {
 		v = defaultVersion
 	}
+	if v == 7 && !e.dev.has("topk_kernel7_f16") {
+		v = 5 // version 7 is version 5's engine (sm_90 only)
+	}
 	if v == 5 && !e.dev.has("topk_kernel5_f16") {
 		v = 4 // version 5 (wgmma) runs on sm_90 GPUs only
 	}
@@ -299,6 +303,9 @@ func (e *Backend) version(l layout) int {
 	}
 	return v
 }
+
+// tensorCores: version v runs the tensor cores (2 to 5, 7; 1 and 6 are FFMA).
+func tensorCores(v int) bool { return v >= 2 && v != 6 }
 
 // Precision is what float32 inputs become on the GPU (Backend.Precision).
 type Precision int
@@ -421,6 +428,9 @@ func (e *Backend) bandVersion(l layout) int {
 	v := e.version(l)
 	if e.Version == 0 && v == 5 {
 		v = 4
+	}
+	if v == 7 && !e.dev.has(kernelName("band", v, l)) {
+		v = 5
 	}
 	for v >= 4 && !e.dev.has(kernelName("band", v, l)) {
 		v-- // its module or its shared memory is missing on this GPU (the top-k kernels of v had it)

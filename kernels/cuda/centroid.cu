@@ -19,7 +19,8 @@ epilogue):
   centroid_kernel6_f32       version 6: FFMA 128x128 tile, 8x8 per thread (common.cuh v6):
   centroid_kernel6_f16       version 1's bits, float32 or float16 inputs
   centroid_kernel5_f16       version 5: wgmma.m64n256k16 128x256 tile (common.cuh v5), sm_90a
-                         only: the one kernel of centroid_sm90a.ptx (built with -DHPCRUN_SM90A)
+  centroid_kernel7_f16       version 7: version 5 with the lean argmax epilogue (common.cuh argmax_cols), sm_90a
+                         only: versions 5 and 7 are the kernels of centroid_sm90a.ptx (built with -DHPCRUN_SM90A)
   centroid_sums_kernel1_f32  sums, version 1: one thread per (point, coordinate),
   centroid_sums_kernel1_f16  atom.add.u64 into sums[c*dim + k]
   centroid_sums_kernel2_f32  sums, version 2 (used with tile versions 2 and 3): one
@@ -32,6 +33,7 @@ Regenerate the PTX (clang-19, no CUDA toolkit): scripts/ptx.sh
 
 #ifdef HPCRUN_SM90A
 KERNEL __launch_bounds__(V2_THREADS) void centroid_kernel5_f16(SimArgs a) { argmax_wg<false>(a); }
+KERNEL __launch_bounds__(V2_THREADS) void centroid_kernel7_f16(SimArgs a) { argmax_wg<false, false, true>(a); }
 #else
 KERNEL __launch_bounds__(V1_THREADS) void centroid_kernel1_f32(SimArgs a) { argmax_v1<float, false>(a); }
 KERNEL __launch_bounds__(V1_THREADS) void centroid_kernel1_f16(SimArgs a) { argmax_v1<u16, false>(a); }

@@ -778,40 +778,129 @@ DEV i64 v5_row(i64 i0, int e) {
 }
 DEV i64 v5_col(i64 j0, int n, int e) { return j0 + 8 * n + 2 * (lane_id() & 3) + (e & 1); }
 
-// argmax_wg: the argmax epilogue on the v5 engine.
-template <bool PREFIX, bool BAND = false>
+// argmax_cols: the best column of each of the thread's two rows (r0, r1)
+// over a v5 tile, as a float and a column offset from c0 (its column for n
+// = 0, e = 0): one pass over the columns serves both rows (each column's
+// scale and bias read once). A strictly larger value wins and the columns
+// come in increasing order, so the kept one is the key order's (larger
+// value, then smaller index; -0 ties +0 in both). FULL: every column is
+// inside B and (PREFIX) before every row of the tile, so no bounds are
+// checked; each row keeps 4 running bests (n mod 4: four independent
+// compare chains instead of one 64 long), each starting at its first column
+// with -inf (that column's key order too), merged at the end with ties to
+// the smaller column. Otherwise one running best per row, bj < 0 meaning
+// none yet. SCALE: a.scale may be set (the full tiles take a copy of the
+// loop without it: L2 k-means, MaxArg).
+template <bool FULL, bool PREFIX, bool SCALE = true>
+DEV void argmax_cols(const SimArgs& a, const float* acc, i64 c0, i64 r0, i64 r1, float bv[2], int bj[2]) {
+    constexpr int P = FULL ? 4 : 1;
+    const bool hasS = SCALE && a.scale != nullptr, hasB = a.bias != nullptr;
+    float pv[2][P];
+    int pj[2][P];
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+#pragma unroll
+        for (int p = 0; p < P; p++) pv[h][p] = FULL ? -__builtin_inff() : 0.0f, pj[h][p] = FULL ? 8 * p : -1;
+    }
+#pragma unroll
+    for (int n = 0; n < V5_BN / 8; n++) {
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            const int jj = 8 * n + e;
+            const i64 j = c0 + jj;
+            if (!FULL && j >= a.nB) continue;
+            const float s = hasS ? a.scale[j] : 1.0f, b = hasB ? a.bias[j] : 0.0f;
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                if (!FULL && PREFIX && a.bOff + j >= a.aOff + (h ? r1 : r0)) continue;
+                float v = acc[4 * n + 2 * h + e];
+                if (hasS) v = v * s;
+                if (hasB) v = v + b;
+                float& bvp = pv[h][n % P];
+                int& bjp = pj[h][n % P];
+                if ((!FULL && bjp < 0) || v > bvp) bvp = v, bjp = jj;
+            }
+        }
+    }
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        bv[h] = pv[h][0], bj[h] = pj[h][0];
+#pragma unroll
+        for (int p = 1; p < P; p++) {
+            if (pv[h][p] > bv[h] || (pv[h][p] == bv[h] && pj[h][p] < bj[h])) bv[h] = pv[h][p], bj[h] = pj[h][p];
+        }
+    }
+}
+
+// wg_row: f(j, x) for each entry x of the thread's row i (h) of a v5 tile
+// whose column j is inside B and (PREFIX) before the row.
+template <bool PREFIX, typename F>
+DEV void wg_row(const SimArgs& a, i64 i, i64 j0, int h, const float* acc, F f) {
+#pragma unroll
+    for (int n = 0; n < V5_BN / 8; n++) {
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            const i64 j = v5_col(j0, n, e);
+            if (j >= a.nB || (PREFIX && a.bOff + j >= a.aOff + i)) continue;
+            f(j, acc[4 * n + 2 * h + e]);
+        }
+    }
+}
+
+// band_wg: the band epilogue's appends for row i (BAND, exact.cu) on the v5
+// engine, q being the row's best key so far (band_row_thr).
+template <bool PREFIX>
+DEV void band_wg(const SimArgs& a, i64 i, u64 q, i64 j0, int h, const float* acc) {
+    const float thr = band_row_thr(a, i, q);
+    wg_row<PREFIX>(a, i, j0, h, acc, [&](i64 j, float x) LAMBDA_INLINE {
+        const float v = apply_sb(a, j, x);
+        if (v >= thr) band_emit(a, i, j, v);
+    });
+}
+
+// argmax_wg: the argmax epilogue on the v5 engine: version 5 makes every
+// entry's key and keeps the largest per row; version 7 (LEAN) finds each
+// row's best with argmax_cols (fewer instructions per entry, no per-entry
+// bounds on full tiles, four compare chains per row) and makes one key per
+// row. The same bits; then one atomic per row and quad.
+template <bool PREFIX, bool BAND = false, bool LEAN = false>
 DEV void argmax_wg(const SimArgs& a) {
     v5_run<PREFIX>(a, [&](i64 i0, i64 j0, const float* acc) LAMBDA_INLINE {
         const bool quad_lead = (lane_id() & 3) == 0;
-#pragma unroll
-        for (int h = 0; h < 2; h++) {
-            const i64 i = v5_row(i0, 2 * h);
-            u64 best = 0;
-            if (i < a.nA) {
-#pragma unroll
-                for (int n = 0; n < V5_BN / 8; n++) {
-#pragma unroll
-                    for (int e = 0; e < 2; e++) {
-                        const i64 j = v5_col(j0, n, e);
-                        if (j >= a.nB || (PREFIX && a.bOff + j >= a.aOff + i)) continue;
-                        const u64 key = make_key(apply_sb(a, j, acc[4 * n + 2 * h + e]), a.bOff + j);
-                        if (key > best) best = key;
-                    }
+        if constexpr (LEAN) {
+            const i64 r0 = v5_row(i0, 0), r1 = v5_row(i0, 2); // the thread's rows
+            const i64 c0 = v5_col(j0, 0, 0);
+            float bv[2];
+            int bj[2];
+            if (j0 + V5_BN <= a.nB && (!PREFIX || a.bOff + j0 + V5_BN <= a.aOff + i0)) {
+                if (a.scale) {
+                    argmax_cols<true, PREFIX>(a, acc, c0, r0, r1, bv, bj);
+                } else {
+                    argmax_cols<true, PREFIX, false>(a, acc, c0, r0, r1, bv, bj);
                 }
+            } else {
+                argmax_cols<false, PREFIX>(a, acc, c0, r0, r1, bv, bj);
             }
-            const u64 q = quad_max_atomic(a, i, best, quad_lead);
-            if (BAND && q) {
-                const float thr = band_row_thr(a, i, q);
 #pragma unroll
-                for (int n = 0; n < V5_BN / 8; n++) {
+            for (int h = 0; h < 2; h++) {
+                const i64 i = h ? r1 : r0;
+                const u64 best = (i < a.nA && bj[h] >= 0) ? make_key(bv[h], a.bOff + c0 + bj[h]) : 0;
+                const u64 q = quad_max_atomic(a, i, best, quad_lead);
+                if (BAND && q) band_wg<PREFIX>(a, i, q, j0, h, acc);
+            }
+        } else {
 #pragma unroll
-                    for (int e = 0; e < 2; e++) {
-                        const i64 j = v5_col(j0, n, e);
-                        if (j >= a.nB || (PREFIX && a.bOff + j >= a.aOff + i)) continue;
-                        const float v = apply_sb(a, j, acc[4 * n + 2 * h + e]);
-                        if (v >= thr) band_emit(a, i, j, v);
-                    }
+            for (int h = 0; h < 2; h++) {
+                const i64 i = v5_row(i0, 2 * h);
+                u64 best = 0;
+                if (i < a.nA) {
+                    wg_row<PREFIX>(a, i, j0, h, acc, [&](i64 j, float x) LAMBDA_INLINE {
+                        const u64 key = make_key(apply_sb(a, j, x), a.bOff + j);
+                        if (key > best) best = key;
+                    });
                 }
+                const u64 q = quad_max_atomic(a, i, best, quad_lead);
+                if (BAND && q) band_wg<PREFIX>(a, i, q, j0, h, acc);
             }
         }
     });

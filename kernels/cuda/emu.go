@@ -231,7 +231,7 @@ func (d *emuDevice) launch(name string, grid, block [3]int, _ stream, params []u
 		}
 		ta, tb := tiles(version)
 		gx, gy := ceilDiv(int(a.NA), ta), ceilDiv(int(a.NB), tb)
-		persistent := version == 5 && grid[1] == 1 && grid[0] >= 1 && grid[0] < gx*gy // blocks taking several tiles each
+		persistent := (version == 5 || version == 7) && grid[1] == 1 && grid[0] >= 1 && grid[0] < gx*gy // blocks taking several tiles each
 		if persistent {
 			d.persistent++
 		} else if grid[0] != gx || grid[1] != gy {

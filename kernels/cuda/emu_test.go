@@ -48,7 +48,7 @@ func TestEmulatedConformance(t *testing.T) {
 		version int
 		small   bool
 		persist int
-	}{{2, false, 0}, {3, false, 0}, {4, false, 0}, {5, false, 0}, {5, true, 0}, {5, false, 3}, {6, false, 0}, {6, true, 0}, {1, true, 0}} {
+	}{{2, false, 0}, {3, false, 0}, {4, false, 0}, {5, false, 0}, {5, true, 0}, {5, false, 3}, {7, false, 0}, {7, true, 0}, {7, false, 3}, {6, false, 0}, {6, true, 0}, {1, true, 0}} {
 		version, small := c.version, c.small
 		{
 			t.Run(fmt.Sprintf("v%d,small=%v,persist=%d", version, small, c.persist), func(t *testing.T) {

@@ -42,6 +42,8 @@ Regenerate the PTX (clang-19, no CUDA toolkit): scripts/ptx.sh
 #ifdef HPCRUN_SM90A
 KERNEL __launch_bounds__(V2_THREADS) void band_kernel5_f16(SimArgs a) { argmax_wg<false, true>(a); }
 KERNEL __launch_bounds__(V2_THREADS) void bandprefix_kernel5_f16(SimArgs a) { argmax_wg<true, true>(a); }
+KERNEL __launch_bounds__(V2_THREADS) void band_kernel7_f16(SimArgs a) { argmax_wg<false, true, true>(a); }
+KERNEL __launch_bounds__(V2_THREADS) void bandprefix_kernel7_f16(SimArgs a) { argmax_wg<true, true, true>(a); }
 #else
 KERNEL __launch_bounds__(V2_THREADS) void band_kernel2_f16(SimArgs a) { argmax_mma<2, false, true>(a); }
 KERNEL __launch_bounds__(V2_THREADS) void band_kernel3_f16(SimArgs a) { argmax_mma<3, false, true>(a); }

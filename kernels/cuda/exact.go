@@ -54,7 +54,7 @@ func filterFromEnv() bool {
 // version (Version 1 or 6 asks for the FFMA kernels everywhere).
 func (e *Backend) filtering() bool {
 	v := e.version(layout{f16: true})
-	return e.Filter && e.Precision == Exact && v >= 2 && v <= 5
+	return e.Filter && e.Precision == Exact && tensorCores(v)
 }
 
 // bandApplies: argmax job j in layout l takes the filter when it is on and
@@ -125,7 +125,7 @@ func (e *Backend) argmaxBand(j argmaxJob) (kernels.ArgMax, error) {
 	rb := l.rowBytes()
 	k1, k2, ok := bandBound(j.b, j.scale, j.bias, l.ld)
 	v := e.bandVersion(l)
-	approx := ok && v >= 2 && v <= 5
+	approx := ok && tensorCores(v)
 
 	// B twice when float32: exact (float32) for the rescoring, rounded for
 	// the tensor cores; a float16 B serves both

@@ -37,7 +37,7 @@ func newGPU(t *testing.T, version int) *Backend {
 // cases use version 1 in every run; version 5 skips on GPUs other than
 // sm_90).
 func TestGPUConformance(t *testing.T) {
-	for _, v := range []int{1, 2, 3, 4, 5, 6} {
+	for _, v := range []int{1, 2, 3, 4, 5, 6, 7} {
 		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) { kerneltest.All(t, newGPU(t, v)) })
 	}
 }
@@ -46,7 +46,7 @@ func TestGPUConformance(t *testing.T) {
 // operands split into two float16 halves) every conformance suite passes
 // on the tensor-core versions, within the float32 tolerances.
 func TestGPUFloat16x2(t *testing.T) {
-	for _, v := range []int{4, 5} {
+	for _, v := range []int{4, 5, 7} {
 		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) {
 			b := newGPU(t, v)
 			b.Precision = Float16x2
@@ -58,7 +58,7 @@ func TestGPUFloat16x2(t *testing.T) {
 // TestGPUSmallTunables crosses chunk, query-block, grid-slice and overflow
 // boundaries on the GPU.
 func TestGPUSmallTunables(t *testing.T) {
-	for _, v := range []int{1, 2, 3, 4, 5, 6} {
+	for _, v := range []int{1, 2, 3, 4, 5, 6, 7} {
 		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) {
 			b := newGPU(t, v)
 			b.tun = tunables{chunkBytes: 64 << 10, topkHeadroom: 64, topkBytes: 40 * (8*(300+64) + 8*300 + 8 + 4*160), maxGridY: 2, residentFrac: 0.5}
@@ -107,7 +107,7 @@ func TestGPULargeK(t *testing.T) {
 // does not depend on atomics' order), and NearestCentroid against exact
 // scores with sums equal to those of the returned assignment.
 func TestGPURealShape(t *testing.T) {
-	for _, v := range []int{1, 2, 3, 4, 5, 6} {
+	for _, v := range []int{1, 2, 3, 4, 5, 6, 7} {
 		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) {
 			b := newGPU(t, v)
 			q := kerneltest.Gen(3, 64, 512, kerneltest.Gauss, true)
@@ -204,7 +204,7 @@ func TestGPUVersionsAgree(t *testing.T) {
 		}
 		want[i] = got
 	}
-	for _, v := range []int{3, 4, 5} {
+	for _, v := range []int{3, 4, 5, 7} {
 		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) {
 			b := newGPU(t, v)
 			for i, r := range runs {

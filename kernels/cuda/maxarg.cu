@@ -17,7 +17,8 @@ epilogue: best[i] = max over j of key(dot·scale[j] + bias[j], j)):
   maxarg_kernel6_f32       version 6: FFMA 128x128 tile, 8x8 per thread (common.cuh v6):
   maxarg_kernel6_f16       version 1's bits, float32 or float16 inputs
   maxarg_kernel5_f16       version 5: wgmma.m64n256k16 128x256 tile (common.cuh v5), sm_90a
-                         only: the one kernel of maxarg_sm90a.ptx (built with -DHPCRUN_SM90A)
+  maxarg_kernel7_f16       version 7: version 5 with the lean argmax epilogue (common.cuh argmax_cols), sm_90a
+                         only: versions 5 and 7 are the kernels of maxarg_sm90a.ptx (built with -DHPCRUN_SM90A)
 
 Regenerate the PTX (clang-19, no CUDA toolkit): scripts/ptx.sh
 */
@@ -25,6 +26,7 @@ Regenerate the PTX (clang-19, no CUDA toolkit): scripts/ptx.sh
 
 #ifdef HPCRUN_SM90A
 KERNEL __launch_bounds__(V2_THREADS) void maxarg_kernel5_f16(SimArgs a) { argmax_wg<false>(a); }
+KERNEL __launch_bounds__(V2_THREADS) void maxarg_kernel7_f16(SimArgs a) { argmax_wg<false, false, true>(a); }
 #else
 KERNEL __launch_bounds__(V1_THREADS) void maxarg_kernel1_f32(SimArgs a) { argmax_v1<float, false>(a); }
 KERNEL __launch_bounds__(V1_THREADS) void maxarg_kernel1_f16(SimArgs a) { argmax_v1<u16, false>(a); }

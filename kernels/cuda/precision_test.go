@@ -60,7 +60,7 @@ func TestPrecisionFloat16(t *testing.T) {
 		}},
 		{"PrefixMax", func(b *Backend, _, base kernels.Matrix) (any, error) { return b.PrefixMax(base) }},
 	}
-	for _, v := range []int{2, 4, 5} {
+	for _, v := range []int{2, 4, 5, 7} {
 		for _, in := range []struct {
 			name    string
 			q, base kernels.Matrix
@@ -123,7 +123,7 @@ func TestPrecisionFloat16(t *testing.T) {
 // crossing every chunk and split; a value beyond float16's range is an
 // error naming its row.
 func TestPrecisionFloat16x2(t *testing.T) {
-	for _, v := range []int{2, 4, 5} {
+	for _, v := range []int{2, 4, 5, 7} {
 		for _, small := range []bool{false, true} {
 			t.Run(fmt.Sprintf("v%d,small=%v", v, small), func(t *testing.T) {
 				tun := defaultTunables

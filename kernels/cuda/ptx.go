@@ -35,11 +35,11 @@ var ptxModules = []ptxModule{
 	{"prefixmax.ptx", []string{"prefixmax_kernel1_f32", "prefixmax_kernel1_f16", "prefixmax_kernel2_f16", "prefixmax_kernel3_f16", "prefixmax_kernel4_f16", "prefixmax_kernel6_f32", "prefixmax_kernel6_f16"}, ""},
 	{"exact.ptx", []string{"band_kernel2_f16", "band_kernel3_f16", "band_kernel4_f16", "bandprefix_kernel2_f16", "bandprefix_kernel3_f16", "bandprefix_kernel4_f16",
 		"band_width", "rescore_argmax", "rescore_rows", "topk_filter_thr", "topk_rescore"}, ""},
-	{"topk_sm90a.ptx", []string{"topk_kernel5_f16"}, "sm_90a"},
-	{"maxarg_sm90a.ptx", []string{"maxarg_kernel5_f16"}, "sm_90a"},
-	{"centroid_sm90a.ptx", []string{"centroid_kernel5_f16"}, "sm_90a"},
-	{"prefixmax_sm90a.ptx", []string{"prefixmax_kernel5_f16"}, "sm_90a"},
-	{"exact_sm90a.ptx", []string{"band_kernel5_f16", "bandprefix_kernel5_f16"}, "sm_90a"},
+	{"topk_sm90a.ptx", []string{"topk_kernel5_f16", "topk_kernel7_f16"}, "sm_90a"},
+	{"maxarg_sm90a.ptx", []string{"maxarg_kernel5_f16", "maxarg_kernel7_f16"}, "sm_90a"},
+	{"centroid_sm90a.ptx", []string{"centroid_kernel5_f16", "centroid_kernel7_f16"}, "sm_90a"},
+	{"prefixmax_sm90a.ptx", []string{"prefixmax_kernel5_f16", "prefixmax_kernel7_f16"}, "sm_90a"},
+	{"exact_sm90a.ptx", []string{"band_kernel5_f16", "bandprefix_kernel5_f16", "band_kernel7_f16", "bandprefix_kernel7_f16"}, "sm_90a"},
 }
 
 func ptxSource(file string) (string, error) {
@@ -76,7 +76,7 @@ func dynamicShared(kernel string) int {
 	switch {
 	case strings.Contains(kernel, "_kernel4_"):
 		return v4SharedBytes
-	case strings.Contains(kernel, "_kernel5_"):
+	case strings.Contains(kernel, "_kernel5_"), strings.Contains(kernel, "_kernel7_"):
 		return v5SharedBytes
 	}
 	return 0
@@ -86,7 +86,7 @@ func dynamicShared(kernel string) int {
 // kernel covers (grid x = ceil(nA/ta), grid y = ceil(nB/tb)).
 func tiles(version int) (ta, tb int) {
 	switch {
-	case version == 5:
+	case version == 5, version == 7:
 		return v5TileA, v5TileB
 	case version == 6:
 		return v6Tile, v6Tile

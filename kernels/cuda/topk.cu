@@ -15,7 +15,8 @@ The kernels:
   topk_kernel6_f32  version 6: FFMA 128x128 tile, 8x8 per thread (common.cuh v6): version 1's bits,
   topk_kernel6_f16  float32 inputs, or float16 converted exactly
   topk_kernel5_f16  version 5: wgmma.m64n256k16 128x256 tile (common.cuh v5), sm_90a
-                    only: the one kernel of topk_sm90a.ptx (built with -DHPCRUN_SM90A)
+                    only: versions 5 and 7 are the kernels of topk_sm90a.ptx (built with -DHPCRUN_SM90A)
+  topk_kernel7_f16  version 7: the same kernel (version 7 changes the argmax epilogue only)
   topk_select       one block per query: radix-select the k best of its candidates,
                     compact them to the front, raise the threshold (and write the
                     final k when out != null)
@@ -127,6 +128,7 @@ DEV void topk_wg(const SimArgs& a) {
 }
 
 KERNEL __launch_bounds__(V2_THREADS) void topk_kernel5_f16(SimArgs a) { topk_wg(a); }
+KERNEL __launch_bounds__(V2_THREADS) void topk_kernel7_f16(SimArgs a) { topk_wg(a); } // version 7: version 5's top-k
 #else
 KERNEL __launch_bounds__(V1_THREADS) void topk_kernel1_f32(SimArgs a) { topk_v1<float>(a); }
 KERNEL __launch_bounds__(V1_THREADS) void topk_kernel1_f16(SimArgs a) { topk_v1<u16>(a); }

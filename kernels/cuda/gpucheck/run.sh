@@ -11,21 +11,23 @@
 #     all     (default) quick, then full, then the quickstart end to end
 #             (backend=cpu vs backend=cuda), each step only while the
 #             DEADLINE (seconds from the start, default 540) leaves room
-#   Every benchmark runs hpcrun's kernel versions $VERSIONS (default "4,5";
-#   5 is the sm_90a wgmma engine, skipped on other GPUs)
+#   Every benchmark runs hpcrun's kernel versions $VERSIONS (default "5,7";
+#   5 is the sm_90a wgmma engine, 7 the same with a leaner argmax epilogue,
+#   both skipped on other GPUs)
 #   and then PyTorch (x @ y.T + torch.topk, the paper's implementation) on
 #   the same GPU in the same run.
 #
 # Environment: OUT (results dir; default ./out), NQ NB DIM K KC (bench shapes
 # of mode quick|full), VERSIONS, TESTS (go test -run pattern), NEW_TESTS (the
-# same for the process of versions 5 and 6, first run on the H200 of 2026-11-27;
+# same for the process of versions 5, 6 and 7 (5 and 6 first run on the H200
+# of 2026-11-27, 7 not yet);
 # SKIP_NEW=1 skips it), DEADLINE,
 # SKIP_TORCH=1, TORCH_OPS (torch_ref.py --ops, default all), SKIP_BENCH=1,
 # SKIP_E2E=1, NCU=1 (Nsight Compute on one launch of each similarity kernel:
 # ncu.txt), PROFILE=1 (cudabench -profile:
 # one more run of each op, timing its kernels, selection and chunk waits).
 # Results: $OUT/summary.txt (everything that matters), ptxas.txt,
-# conformance.txt (conformance-new.txt: versions 5 and 6; conformance-filter.txt:
+# conformance.txt (conformance-new.txt: versions 5, 6 and 7; conformance-filter.txt:
 # the exact filter), bench-{quick,full}-{hpcrun,torch}.{txt,json},
 # bench-{quick,full}-kept.{txt,json} (NearestCentroid on kept points),
 # bench-mixed-hpcrun.{txt,json}, e2e.txt,
@@ -36,10 +38,10 @@ OUT=${OUT:-$here/out}
 mkdir -p "$OUT"
 MODE=${1:-all}
 DEADLINE=${DEADLINE:-540}
-VERSIONS=${VERSIONS:-4,5}
+VERSIONS=${VERSIONS:-5,7}
 DIM=${DIM:-512} K=${K:-1000} KC=${KC:-4096}
 TESTS=${TESTS:-'^(TestGPU|TestPTXStructure|TestKeys|TestNoGPU|TestEmulatorEnv)'}
-NEW_TESTS=${NEW_TESTS:-'^TestGPU(Conformance|SmallTunables|RealShape|VersionsAgree|Float16x2)$/^v[56]$'}
+NEW_TESTS=${NEW_TESTS:-'^TestGPU(Conformance|SmallTunables|RealShape|VersionsAgree|Float16x2)$/^v[567]$'}
 status=0
 start=$SECONDS
 log() { echo "[gpu-check +$((SECONDS - start))s] $*" | tee -a "$OUT/summary.txt"; }
@@ -88,9 +90,9 @@ fi
 #    The subtests of versions 5 (wgmma) and 6 (FFMA 128x128) run after the
 #    others in a process of their own (as does a new version's): a
 #    faulting kernel poisons its CUDA context, and the rest must report.
-log "conformance: cuda.test -test.run '$TESTS' (versions 5 and 6 apart)"
+log "conformance: cuda.test -test.run '$TESTS' (versions 5, 6 and 7 apart)"
 t0=$SECONDS
-timeout 300 "$here/cuda.test" -test.v -test.run "$TESTS" -test.skip '/^v[56]$' -test.timeout 290s > "$OUT/conformance.txt" 2>&1
+timeout 300 "$here/cuda.test" -test.v -test.run "$TESTS" -test.skip '/^v[567]$' -test.timeout 290s > "$OUT/conformance.txt" 2>&1
 rc=$?
 if [ "${SKIP_NEW:-}" != 1 ]; then
   timeout 200 "$here/cuda.test" -test.v -test.run "$NEW_TESTS" -test.timeout 190s \
@@ -99,9 +101,14 @@ if [ "${SKIP_NEW:-}" != 1 ]; then
   cat "$OUT/conformance-new.txt" >> "$OUT/conformance.txt"
   if [ $rcn -ne 0 ]; then
     rc=$rcn
-    log "versions 5/6 conformance FAILED (exit $rcn): conformance-new.txt"
-    # a faulting kernel would end each cudabench run at its first launch: bench without 5
-    VERSIONS=$(echo ",$VERSIONS," | sed 's/,5,/,/g; s/^,//; s/,$//')
+    log "versions 5/6/7 conformance FAILED (exit $rcn): conformance-new.txt"
+    # a faulting kernel would end each cudabench run at its first launch:
+    # bench without 7, and without 5 unless its suites passed
+    drop=7
+    if ! grep -q -- '--- PASS: TestGPUConformance/v5' "$OUT/conformance-new.txt" || grep -qE -- '--- FAIL: [A-Za-z0-9]+/v5' "$OUT/conformance-new.txt"; then
+      drop="5 7"
+    fi
+    for d in $drop; do VERSIONS=$(echo ",$VERSIONS," | sed "s/,$d,/,/g; s/^,//; s/,$//"); done
     log "benchmarks go on with versions ${VERSIONS:-0}"
     VERSIONS=${VERSIONS:-0}
   fi
@@ -216,17 +223,19 @@ if [ "$MODE" = all ] && [ "${SKIP_E2E:-}" != 1 ] && [ -x "$here/hpcrun" ] && [ -
       # HPCRUN_CUDA_KERNELS=1 with it -- all three must equal cpu; cuda16:
       # runtime.gpu_precision = "float16" (every op on the tensor cores);
       # cuda162: "float16x2" (split float32, within float32 tolerances);
-      # cuda4: HPCRUN_CUDA_KERNELS=4 with float16 (must equal cuda16)
-      runs="cpu cuda cudanf cuda1 cuda16 cuda162 cuda4"
+      # cuda4: HPCRUN_CUDA_KERNELS=4 with float16 (must equal cuda16);
+      # cuda7: HPCRUN_CUDA_KERNELS=7 with the defaults (the filter's bands on
+      # version 7: must equal cpu); cuda716: 7 with float16 (= cuda16)
+      runs="cpu cuda cudanf cuda1 cuda16 cuda162 cuda4 cuda7 cuda716"
       for be in $runs; do
         ranks=1; [ $be != cpu ] && ranks=2
         bk=cuda; [ $be = cpu ] && bk=cpu
-        kv=; case $be in cuda1) kv=1 ;; cuda4) kv=4 ;; esac
+        kv=; case $be in cuda1) kv=1 ;; cuda4) kv=4 ;; cuda7|cuda716) kv=7 ;; esac
         sets=()
         case $be in
-          cuda) [ "${NO_FILTER:-}" = 1 ] && sets=(--set runtime.gpu_filter=false) ;;
+          cuda|cuda7) [ "${NO_FILTER:-}" = 1 ] && sets=(--set runtime.gpu_filter=false) ;;
           cudanf|cuda1) sets=(--set runtime.gpu_filter=false) ;;
-          cuda16|cuda4) sets=(--set runtime.gpu_precision=float16) ;;
+          cuda16|cuda4|cuda716) sets=(--set runtime.gpu_precision=float16) ;;
           cuda162) sets=(--set runtime.gpu_precision=float16x2) ;;
         esac
         t0=$SECONDS
@@ -237,12 +246,14 @@ if [ "$MODE" = all ] && [ "${SKIP_E2E:-}" != 1 ] && [ -x "$here/hpcrun" ] && [ -
         grep -E 'stage done' $e2e/$be.log | sed 's/.*stage=/  stage=/'
         [ $rc -eq 0 ] || { tail -20 $e2e/$be.log; exit 1; }
       done
-      for be in cuda cudanf cuda1 cuda16 cuda162; do
+      for be in cuda cudanf cuda1 cuda7 cuda16 cuda162; do
         echo "== cpu vs $be"
         python3 "$here/compare_runs.py" $e2e/cpu $e2e/$be
       done
-      echo "== cuda16 vs cuda4"
-      python3 "$here/compare_runs.py" $e2e/cuda16 $e2e/cuda4
+      for be in cuda4 cuda716; do
+        echo "== cuda16 vs $be"
+        python3 "$here/compare_runs.py" $e2e/cuda16 $e2e/$be
+      done
     ) > "$OUT/e2e.txt" 2>&1 || { status=1; log "e2e FAILED"; }
     tee -a "$OUT/summary.txt" < "$OUT/e2e.txt"
   fi

@@ -140,7 +140,7 @@ static int failures = 0;
 // block per tile
 static int persist = 0;
 static void launchTiles(Kernel k, const SimArgs& a, const Version& ver, const Case& c) {
-    if (ver.v == 5 && persist > 0) return launch(k, a, persist, 1);
+    if ((ver.v == 5 || ver.v == 7) && persist > 0) return launch(k, a, persist, 1);
     launch(k, a, (c.nA + ver.ta - 1) / ver.ta, (c.nB + ver.tb - 1) / ver.tb);
 }
 static void report(bool ok, const std::string& what) {
@@ -489,7 +489,8 @@ static void checkSums() {
 int main() {
 #ifdef HPCRUN_SM90A
     const std::vector<Version> versions = {
-        {5, V5_BM, V5_BN, topk_kernel5_f16, maxarg_kernel5_f16, prefixmax_kernel5_f16, false, false, band_kernel5_f16, bandprefix_kernel5_f16}};
+        {5, V5_BM, V5_BN, topk_kernel5_f16, maxarg_kernel5_f16, prefixmax_kernel5_f16, false, false, band_kernel5_f16, bandprefix_kernel5_f16},
+        {7, V5_BM, V5_BN, topk_kernel7_f16, maxarg_kernel7_f16, prefixmax_kernel7_f16, false, false, band_kernel7_f16, bandprefix_kernel7_f16}};
 #else
     const std::vector<Version> versions = {
         {1, V1_TILE, V1_TILE, topk_kernel1_f16, maxarg_kernel1_f16, prefixmax_kernel1_f16, false, true},
@@ -514,10 +515,11 @@ int main() {
             if (ver.f32 != (kind == RandomF32) || (kind != ExactF16 && !ver.ffma)) continue;
             for (int mode = 0; mode < 12; mode++) {
                 sim::lazyCp = mode & 1, sim::lazyWg = mode & 2;
-                persist = (int[]){0, 1, 3}[mode >> 2]; // version 5: one block per tile, or 1 or 3 blocks for all
-                const bool async = ver.v >= 3 && ver.v <= 5; // cp.async: versions 3, 4, 5
-                if ((!async && (mode & 3) != 0) || (ver.v != 5 && mode >= 4)) continue;
-                if (ver.v != 5 && sim::lazyWg) continue;
+                persist = (int[]){0, 1, 3}[mode >> 2]; // versions 5, 7: one block per tile, or 1 or 3 blocks for all
+                const bool wgmma = ver.v == 5 || ver.v == 7;         // the v5 engine
+                const bool async = (ver.v >= 3 && ver.v <= 5) || wgmma; // cp.async: versions 3, 4, 5, 7
+                if ((!async && (mode & 3) != 0) || (!wgmma && mode >= 4)) continue;
+                if (!wgmma && sim::lazyWg) continue;
                 char tag[128];
                 std::snprintf(tag, sizeof tag, "v%d %s %dx%d d=%d ld=%d cp=%s wgmma=%s%s", ver.v, kindName[kind], c.nA, c.nB, c.dim, c.ld,
                               sim::lazyCp ? "lazy" : "eager", sim::lazyWg ? "lazy" : "eager",

@@ -71,7 +71,7 @@ func main() {
 	kc := flag.Int("centroids", 4096, "centroids for the centroid op")
 	npm := flag.Int("prefix-rows", 50000, "rows for prefixmax")
 	block := flag.Int("block", 1<<20, "topk-stream: base rows per Add (the sims stage's scan blocks on a GPU)")
-	versions := flag.String("version", "0", "kernel versions, comma-separated (0 = auto, 1 to 6): every op runs with each (one the GPU lacks is skipped)")
+	versions := flag.String("version", "0", "kernel versions, comma-separated (0 = auto, 1 to 7): every op runs with each (one the GPU lacks is skipped)")
 	reps := flag.Int("reps", 1, "timed repetitions (best is reported)")
 	threads := flag.Int("threads", 0, "host threads (0 = GOMAXPROCS)")
 	jsonOut := flag.String("json", "", "write the measurements here as a JSON array")
@@ -119,8 +119,8 @@ func main() {
 	var vers []int
 	for _, f := range strings.Split(*versions, ",") {
 		v, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || v < 0 || v > 6 {
-			fmt.Fprintf(os.Stderr, "cudabench: -version %q: want 0 to 6\n", f)
+		if err != nil || v < 0 || v > 7 {
+			fmt.Fprintf(os.Stderr, "cudabench: -version %q: want 0 to 7\n", f)
 			os.Exit(2)
 		}
 		vers = append(vers, v)
@@ -158,7 +158,7 @@ func main() {
 				if ps.filter && name != "topk" && name != "topk-stream" {
 					eff = b.BandVersion() // the argmax ops' band kernels
 				}
-				if ps.filter && (eff < 2 || eff > 5) {
+				if ps.filter && (eff < 2 || eff == 6) {
 					continue // no band kernels: every row recomputed exactly, a fallback, not a setting to time
 				}
 				key := [3]int{int(p), eff, 0}
