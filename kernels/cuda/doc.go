@@ -85,10 +85,11 @@
 // one. float32 operands always run FFMA kernels (unless Precision or the
 // exact filter says otherwise): converting them to float16 would change
 // results beyond the conformance tolerances.
-// 7 = version 5's engine and top-k with a leaner argmax epilogue
-// (common.cuh argmax_cols: float compares, one key per row, no per-entry
-// bounds on full tiles, four compare chains per row), the same bits,
-// checked in the host simulator only (opt-in until a GPU run).
+// 7 = version 5's engine with leaner epilogues: top-k skips a row of a
+// tile whose largest entry (a max tree) does not pass the threshold; the
+// argmax ops run common.cuh argmax_cols (float compares, one key per row,
+// no per-entry bounds on full tiles, four compare chains per row). The same
+// bits, checked in the host simulator only (opt-in until a GPU run).
 //
 // Exact filter (Backend.Filter, runtime.gpu_filter; exact.cu, exact.go):
 // TopK on float16 base rows lowers each query's exact threshold by its

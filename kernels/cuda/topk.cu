@@ -16,7 +16,8 @@ The kernels:
   topk_kernel6_f16  float32 inputs, or float16 converted exactly
   topk_kernel5_f16  version 5: wgmma.m64n256k16 128x256 tile (common.cuh v5), sm_90a
                     only: versions 5 and 7 are the kernels of topk_sm90a.ptx (built with -DHPCRUN_SM90A)
-  topk_kernel7_f16  version 7: the same kernel (version 7 changes the argmax epilogue only)
+  topk_kernel7_f16  version 7: version 5 skipping the rows of a tile whose largest entry does
+                    not pass the threshold (one max tree per row instead of 64 compares)
   topk_select       one block per query: radix-select the k best of its candidates,
                     compact them to the front, raise the threshold (and write the
                     final k when out != null)
@@ -107,7 +108,13 @@ DEV void topk_mma(const SimArgs& a) {
 }
 
 #ifdef HPCRUN_SM90A
-// topk_wg: the top-k epilogue on the v5 engine (wgmma, 128x256 tile)
+// topk_wg: the top-k epilogue on the v5 engine (wgmma, 128x256 tile).
+// Version 7 (LEAN) first takes the largest of the row's 64 entries (a tree
+// of max, no branch; entries past nB are zeros, so at worst it lets the row
+// in) and skips the row unless it passes the threshold: once the
+// thresholds have risen most rows of most tiles hold no candidate, and the
+// per-entry bounds, compares and branches go.
+template <bool LEAN = false>
 DEV void topk_wg(const SimArgs& a) {
     v5_run<false>(a, [&](i64 i0, i64 j0, const float* acc) LAMBDA_INLINE {
 #pragma unroll
@@ -115,6 +122,19 @@ DEV void topk_wg(const SimArgs& a) {
             const i64 i = v5_row(i0, 2 * h);
             if (i >= a.nA) continue;
             const float thr = a.thr[i];
+            if (LEAN) {
+                float m[16];
+#pragma unroll
+                for (int t = 0; t < 16; t++) m[t] = __builtin_fmaxf(acc[8 * t + 2 * h], acc[8 * t + 2 * h + 1]);
+#pragma unroll
+                for (int t = 0; t < 16; t++) m[t] = __builtin_fmaxf(m[t], __builtin_fmaxf(acc[8 * t + 4 + 2 * h], acc[8 * t + 5 + 2 * h]));
+#pragma unroll
+                for (int w = 8; w >= 1; w /= 2) {
+#pragma unroll
+                    for (int t = 0; t < w; t++) m[t] = __builtin_fmaxf(m[t], m[t + w]);
+                }
+                if (!(m[0] > thr)) continue;
+            }
 #pragma unroll
             for (int n = 0; n < V5_BN / 8; n++) {
 #pragma unroll
@@ -128,7 +148,7 @@ DEV void topk_wg(const SimArgs& a) {
 }
 
 KERNEL __launch_bounds__(V2_THREADS) void topk_kernel5_f16(SimArgs a) { topk_wg(a); }
-KERNEL __launch_bounds__(V2_THREADS) void topk_kernel7_f16(SimArgs a) { topk_wg(a); } // version 7: version 5's top-k
+KERNEL __launch_bounds__(V2_THREADS) void topk_kernel7_f16(SimArgs a) { topk_wg<true>(a); }
 #else
 KERNEL __launch_bounds__(V1_THREADS) void topk_kernel1_f32(SimArgs a) { topk_v1<float>(a); }
 KERNEL __launch_bounds__(V1_THREADS) void topk_kernel1_f16(SimArgs a) { topk_v1<u16>(a); }
