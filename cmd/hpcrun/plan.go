@@ -40,8 +40,8 @@ const gpuFFMA = 25e3
 // H200 as the float16 op's time over the filtered one's: top-k 0.60 at the
 // paper's size (50,000 float32 queries x 10,000,000 rows, k = 1,000: 2.096 s
 // rounded to float16 in run1, 3.517 s through the filter in run3, both on
-// one block per tile; 0.34 at
-// 1,000,000 rows, where the early thresholds let in more candidates), MaxArg
+// one block per tile; 0.34 at 1,000,000 rows, where the early thresholds
+// let in more candidates), MaxArg
 // 0.55 (10,000 x 1,000,000: 0.067 vs 0.122 s, run1), NearestCentroid 0.63
 // (10,000,000 kept points x 4,096 centroids: 0.340 vs 0.540 s, run1);
 // ShiftedMax and PrefixMax (not measured) are put at MaxArg's.

@@ -138,7 +138,7 @@ func versionFromEnv() (int, error) {
 	}
 	v, err := strconv.Atoi(s)
 	if err != nil || v < 0 || v > 7 {
-		return 0, fmt.Errorf("kernels/cuda: %s=%q: want 0 (auto), 1, 2, 3, 4, 5 or 6", VersionEnv, s)
+		return 0, fmt.Errorf("kernels/cuda: %s=%q: want 0 (auto) or 1 to 7", VersionEnv, s)
 	}
 	return v, nil
 }
@@ -230,11 +230,11 @@ func smCount(dev device) int {
 }
 
 // grid is the launch grid of similarity kernel version v over nA x nB rows:
-// one block per tile, or version 5's persistent grid (persistBlocks).
+// one block per tile, or the v5 engine's persistent grid (persistBlocks).
 func (e *Backend) grid(v, nA, nB int) [3]int {
 	ta, tb := tiles(v)
 	gx, gy := ceilDiv(nA, ta), ceilDiv(nB, tb)
-	if (v == 5 || v == 7) && e.tun.persistBlocks > 0 && gx*gy > e.tun.persistBlocks {
+	if wgmmaEngine(v) && e.tun.persistBlocks > 0 && gx*gy > e.tun.persistBlocks {
 		return [3]int{e.tun.persistBlocks, 1, 1}
 	}
 	return [3]int{gx, gy, 1}
@@ -279,11 +279,8 @@ func (e *Backend) begin() (func(), error) {
 // faster); float16 ones Version, or defaultVersion when it is 0, after the
 // fallbacks of GPUs that lack it.
 func (e *Backend) version(l layout) int {
-	if e.Version == 6 {
-		return 6 // FFMA for every layout
-	}
-	if e.Version == 1 {
-		return 1 // FFMA for every layout
+	if e.Version == 1 || e.Version == 6 {
+		return e.Version // FFMA for every layout
 	}
 	if !l.f16 {
 		return ffmaVersion
@@ -292,17 +289,27 @@ func (e *Backend) version(l layout) int {
 	if v == 0 {
 		v = defaultVersion
 	}
-	if v == 7 && !e.dev.has("topk_kernel7_f16") {
-		v = 5 // version 7 is version 5's engine (sm_90 only)
-	}
-	if v == 5 && !e.dev.has("topk_kernel5_f16") {
-		v = 4 // version 5 (wgmma) runs on sm_90 GPUs only
-	}
-	if v == 4 && !e.dev.has("topk_kernel4_f16") {
-		return 3 // this GPU lacks the 80 KiB of shared memory per block version 4 needs
+	return e.loaded("topk", v)
+}
+
+// loaded walks the fallbacks from version v down to one whose float16
+// kernel of op this GPU has loaded: 7 to 5 (7 is 5's engine), 5 to 4
+// (wgmma needs sm_90a), 4 to 3 (80 KiB of shared memory per block); 2
+// and 3 run everywhere.
+func (e *Backend) loaded(op string, v int) int {
+	for v >= 4 && !e.dev.has(fmt.Sprintf("%s_kernel%d_f16", op, v)) {
+		if v == 7 {
+			v = 5
+		} else {
+			v--
+		}
 	}
 	return v
 }
+
+// wgmmaEngine: version v runs common.cuh's v5 engine (wgmma, 128x256 tiles,
+// the persistent grid): 5 and 7.
+func wgmmaEngine(v int) bool { return v == 5 || v == 7 }
 
 // tensorCores: version v runs the tensor cores (2 to 5, 7; 1 and 6 are FFMA).
 func tensorCores(v int) bool { return v >= 2 && v != 6 }
@@ -429,13 +436,7 @@ func (e *Backend) bandVersion(l layout) int {
 	if e.Version == 0 && v == 5 {
 		v = 4
 	}
-	if v == 7 && !e.dev.has(kernelName("band", v, l)) {
-		v = 5
-	}
-	for v >= 4 && !e.dev.has(kernelName("band", v, l)) {
-		v-- // its module or its shared memory is missing on this GPU (the top-k kernels of v had it)
-	}
-	return v
+	return e.loaded("band", v) // its module or shared memory may be missing where the top-k kernels' were not
 }
 
 // kernelName is "<op>_kernel<version>_<f16|f32>".

@@ -35,7 +35,7 @@ type emuDevice struct {
 	free0   uint64 // free memory with nothing allocated (memInfo); 0: 64 GiB
 	used    uint64 // bytes allocated
 
-	persistent int // launches on version 5's persistent grid (tunables.persistBlocks)
+	persistent int // launches on the v5 engine's persistent grid (tunables.persistBlocks)
 }
 
 const emuShift = 40 // dptr = id<<40 | offset
@@ -231,7 +231,7 @@ func (d *emuDevice) launch(name string, grid, block [3]int, _ stream, params []u
 		}
 		ta, tb := tiles(version)
 		gx, gy := ceilDiv(int(a.NA), ta), ceilDiv(int(a.NB), tb)
-		persistent := (version == 5 || version == 7) && grid[1] == 1 && grid[0] >= 1 && grid[0] < gx*gy // blocks taking several tiles each
+		persistent := wgmmaEngine(version) && grid[1] == 1 && grid[0] >= 1 && grid[0] < gx*gy // blocks taking several tiles each
 		if persistent {
 			d.persistent++
 		} else if grid[0] != gx || grid[1] != gy {

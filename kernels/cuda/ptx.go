@@ -86,7 +86,7 @@ func dynamicShared(kernel string) int {
 // kernel covers (grid x = ceil(nA/ta), grid y = ceil(nB/tb)).
 func tiles(version int) (ta, tb int) {
 	switch {
-	case version == 5, version == 7:
+	case wgmmaEngine(version):
 		return v5TileA, v5TileB
 	case version == 6:
 		return v6Tile, v6Tile

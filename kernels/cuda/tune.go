@@ -49,7 +49,7 @@ type tunables struct {
 	bandCap       int
 	bandRowBlocks int
 
-	// persistBlocks > 0: version 5 launches at most this many blocks, each
+	// persistBlocks > 0: versions 5 and 7 launch at most this many blocks, each
 	// taking several tiles with its copies running across them (common.cuh
 	// v5_run), instead of one block per tile; newBackend sets it to the
 	// GPU's SM count (one 193 KiB block fits per SM) unless PersistEnv=0.
