@@ -189,11 +189,16 @@ func newBackend(dev device, threads int) (*Backend, error) {
 		threads = runtime.GOMAXPROCS(0)
 	}
 	v, err := versionFromEnv()
+	var group int
+	if err == nil {
+		group, err = groupFromEnv(defaultTunables.group)
+	}
 	if err != nil {
 		dev.close()
 		return nil, err
 	}
 	e := &Backend{Version: v, Filter: filterFromEnv(), dev: dev, threads: threads, tun: defaultTunables}
+	e.tun.group = group
 	undo := dev.bind()
 	defer undo()
 	if e.compute, err = dev.newStream(); err == nil {
@@ -207,6 +212,7 @@ func newBackend(dev device, threads int) (*Backend, error) {
 	if persistFromEnv() {
 		e.tun.persistBlocks = smCount(dev)
 	}
+
 	return e, nil
 }
 
@@ -220,6 +226,22 @@ const PersistEnv = "HPCRUN_CUDA_PERSIST"
 
 func persistFromEnv() bool { return os.Getenv(PersistEnv) != "0" }
 
+// GroupEnv sets the v5 engine's tile order (tunables.group): "0" A tiles
+// fastest, g > 0 groups of g A tiles; unset keeps the default.
+const GroupEnv = "HPCRUN_CUDA_GROUP"
+
+func groupFromEnv(def int) (int, error) {
+	s := os.Getenv(GroupEnv)
+	if s == "" {
+		return def, nil
+	}
+	g, err := strconv.Atoi(s)
+	if err != nil || g < 0 {
+		return 0, fmt.Errorf("cuda: %s=%q: want 0 (A tiles fastest) or a group of g > 0 A tiles", GroupEnv, s)
+	}
+	return g, nil
+}
+
 // smCount is the GPU's streaming multiprocessors (the emulator: 3, so
 // that its tests give each persistent block several tiles).
 func smCount(dev device) int {
@@ -227,6 +249,13 @@ func smCount(dev device) int {
 		return c.inf.sms
 	}
 	return 3
+}
+
+// launchSim launches similarity kernel name of version v over a's rows on
+// the compute stream, with the tile order of the tunables.
+func (e *Backend) launchSim(name string, v int, a *simArgs) error {
+	a.Group = int64(e.tun.group)
+	return e.dev.launch(name, e.grid(v, int(a.NA), int(a.NB)), [3]int{threads, 1, 1}, e.compute, words(a))
 }
 
 // grid is the launch grid of similarity kernel version v over nA x nB rows:
@@ -417,7 +446,7 @@ func (e *Backend) BandVersion() int { return e.bandVersion(layoutOf(0)) }
 // version 4 and 2.10 s with 5 (PyTorch: 4.86 s); on an H100
 // (docs/gpu/2026-11-26-h100) versions 2 / 3 / 4 ran top-k's kernel at
 // 192 / 228 / 237 TFLOP/s.
-const defaultVersion = 5
+const defaultVersion = 7
 
 // ffmaVersion is the FFMA kernel version of float32 layouts unless Version
 // is 1: version 6 (128x128 tiles) computes version 1's FMA chains, so the
@@ -433,7 +462,7 @@ const ffmaVersion = 6
 // NearestCentroid on 10,000,000 kept points 0.61 vs 0.54 s).
 func (e *Backend) bandVersion(l layout) int {
 	v := e.version(l)
-	if e.Version == 0 && v == 5 {
+	if e.Version == 0 && wgmmaEngine(v) {
 		v = 4
 	}
 	return e.loaded("band", v) // its module or shared memory may be missing where the top-k kernels' were not

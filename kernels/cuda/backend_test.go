@@ -160,3 +160,36 @@ func TestPack(t *testing.T) {
 		}
 	}
 }
+
+// TestGroupEnv: HPCRUN_CUDA_GROUP sets the v5 engine's tile order; a bad
+// value fails the backend's creation with the variable's name.
+func TestGroupEnv(t *testing.T) {
+	for _, c := range []struct {
+		env  string
+		want int
+		bad  bool
+	}{{"", defaultTunables.group, false}, {"0", 0, false}, {"8", 8, false}, {"-1", 0, true}, {"x", 0, true}} {
+		t.Setenv(GroupEnv, c.env)
+		dev, err := newEmuDevice()
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := newBackend(dev, 1)
+		if c.bad {
+			if err == nil || !strings.Contains(err.Error(), GroupEnv) {
+				t.Errorf("%s=%q: error %v, want one naming %s", GroupEnv, c.env, err, GroupEnv)
+			}
+			if b != nil {
+				b.Close()
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%s=%q: %v", GroupEnv, c.env, err)
+		}
+		if b.tun.group != c.want {
+			t.Errorf("%s=%q: group %d, want %d", GroupEnv, c.env, b.tun.group, c.want)
+		}
+		b.Close()
+	}
+}

@@ -58,6 +58,7 @@ struct SimArgs {
     u32* count;         // topk: per A row candidates appended (may pass cap)
     u64* keys;          // topk: per A row cap candidate keys
     i64 cap;            // topk: candidate slots per A row
+    i64 group;          // v5 engine: the tile order (v5_tile): 0 A tiles fastest, g > 0 groups of g A tiles
 };
 
 // ---------------------------------------------------------------------------
@@ -663,24 +664,44 @@ DEV u64 wg_desc(u32 addr) {
 // v5_run: the v5 engine over every tile the block owns. The grid is either
 // one block per tile (tiles_x x tiles_y, each block one tile) or persistent
 // (any smaller grid, e.g. one block per SM: block b takes tiles b, b +
-// blocks, b + 2 blocks, ... in x-fastest order). Its k steps form one stream
+// blocks, b + 2 blocks, ... in v5_tile's order). Its k steps form one stream
 // across its tiles: stage s%4 holds stream step s, and the copies for the
 // next tile's first two steps are issued during the current tile's last two
 // steps, so they land while its epilogue runs. For each tile: acc[4n+e] =
 // A[v5_row(i0, e)] · B[v5_col(j0, n, e)] (rows past nA / nB and k past ld
 // read as zeros), then epi(i0, j0, acc). PREFIX skips the tiles wholly at or
 // above the diagonal (every B row at or after every A row).
+// v5_tile: the first row of A (i0) and of B (j0) of tile t of the v5
+// engine's tilesX x tilesY tiles. group 0 (or >= tilesX): A tiles fastest
+// (t % tilesX, t / tilesX), the order of a grid of one block per tile.
+// group g > 0: the A tiles in groups of g, each group's g x tilesY tiles A
+// fastest, so the blocks running at once share a few A and B tiles in L2
+// (g = 1: B tiles fastest). Every order covers each tile once.
+DEV void v5_tile(const SimArgs& a, u32 t, u32 tilesX, u32 tilesY, i64& i0, i64& j0) {
+    u32 x = t % tilesX, y = t / tilesX;
+    const u32 g = (u32)a.group;
+    if (a.group > 0 && g < tilesX) {
+        const u32 per = g * tilesY, x0 = (t / per) * g, r = t % per;
+        const u32 w = tilesX - x0 < g ? tilesX - x0 : g; // the last group may be narrower
+        x = x0 + r % w, y = r / w;
+    }
+    i0 = (i64)x * V5_BM, j0 = (i64)y * V5_BN;
+}
+
 template <bool PREFIX, typename Epi>
 DEV void v5_run(const SimArgs& a, Epi epi) {
     const u16* A = (const u16*)a.A;
     const u16* B = (const u16*)a.B;
-    const u32 tilesX = (u32)((a.nA + V5_BM - 1) / V5_BM);
-    const u32 total = tilesX * (u32)((a.nB + V5_BN - 1) / V5_BN);
+    const u32 tilesX = (u32)((a.nA + V5_BM - 1) / V5_BM), tilesY = (u32)((a.nB + V5_BN - 1) / V5_BN);
+    const u32 total = tilesX * tilesY;
     const u32 blocks = (u32)nctaid_x() * (u32)nctaid_y();
     // the first tile at or after t (stepping by blocks) that is computed
     auto next = [&](u32 t) LAMBDA_INLINE -> u32 {
         for (; t < total; t += blocks) {
-            if (!PREFIX || a.bOff + (i64)(t / tilesX) * V5_BN < a.aOff + (i64)(t % tilesX) * V5_BM + V5_BM) return t;
+            if (!PREFIX) return t;
+            i64 i0, j0;
+            v5_tile(a, t, tilesX, tilesY, i0, j0);
+            if (a.bOff + j0 < a.aOff + i0 + V5_BM) return t;
         }
         return total;
     };
@@ -705,7 +726,8 @@ DEV void v5_run(const SimArgs& a, Epi epi) {
     u32 okA = 0, okB = 0;
     auto aim = [&]() LAMBDA_INLINE {
         if (lt >= total) return;
-        const i64 i0 = (i64)(lt % tilesX) * V5_BM, j0 = (i64)(lt / tilesX) * V5_BN;
+        i64 i0, j0;
+        v5_tile(a, lt, tilesX, tilesY, i0, j0);
         gA = A + (i0 + r) * a.ld + c * 8;
         gB = B + (j0 + r) * a.ld + c * 8;
         okA = 0, okB = 0;
@@ -745,7 +767,8 @@ DEV void v5_run(const SimArgs& a, Epi epi) {
     // prologue: stream steps 0 and 1 in flight
     for (int s = 0; s < V5_STAGES - 2; s++) load();
     for (u32 g = 0; t < total; t = next(t + blocks)) {
-        const i64 i0 = (i64)(t % tilesX) * V5_BM, j0 = (i64)(t / tilesX) * V5_BN;
+        i64 i0, j0;
+        v5_tile(a, t, tilesX, tilesY, i0, j0);
         float acc[V5_ACC];
 #pragma unroll
         for (int i = 0; i < V5_ACC; i++) acc[i] = 0.0f;

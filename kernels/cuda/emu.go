@@ -36,6 +36,7 @@ type emuDevice struct {
 	used    uint64 // bytes allocated
 
 	persistent int // launches on the v5 engine's persistent grid (tunables.persistBlocks)
+	groups     map[int64]int // similarity launches by their tile order (simArgs.Group)
 }
 
 const emuShift = 40 // dptr = id<<40 | offset
@@ -231,6 +232,10 @@ func (d *emuDevice) launch(name string, grid, block [3]int, _ stream, params []u
 		}
 		ta, tb := tiles(version)
 		gx, gy := ceilDiv(int(a.NA), ta), ceilDiv(int(a.NB), tb)
+		if d.groups == nil {
+			d.groups = map[int64]int{}
+		}
+		d.groups[a.Group]++
 		persistent := wgmmaEngine(version) && grid[1] == 1 && grid[0] >= 1 && grid[0] < gx*gy // blocks taking several tiles each
 		if persistent {
 			d.persistent++

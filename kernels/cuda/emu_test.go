@@ -57,10 +57,15 @@ func TestEmulatedConformance(t *testing.T) {
 					tun = smallTunables()
 				}
 				tun.persistBlocks = c.persist
+				tun.group = c.persist // every launch carries the tunables' tile order
 				b := newEmulated(t, version, tun)
 				kerneltest.All(t, b)
-				if n := b.dev.(*emuDevice).persistent; (n > 0) != (c.persist > 0) {
+				d := b.dev.(*emuDevice)
+				if n := d.persistent; (n > 0) != (c.persist > 0) {
 					t.Errorf("%d launches on a persistent grid", n)
+				}
+				if len(d.groups) != 1 || d.groups[int64(c.persist)] == 0 {
+					t.Errorf("launches by tile order %v, want all %d", d.groups, c.persist)
 				}
 				if small {
 					s := b.stats

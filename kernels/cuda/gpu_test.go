@@ -65,6 +65,7 @@ func TestGPUSmallTunables(t *testing.T) {
 			if persistFromEnv() {
 				b.tun.persistBlocks = 2 // several tiles per block even on these small grids
 			}
+			b.tun.group = 3 // groups of 3 A tiles, the last one narrower on most shapes
 			kerneltest.TopK(t, b)
 			kerneltest.Merge(t, b)
 			kerneltest.NearestCentroid(t, b)

@@ -312,7 +312,7 @@ func (s *topkSession) add(b kernels.Matrix) error {
 					return err
 				}
 			}
-			if err := e.dev.launch(s.kname, e.grid(t.version, nq, n), [3]int{threads, 1, 1}, e.compute, words(&a)); err != nil {
+			if err := e.launchSim(s.kname, t.version, &a); err != nil {
 				return err
 			}
 			if err := e.dev.d2h(bytesOf(cnt), s.count, e.compute); err != nil {
@@ -524,7 +524,7 @@ func (e *Backend) argmax(j argmaxJob, l layout) (kernels.ArgMax, error) {
 			}
 			e.stats.launches++
 			t0 := time.Now()
-			if err := e.dev.launch(kname, e.grid(v, n, j1-j0), [3]int{threads, 1, 1}, e.compute, words(&a)); err != nil {
+			if err := e.launchSim(kname, v, &a); err != nil {
 				return err
 			}
 			if e.tun.profile {

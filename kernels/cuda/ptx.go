@@ -110,6 +110,7 @@ type simArgs struct {
 	Count      dptr
 	Keys       dptr
 	Cap        int64
+	Group      int64 // the v5 engine's tile order (tunables.group); launchSim sets it
 }
 
 // selectArgs is the Go twin of struct SelectArgs in topk.cu.

@@ -54,6 +54,15 @@ type tunables struct {
 	// v5_run), instead of one block per tile; newBackend sets it to the
 	// GPU's SM count (one 193 KiB block fits per SM) unless PersistEnv=0.
 	persistBlocks int
+
+	// group: the order in which the v5 engine (versions 5 and 7) takes its
+	// 128 x 256 tiles (common.cuh v5_tile): 0 A tiles fastest (the order
+	// of one block per tile), g > 0 the A tiles in groups of g, each
+	// group's tiles A fastest, so the blocks running at once share a few A
+	// and B tiles in L2. GroupEnv overrides it. The order changes no
+	// result: every tile's epilogue is order-free (atomic maxima, candidate
+	// sets, fixed-point sums).
+	group int
 }
 
 var defaultTunables = tunables{

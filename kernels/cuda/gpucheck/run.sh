@@ -23,7 +23,11 @@
 # of 2026-11-27, 7 not yet);
 # SKIP_NEW=1 skips it), DEADLINE,
 # SKIP_TORCH=1, TORCH_OPS (torch_ref.py --ops, default all), SKIP_BENCH=1,
-# SKIP_E2E=1, NCU=1 (Nsight Compute on one launch of each similarity kernel:
+# SKIP_E2E=1, SKIP_QUICK=1 / SKIP_FULL=1 (mode all without the quick / full
+# bench), FILTER_TESTS (the exact filter's process, default ^TestExactFilter),
+# GROUPS="0,1,8,..." (the v5 engine's tile orders, HPCRUN_CUDA_GROUP: each
+# runs kernel-topk and kernel-centroid of $VERSIONS, then the exact filter's
+# band kernels of versions $BANDS (default 4,7) at the mixed shape: bench-groups.txt), NCU=1 (Nsight Compute on one launch of each similarity kernel:
 # ncu.txt), PROFILE=1 (cudabench -profile:
 # one more run of each op, timing its kernels, selection and chunk waits).
 # Results: $OUT/summary.txt (everything that matters), ptxas.txt,
@@ -116,7 +120,7 @@ fi
 # the exact filter's kernels (band, rescore): a process of their own too;
 # on failure the e2e runs the defaults with gpu_filter = false
 if [ "${SKIP_NEW:-}" != 1 ]; then
-  timeout 200 "$here/cuda.test" -test.v -test.run '^TestExactFilter' -test.timeout 190s > "$OUT/conformance-filter.txt" 2>&1
+  timeout 200 "$here/cuda.test" -test.v -test.run "${FILTER_TESTS:-^TestExactFilter}" -test.timeout 190s > "$OUT/conformance-filter.txt" 2>&1
   rcf=$?
   cat "$OUT/conformance-filter.txt" >> "$OUT/conformance.txt"
   if [ $rcf -ne 0 ]; then
@@ -172,11 +176,33 @@ bench_mixed() { # nq nb
     || { status=1; log "cudabench (mixed) FAILED (exit $?)"; }
   grep -v '^ *launches' "$OUT/bench-mixed-hpcrun.txt" | tee -a "$OUT/summary.txt"
 }
+# 2c. GROUPS: the v5 engine's tile order (HPCRUN_CUDA_GROUP), the kernels
+#     alone at the shapes of kernel-topk / kernel-centroid; then the
+#     exact filter's band kernels per version (MaxArg, NearestCentroid).
+if [ -n "${GROUPS:-}" ] && [ "${SKIP_BENCH:-}" != 1 ]; then
+  log "tile orders (HPCRUN_CUDA_GROUP) $GROUPS: kernel-topk, kernel-centroid, versions $VERSIONS"
+  : > "$OUT/bench-groups.txt"
+  for g in ${GROUPS//,/ }; do
+    [ "$(left)" -lt 30 ] && { log "groups: $(left) s left of DEADLINE"; break; }
+    echo "== HPCRUN_CUDA_GROUP=$g" >> "$OUT/bench-groups.txt"
+    HPCRUN_CUDA_GROUP=$g timeout $(( $(left) - 10 )) "$here/cudabench" -ops kernel-topk,kernel-centroid -nq 50000 -nb 262144 -dim "$DIM" \
+      -centroids "$KC" -version "$VERSIONS" >> "$OUT/bench-groups.txt" 2>&1 || { status=1; log "cudabench (group $g) FAILED (exit $?)"; }
+  done
+  if [ "$(left)" -gt 40 ] && [ "${NO_FILTER:-}" != 1 ]; then
+    echo "== band kernels, versions ${BANDS:-4,7}" >> "$OUT/bench-groups.txt"
+    timeout $(( $(left) - 10 )) "$here/cudabench" -ops maxarg,centroid -nq 10000 -nb 1000000 -dim "$DIM" -centroids "$KC" \
+      -queries float32 -precision filter -version "${BANDS:-4,7}" >> "$OUT/bench-groups.txt" 2>&1 || { status=1; log "cudabench (bands) FAILED (exit $?)"; }
+  fi
+  grep -E '^==|TFLOP' "$OUT/bench-groups.txt" | tee -a "$OUT/summary.txt"
+fi
 if [ "${SKIP_BENCH:-}" != 1 ]; then
   case $MODE in
     quick) bench quick "${NQ:-10000}" "${NB:-1000000}"; bench_mixed "${NQ:-10000}" "${NB:-1000000}" ;;
     full) bench full "${NQ:-50000}" "${NB:-10000000}"; bench_mixed 10000 1000000 ;;
-    all) bench quick 10000 1000000; bench_mixed 10000 1000000; bench full 50000 10000000 ;;
+    all)
+      [ "${SKIP_QUICK:-}" = 1 ] || bench quick 10000 1000000
+      bench_mixed 10000 1000000
+      [ "${SKIP_FULL:-}" = 1 ] || bench full 50000 10000000 ;;
   esac
 fi
 

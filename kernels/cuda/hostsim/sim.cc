@@ -137,9 +137,11 @@ static int failures = 0;
 
 // persist > 0: version 5 runs on a persistent grid of persist blocks, each
 // taking several tiles (its k steps one stream across them), instead of one
-// block per tile
-static int persist = 0;
-static void launchTiles(Kernel k, const SimArgs& a, const Version& ver, const Case& c) {
+// block per tile; group: the v5 engine's tile order (SimArgs.group, v5_tile)
+static int persist = 0, group = 0;
+static void launchTiles(Kernel k, const SimArgs& args, const Version& ver, const Case& c) {
+    SimArgs a = args;
+    a.group = group;
     if ((ver.v == 5 || ver.v == 7) && persist > 0) return launch(k, a, persist, 1);
     launch(k, a, (c.nA + ver.ta - 1) / ver.ta, (c.nB + ver.tb - 1) / ver.tb);
 }
@@ -513,17 +515,21 @@ int main() {
         const Data d = gen(c, seed++, kind);
         for (const Version& ver : versions) {
             if (ver.f32 != (kind == RandomF32) || (kind != ExactF16 && !ver.ffma)) continue;
-            for (int mode = 0; mode < 12; mode++) {
+            for (int mode = 0; mode < 20; mode++) {
                 sim::lazyCp = mode & 1, sim::lazyWg = mode & 2;
-                persist = (int[]){0, 1, 3}[mode >> 2]; // versions 5, 7: one block per tile, or 1 or 3 blocks for all
+                // versions 5, 7: one block per tile, or 1 or 3 blocks for all;
+                // the tiles A fastest, or B fastest (group 1) on 3 blocks, or
+                // in groups of 2 A tiles (the last one narrower where 3 A tiles) on one block per tile
+                persist = (int[]){0, 1, 3, 3, 0}[mode >> 2];
+                group = (int[]){0, 0, 0, 1, 2}[mode >> 2];
                 const bool wgmma = ver.v == 5 || ver.v == 7;         // the v5 engine
                 const bool async = (ver.v >= 3 && ver.v <= 5) || wgmma; // cp.async: versions 3, 4, 5, 7
                 if ((!async && (mode & 3) != 0) || (!wgmma && mode >= 4)) continue;
                 if (!wgmma && sim::lazyWg) continue;
                 char tag[128];
-                std::snprintf(tag, sizeof tag, "v%d %s %dx%d d=%d ld=%d cp=%s wgmma=%s%s", ver.v, kindName[kind], c.nA, c.nB, c.dim, c.ld,
+                std::snprintf(tag, sizeof tag, "v%d %s %dx%d d=%d ld=%d cp=%s wgmma=%s%s%s", ver.v, kindName[kind], c.nA, c.nB, c.dim, c.ld,
                               sim::lazyCp ? "lazy" : "eager", sim::lazyWg ? "lazy" : "eager",
-                              persist == 1 ? " grid=1" : persist == 3 ? " grid=3" : "");
+                              persist == 1 ? " grid=1" : persist == 3 ? " grid=3" : "", group == 1 ? " group=1" : group == 2 ? " group=2" : "");
                 checkTopK(ver, c, d, tag);
                 checkArgmax(ver, c, d, false, tag);
                 checkArgmax(ver, c, d, true, tag);
