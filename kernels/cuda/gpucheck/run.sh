@@ -23,9 +23,9 @@
 # of 2026-11-27, 7 not yet);
 # SKIP_NEW=1 skips it), DEADLINE,
 # SKIP_TORCH=1, TORCH_OPS (torch_ref.py --ops, default all), SKIP_BENCH=1,
-# SKIP_E2E=1, SKIP_QUICK=1 / SKIP_FULL=1 (mode all without the quick / full
-# bench), FILTER_TESTS (the exact filter's process, default ^TestExactFilter),
-# GROUPS="0,1,8,..." (the v5 engine's tile orders, HPCRUN_CUDA_GROUP: each
+# SKIP_E2E=1, SKIP_QUICK=1 / SKIP_MIXED=1 / SKIP_FULL=1 (mode all without
+# the quick / mixed / full bench), FILTER_TESTS (the exact filter's process, default ^TestExactFilter),
+# TILE_GROUPS="0,1,8,..." (the v5 engine's tile orders, HPCRUN_CUDA_GROUP: each
 # runs kernel-topk and kernel-centroid of $VERSIONS, then the exact filter's
 # band kernels of versions $BANDS (default 4,7) at the mixed shape: bench-groups.txt), NCU=1 (Nsight Compute on one launch of each similarity kernel:
 # ncu.txt), PROFILE=1 (cudabench -profile:
@@ -176,13 +176,13 @@ bench_mixed() { # nq nb
     || { status=1; log "cudabench (mixed) FAILED (exit $?)"; }
   grep -v '^ *launches' "$OUT/bench-mixed-hpcrun.txt" | tee -a "$OUT/summary.txt"
 }
-# 2c. GROUPS: the v5 engine's tile order (HPCRUN_CUDA_GROUP), the kernels
+# 2c. TILE_GROUPS (not GROUPS: bash's own): the v5 engine's tile order (HPCRUN_CUDA_GROUP), the kernels
 #     alone at the shapes of kernel-topk / kernel-centroid; then the
 #     exact filter's band kernels per version (MaxArg, NearestCentroid).
-if [ -n "${GROUPS:-}" ] && [ "${SKIP_BENCH:-}" != 1 ]; then
-  log "tile orders (HPCRUN_CUDA_GROUP) $GROUPS: kernel-topk, kernel-centroid, versions $VERSIONS"
+if [ -n "${TILE_GROUPS:-}" ] && [ "${SKIP_BENCH:-}" != 1 ]; then
+  log "tile orders (HPCRUN_CUDA_GROUP) $TILE_GROUPS: kernel-topk, kernel-centroid, versions $VERSIONS"
   : > "$OUT/bench-groups.txt"
-  for g in ${GROUPS//,/ }; do
+  for g in ${TILE_GROUPS//,/ }; do
     [ "$(left)" -lt 30 ] && { log "groups: $(left) s left of DEADLINE"; break; }
     echo "== HPCRUN_CUDA_GROUP=$g" >> "$OUT/bench-groups.txt"
     HPCRUN_CUDA_GROUP=$g timeout $(( $(left) - 10 )) "$here/cudabench" -ops kernel-topk,kernel-centroid -nq 50000 -nb 262144 -dim "$DIM" \
@@ -201,7 +201,7 @@ if [ "${SKIP_BENCH:-}" != 1 ]; then
     full) bench full "${NQ:-50000}" "${NB:-10000000}"; bench_mixed 10000 1000000 ;;
     all)
       [ "${SKIP_QUICK:-}" = 1 ] || bench quick 10000 1000000
-      bench_mixed 10000 1000000
+      [ "${SKIP_MIXED:-}" = 1 ] || bench_mixed 10000 1000000
       [ "${SKIP_FULL:-}" = 1 ] || bench full 50000 10000000 ;;
   esac
 fi
