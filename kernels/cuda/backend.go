@@ -19,9 +19,9 @@ type Backend struct {
 	// cores, when both inputs are float16; else ffmaVersion), 1 and 6 force
 	// the FFMA kernels of that version everywhere, 2 to 5 and 7 the
 	// tensor-core kernels where the inputs are float16 (others use
-	// ffmaVersion; 7 is 5 with a leaner argmax epilogue, not yet run on a
-	// GPU; 7 falls back to 5, 5 to 4 on a GPU without sm_90a, 4 to 3 on one
-	// without 80 KiB of shared memory per block).
+	// ffmaVersion; 7 is 5 with leaner epilogues; 7 falls back to 5, 5 to 4
+	// on a GPU without sm_90a, 4 to 3 on one without 80 KiB of shared
+	// memory per block).
 	Version int
 
 	// Precision says what a float32 input becomes on the GPU (set it
@@ -438,14 +438,15 @@ func (e *Backend) Versions() string {
 func (e *Backend) BandVersion() int { return e.bandVersion(layoutOf(0)) }
 
 // defaultVersion is the tensor-core kernel version used when Version is 0
-// (version() falls back to 4, then 3, on GPUs without sm_90a or 80 KiB of
-// shared memory per block). Versions 2 to 5 give the same bits. On an H200
-// (docs/gpu/2026-11-27-h200/run1) the kernels alone ran at 239 (v4) and
-// 377 (v5) TFLOP/s for top-k and 208 / 255 for NearestCentroid, and top-k
-// at the paper's size (50,000 x 10,000,000, k = 1,000) took 2.84 s with
-// version 4 and 2.10 s with 5 (PyTorch: 4.86 s); on an H100
-// (docs/gpu/2026-11-26-h100) versions 2 / 3 / 4 ran top-k's kernel at
-// 192 / 228 / 237 TFLOP/s.
+// (version() falls back to 5, 4, then 3, on GPUs without its kernels,
+// sm_90a or 80 KiB of shared memory per block). Versions 2 to 5 and 7 give
+// the same bits. On an H100 (docs/gpu/2026-11-27-h100, same runs) version
+// 7 ran the kernels alone at 598 (top-k) and 479 (NearestCentroid) TFLOP/s
+// against version 5's 359 and 259, 501-504 for NearestCentroid with the
+// grouped tile order (tunables.group); top-k at the paper's size (50,000 x
+// 10,000,000, k = 1,000) took 2.23 s (v5: 2.26 s, PyTorch 4.96 s). On an
+// H200 (docs/gpu/2026-11-27-h200/run1) version 4 ran 239 / 208 TFLOP/s
+// and version 5 377 / 255.
 const defaultVersion = 7
 
 // ffmaVersion is the FFMA kernel version of float32 layouts unless Version
@@ -456,13 +457,17 @@ const defaultVersion = 7
 // MaxArg against version 1's 0.51 / 0.25 / 0.49 s.
 const ffmaVersion = 6
 
-// bandVersion is the version of the exact filter's band kernels when
-// Version is 0: 4 where version() picks 5, whose band kernels ran slower on
-// an H200 (docs/gpu/2026-11-27-h200/run1: MaxArg 0.154 vs 0.122 s,
-// NearestCentroid on 10,000,000 kept points 0.61 vs 0.54 s).
+// bandVersion is the version of the exact filter's band kernels: version()'s,
+// except 4 where Version is 0 and version() picks 5 (a GPU without
+// version 7's kernels), whose band kernels ran slower on an H200
+// (docs/gpu/2026-11-27-h200/run1: MaxArg 0.154 vs 0.122 s, NearestCentroid
+// on 10,000,000 kept points 0.61 vs 0.54 s). Version 7's run faster than
+// 4's on an H100 (docs/gpu/2026-11-27-h100 runs 2-3, float32 queries x
+// 1,000,000 rows: MaxArg 0.111 / 0.148 s against 0.278 / 0.568;
+// NearestCentroid even, 0.187 / 0.143 against 0.108 / 0.153).
 func (e *Backend) bandVersion(l layout) int {
 	v := e.version(l)
-	if e.Version == 0 && wgmmaEngine(v) {
+	if e.Version == 0 && v == 5 {
 		v = 4
 	}
 	return e.loaded("band", v) // its module or shared memory may be missing where the top-k kernels' were not

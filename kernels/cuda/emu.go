@@ -35,7 +35,7 @@ type emuDevice struct {
 	free0   uint64 // free memory with nothing allocated (memInfo); 0: 64 GiB
 	used    uint64 // bytes allocated
 
-	persistent int // launches on the v5 engine's persistent grid (tunables.persistBlocks)
+	persistent int           // launches on the v5 engine's persistent grid (tunables.persistBlocks)
 	groups     map[int64]int // similarity launches by their tile order (simArgs.Group)
 }
 

@@ -59,9 +59,13 @@ type tunables struct {
 	// 128 x 256 tiles (common.cuh v5_tile): 0 A tiles fastest (the order
 	// of one block per tile), g > 0 the A tiles in groups of g, each
 	// group's tiles A fastest, so the blocks running at once share a few A
-	// and B tiles in L2. GroupEnv overrides it. The order changes no
-	// result: every tile's epilogue is order-free (atomic maxima, candidate
-	// sets, fixed-point sums).
+	// and B tiles in L2. GroupEnv overrides it. Default 8: on an H100
+	// (docs/gpu/2026-11-27-h100/run3) NearestCentroid's kernel ran at 491
+	// TFLOP/s with group 0 and 501-504 with groups 1 to 32 (top-k's: 592;
+	// 481 with group 1, 567-618 with 2 to 32), and runs 2-3 (conformance,
+	// the quickstart end to end, the paper's size) ran with 8. The order
+	// changes no result: every tile's epilogue is order-free (atomic
+	// maxima, candidate sets, fixed-point sums).
 	group int
 }
 
@@ -74,4 +78,5 @@ var defaultTunables = tunables{
 	residentFrac:     0.5,
 	bandCap:          32,
 	bandRowBlocks:    1024,
+	group:            8,
 }

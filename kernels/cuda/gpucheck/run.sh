@@ -20,7 +20,7 @@
 # Environment: OUT (results dir; default ./out), NQ NB DIM K KC (bench shapes
 # of mode quick|full), VERSIONS, TESTS (go test -run pattern), NEW_TESTS (the
 # same for the process of versions 5, 6 and 7 (5 and 6 first run on the H200
-# of 2026-11-27, 7 not yet);
+# of 2026-11-27, 7 on the H100 that day);
 # SKIP_NEW=1 skips it), DEADLINE,
 # SKIP_TORCH=1, TORCH_OPS (torch_ref.py --ops, default all), SKIP_BENCH=1,
 # SKIP_E2E=1, SKIP_QUICK=1 / SKIP_MIXED=1 / SKIP_FULL=1 (mode all without
