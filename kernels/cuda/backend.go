@@ -212,7 +212,6 @@ func newBackend(dev device, threads int) (*Backend, error) {
 	if persistFromEnv() {
 		e.tun.persistBlocks = smCount(dev)
 	}
-
 	return e, nil
 }
 
@@ -230,14 +229,18 @@ func persistFromEnv() bool { return os.Getenv(PersistEnv) != "0" }
 // fastest, g > 0 groups of g A tiles; unset keeps the default.
 const GroupEnv = "HPCRUN_CUDA_GROUP"
 
+// maxGroup bounds the group (v5_tile reads it as 32 bits; a group of at
+// least the A tiles' count is order 0 anyway).
+const maxGroup = 1 << 16
+
 func groupFromEnv(def int) (int, error) {
 	s := os.Getenv(GroupEnv)
 	if s == "" {
 		return def, nil
 	}
 	g, err := strconv.Atoi(s)
-	if err != nil || g < 0 {
-		return 0, fmt.Errorf("cuda: %s=%q: want 0 (A tiles fastest) or a group of g > 0 A tiles", GroupEnv, s)
+	if err != nil || g < 0 || g > maxGroup {
+		return 0, fmt.Errorf("cuda: %s=%q: want 0 (A tiles fastest) or a group of 1 to %d A tiles", GroupEnv, s, maxGroup)
 	}
 	return g, nil
 }

@@ -168,7 +168,7 @@ func TestGroupEnv(t *testing.T) {
 		env  string
 		want int
 		bad  bool
-	}{{"", defaultTunables.group, false}, {"0", 0, false}, {"8", 8, false}, {"-1", 0, true}, {"x", 0, true}} {
+	}{{"", defaultTunables.group, false}, {"0", 0, false}, {"8", 8, false}, {"65536", 65536, false}, {"-1", 0, true}, {"65537", 0, true}, {"x", 0, true}} {
 		t.Setenv(GroupEnv, c.env)
 		dev, err := newEmuDevice()
 		if err != nil {

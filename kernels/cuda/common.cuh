@@ -661,16 +661,6 @@ DEV u64 wg_desc(u32 addr) {
 
 
 
-// v5_run: the v5 engine over every tile the block owns. The grid is either
-// one block per tile (tiles_x x tiles_y, each block one tile) or persistent
-// (any smaller grid, e.g. one block per SM: block b takes tiles b, b +
-// blocks, b + 2 blocks, ... in v5_tile's order). Its k steps form one stream
-// across its tiles: stage s%4 holds stream step s, and the copies for the
-// next tile's first two steps are issued during the current tile's last two
-// steps, so they land while its epilogue runs. For each tile: acc[4n+e] =
-// A[v5_row(i0, e)] · B[v5_col(j0, n, e)] (rows past nA / nB and k past ld
-// read as zeros), then epi(i0, j0, acc). PREFIX skips the tiles wholly at or
-// above the diagonal (every B row at or after every A row).
 // v5_tile: the first row of A (i0) and of B (j0) of tile t of the v5
 // engine's tilesX x tilesY tiles. group 0 (or >= tilesX): A tiles fastest
 // (t % tilesX, t / tilesX), the order of a grid of one block per tile.
@@ -688,6 +678,16 @@ DEV void v5_tile(const SimArgs& a, u32 t, u32 tilesX, u32 tilesY, i64& i0, i64& 
     i0 = (i64)x * V5_BM, j0 = (i64)y * V5_BN;
 }
 
+// v5_run: the v5 engine over every tile the block owns. The grid is either
+// one block per tile (tiles_x x tiles_y, each block one tile) or persistent
+// (any smaller grid, e.g. one block per SM: block b takes tiles b, b +
+// blocks, b + 2 blocks, ... in v5_tile's order). Its k steps form one stream
+// across its tiles: stage s%4 holds stream step s, and the copies for the
+// next tile's first two steps are issued during the current tile's last two
+// steps, so they land while its epilogue runs. For each tile: acc[4n+e] =
+// A[v5_row(i0, e)] · B[v5_col(j0, n, e)] (rows past nA / nB and k past ld
+// read as zeros), then epi(i0, j0, acc). PREFIX skips the tiles wholly at or
+// above the diagonal (every B row at or after every A row).
 template <bool PREFIX, typename Epi>
 DEV void v5_run(const SimArgs& a, Epi epi) {
     const u16* A = (const u16*)a.A;
