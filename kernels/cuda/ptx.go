@@ -3,6 +3,7 @@ package cuda
 import (
 	"embed"
 	"fmt"
+	"strconv"
 	"strings"
 	"unsafe"
 )
@@ -73,13 +74,28 @@ const v5SharedBytes = 4*(128+256)*128 + 1024
 
 // dynamicShared returns the dynamic shared memory a kernel is launched with.
 func dynamicShared(kernel string) int {
-	switch {
-	case strings.Contains(kernel, "_kernel4_"):
+	switch v := kernelVersion(kernel); {
+	case v == 4:
 		return v4SharedBytes
-	case strings.Contains(kernel, "_kernel5_"), strings.Contains(kernel, "_kernel7_"):
+	case wgmmaEngine(v):
 		return v5SharedBytes
 	}
 	return 0
+}
+
+// kernelVersion is the version in a kernel's name ("<op>_kernel<v>_<dtype>",
+// kernelName), 0 for a kernel without one (topk_select, band_width, ...).
+func kernelVersion(name string) int {
+	_, rest, ok := strings.Cut(name, "_kernel")
+	if !ok {
+		return 0
+	}
+	d, _, _ := strings.Cut(rest, "_")
+	v, err := strconv.Atoi(d)
+	if err != nil {
+		return 0
+	}
+	return v
 }
 
 // tiles returns the rows of A and of B one block of a version's similarity

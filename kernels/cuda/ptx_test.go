@@ -123,6 +123,7 @@ func TestPTXStructure(t *testing.T) {
 			cpa := strings.Count(body, "cp.async.cg.shared.global")
 			v3 := strings.Contains(name, "_kernel3_")
 			v4 := strings.Contains(name, "_kernel4_")
+			v5 := wgmmaEngine(kernelVersion(name)) // versions 5 and 7: the v5 engine
 			dyn := strings.Contains(body, "dsmem")
 			switch {
 			case v3 && (ldm != 12 || cpa != 8 || !strings.Contains(body, "cp.async.wait_group 1") || !strings.Contains(body, "cp.async.wait_group 0")):
@@ -130,13 +131,12 @@ func TestPTXStructure(t *testing.T) {
 			case v4 && (ldm != 12 || cpa < 8 || !strings.Contains(body, "cp.async.wait_group 2") || strings.Count(body, "bar.sync") != 1):
 				// version 4: one barrier per k step, three steps in flight
 				t.Errorf("%s: %d ldmatrix.x4, %d cp.async, %d bar.sync; want 12, >= 8, wait_group 2 and one barrier", name, ldm, cpa, strings.Count(body, "bar.sync"))
-			case !v3 && !v4 && !strings.Contains(name, "_kernel5_") && !strings.Contains(name, "_kernel7_") && ldm+cpa != 0:
+			case !v3 && !v4 && !v5 && ldm+cpa != 0:
 				t.Errorf("%s: ldmatrix / cp.async outside versions 3, 4, 5 and 7", name)
 			}
 			// version 5: 4 wgmma m64n256k16 per 64-k stage (one group, fenced),
 			// 4 + 8 cp.async per stage, the proxy fence before the one barrier,
 			// wgmma.wait_group 1 in the loop and 0 after it; nothing else is async
-			v5 := strings.Contains(name, "_kernel5_") || strings.Contains(name, "_kernel7_") // 7: v5's engine
 			wg := strings.Count(body, "wgmma.mma_async.sync.aligned.m64n256k16.f32.f16.f16")
 			if v5 {
 				for _, want := range []string{"wgmma.fence.sync.aligned", "wgmma.commit_group.sync.aligned", "wgmma.wait_group.sync.aligned 1",

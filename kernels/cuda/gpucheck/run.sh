@@ -243,25 +243,24 @@ if [ "$MODE" = all ] && [ "${SKIP_E2E:-}" != 1 ] && [ -x "$here/hpcrun" ] && [ -
       rm -rf $e2e && mkdir -p $e2e
       t=$(( $(left) - 5 ))
       timeout $t "$here/hpcrun" synth --out data/quickstart --preset quickstart --seed 333 > $e2e/synth.log 2>&1 || exit 1
-      # cuda: the defaults (kernel versions 5/6, the exact filter on; off
-      # when its conformance failed); cudanf: runtime.gpu_filter = false
+      # cuda: the defaults (kernel versions 7/6 on sm_90, the exact filter
+      # on with version 7's bands; off when its conformance failed); cudanf: runtime.gpu_filter = false
       # (float32 operands on the FFMA kernels, version 6); cuda1:
       # HPCRUN_CUDA_KERNELS=1 with it -- all three must equal cpu; cuda16:
       # runtime.gpu_precision = "float16" (every op on the tensor cores);
       # cuda162: "float16x2" (split float32, within float32 tolerances);
-      # cuda4: HPCRUN_CUDA_KERNELS=4 with float16 (must equal cuda16);
-      # cuda7: HPCRUN_CUDA_KERNELS=7 with the defaults (the filter's bands on
-      # version 7: must equal cpu); cuda716: 7 with float16 (= cuda16)
-      runs="cpu cuda cudanf cuda1 cuda16 cuda162 cuda4 cuda7 cuda716"
+      # cuda4: HPCRUN_CUDA_KERNELS=4 with float16 (must equal cuda16, which
+      # runs the default version 7)
+      runs="cpu cuda cudanf cuda1 cuda16 cuda162 cuda4"
       for be in $runs; do
         ranks=1; [ $be != cpu ] && ranks=2
         bk=cuda; [ $be = cpu ] && bk=cpu
-        kv=; case $be in cuda1) kv=1 ;; cuda4) kv=4 ;; cuda7|cuda716) kv=7 ;; esac
+        kv=; case $be in cuda1) kv=1 ;; cuda4) kv=4 ;; esac
         sets=()
         case $be in
-          cuda|cuda7) [ "${NO_FILTER:-}" = 1 ] && sets=(--set runtime.gpu_filter=false) ;;
+          cuda) [ "${NO_FILTER:-}" = 1 ] && sets=(--set runtime.gpu_filter=false) ;;
           cudanf|cuda1) sets=(--set runtime.gpu_filter=false) ;;
-          cuda16|cuda4|cuda716) sets=(--set runtime.gpu_precision=float16) ;;
+          cuda16|cuda4) sets=(--set runtime.gpu_precision=float16) ;;
           cuda162) sets=(--set runtime.gpu_precision=float16x2) ;;
         esac
         t0=$SECONDS
@@ -272,11 +271,11 @@ if [ "$MODE" = all ] && [ "${SKIP_E2E:-}" != 1 ] && [ -x "$here/hpcrun" ] && [ -
         grep -E 'stage done' $e2e/$be.log | sed 's/.*stage=/  stage=/'
         [ $rc -eq 0 ] || { tail -20 $e2e/$be.log; exit 1; }
       done
-      for be in cuda cudanf cuda1 cuda7 cuda16 cuda162; do
+      for be in cuda cudanf cuda1 cuda16 cuda162; do
         echo "== cpu vs $be"
         python3 "$here/compare_runs.py" $e2e/cpu $e2e/$be
       done
-      for be in cuda4 cuda716; do
+      for be in cuda4; do
         echo "== cuda16 vs $be"
         python3 "$here/compare_runs.py" $e2e/cuda16 $e2e/$be
       done
